@@ -1,0 +1,1 @@
+//! Combinators: compose deciders without runtime cost.

@@ -1,0 +1,294 @@
+//! The contract every event store implements: atomic optimistic-concurrency appends, stream and
+//! global reads, and catch-up-then-live subscriptions. `decider-tests` checks an implementation
+//! against it.
+//!
+//! Every read is a [`futures::Stream`] pulled page by page by its consumer, so nothing reads
+//! ahead more than one page: a slow consumer slows its reader and never grows memory.
+//!
+//! ```
+//! use decider_core::{EventData, EventStore, ExpectedVersion, StreamFrom, Direction, StreamId};
+//! use decider_store_memory::MemoryStore;
+//! use futures::TryStreamExt;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let store = MemoryStore::new();
+//! let stream = StreamId::new("account-1")?;
+//! let first = EventData::json("Opened", r#"{"owner":"ada"}"#);
+//! let written = store.append(&stream, ExpectedVersion::NoStream, vec![first]).await?;
+//! assert_eq!(written.next_revision, 1);
+//!
+//! let events: Vec<_> = store
+//!     .read_stream(&stream, StreamFrom::Start, Direction::Forward, None)
+//!     .try_collect()
+//!     .await?;
+//! assert_eq!(events[0].revision, 0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+
+use std::future::Future;
+
+use futures::Stream;
+
+use crate::event::{EventData, ExpectedVersion, Position, RecordedEvent, StreamId};
+
+/// What a successful append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AppendResult {
+    /// The revision the next event of the stream will get: the number of events in the stream
+    /// after this append. The stream's last revision is `next_revision - 1`.
+    pub next_revision: u64,
+    /// Global position of the last event written.
+    pub position: Position,
+}
+
+impl AppendResult {
+    /// The expectation for the next append to the same stream, if nothing else writes to it.
+    pub fn next_expected_version(&self) -> ExpectedVersion {
+        // A successful append wrote at least one event, so next_revision >= 1.
+        ExpectedVersion::Exact(self.next_revision.saturating_sub(1))
+    }
+}
+
+/// Which way a stream is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Oldest first.
+    Forward,
+    /// Newest first.
+    Backward,
+}
+
+/// Where a [`read_stream`](EventStore::read_stream) starts.
+///
+/// `Start` lies before the first event and `End` after the last, so reading forward from `Start`
+/// or backward from `End` returns the whole stream, and the other two combinations return
+/// nothing. `Revision(r)` includes the event at `r`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StreamFrom {
+    /// Before the first event.
+    Start,
+    /// After the last event.
+    End,
+    /// At this revision, inclusive.
+    Revision(u64),
+}
+
+/// Which events of the global log a read or subscription returns.
+///
+/// Every non-empty criterion must match: an event passes when its type is one of `event_types`
+/// (or that list is empty) and its stream's category is one of `categories` (or that list is
+/// empty). The default filter passes everything.
+///
+/// ```
+/// # use decider_core::EventFilter;
+/// let deposits_to_accounts = EventFilter::default()
+///     .with_event_types(["Deposited"])
+///     .with_categories(["account"]);
+/// # let _ = deposits_to_accounts;
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct EventFilter {
+    /// Event types to pass; empty passes every type.
+    pub event_types: Vec<String>,
+    /// Stream categories to pass; empty passes every category.
+    pub categories: Vec<String>,
+}
+
+impl EventFilter {
+    /// A filter that passes every event.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Also requires one of these event types.
+    pub fn with_event_types<T: Into<String>>(mut self, types: impl IntoIterator<Item = T>) -> Self {
+        self.event_types.extend(types.into_iter().map(Into::into));
+        self
+    }
+
+    /// Also requires one of these stream categories.
+    pub fn with_categories<T: Into<String>>(
+        mut self,
+        categories: impl IntoIterator<Item = T>,
+    ) -> Self {
+        self.categories
+            .extend(categories.into_iter().map(Into::into));
+        self
+    }
+
+    /// Whether an event of `event_type` in `stream` passes.
+    pub fn matches(&self, stream: &StreamId, event_type: &str) -> bool {
+        (self.event_types.is_empty() || self.event_types.iter().any(|t| t == event_type))
+            && (self.categories.is_empty()
+                || self.categories.iter().any(|c| c == stream.category()))
+    }
+
+    /// Whether this filter passes everything.
+    pub fn is_all(&self) -> bool {
+        self.event_types.is_empty() && self.categories.is_empty()
+    }
+}
+
+/// One message of a subscription.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubscriptionMessage {
+    /// The next event, in order.
+    Event(RecordedEvent),
+    /// Every event that existed when the subscription started has been delivered; what follows
+    /// is live. Sent exactly once per subscription.
+    CaughtUp,
+}
+
+/// Why a store refused or failed an operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The stream was not at the version the append expected; nothing was written.
+    #[error("stream {stream}: expected {expected}, but {}", describe_actual(*.actual))]
+    WrongExpectedVersion {
+        /// The stream appended to.
+        stream: StreamId,
+        /// What the append expected.
+        expected: ExpectedVersion,
+        /// The stream's last revision when the append was refused (`None`: no stream).
+        actual: Option<u64>,
+    },
+    /// The stream was deleted and takes no more events.
+    #[error("stream {stream} is deleted")]
+    StreamDeleted {
+        /// The deleted stream.
+        stream: StreamId,
+    },
+    /// The request itself is wrong (empty append, duplicate event id, payload the store cannot
+    /// hold, …); retrying it cannot succeed.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The store could not be reached or did not answer in time; the operation may succeed if
+    /// retried. An append that fails this way may or may not have been written: retry it with
+    /// the same event ids, which is idempotent.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store failed in a way retrying will not fix.
+    #[error("store backend error: {0}")]
+    Backend(String),
+}
+
+fn describe_actual(actual: Option<u64>) -> String {
+    match actual {
+        Some(revision) => format!("its last revision is {revision}"),
+        None => "it does not exist".to_owned(),
+    }
+}
+
+impl StoreError {
+    /// Whether trying the same operation again may succeed ([`StoreError::Unavailable`]).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+
+    /// Whether this is an optimistic-concurrency conflict.
+    pub fn is_wrong_expected_version(&self) -> bool {
+        matches!(self, Self::WrongExpectedVersion { .. })
+    }
+}
+
+/// A stream of recorded events, as returned by reads.
+pub trait EventStream: Stream<Item = Result<RecordedEvent, StoreError>> + Send + 'static {}
+impl<T> EventStream for T where T: Stream<Item = Result<RecordedEvent, StoreError>> + Send + 'static {}
+
+/// A subscription: catch-up events, one [`SubscriptionMessage::CaughtUp`], then live events.
+pub trait Subscription:
+    Stream<Item = Result<SubscriptionMessage, StoreError>> + Send + 'static
+{
+}
+impl<T> Subscription for T where
+    T: Stream<Item = Result<SubscriptionMessage, StoreError>> + Send + 'static
+{
+}
+
+/// An event store: the system of record.
+///
+/// # Contract
+/// - [`append`](Self::append) is atomic: all events or none. It checks `expected` against the
+///   stream and refuses a mismatch with [`StoreError::WrongExpectedVersion`] carrying the actual
+///   version. Appending a batch whose event ids were all already appended, together and in that
+///   order, to the same stream returns that append's original result whatever `expected` says
+///   (an idempotent retry after a lost reply); a batch reusing only some of them, or ids of
+///   another stream, is [`StoreError::InvalidInput`]. An empty batch is `InvalidInput`.
+/// - Revisions are 0-based and contiguous per stream; positions are strictly increasing in the
+///   order [`read_all`](Self::read_all) and [`subscribe_all`](Self::subscribe_all) deliver.
+/// - Reads of a stream that does not exist return no events (not an error).
+/// - Starting points of global reads and subscriptions are exclusive: `after: Some(p)` returns
+///   what follows `p`; `None` starts at the beginning.
+/// - A subscription delivers every event of its scope exactly once, in order, including events
+///   of transactions that commit out of order, sends `CaughtUp` once when it has delivered what
+///   existed when it started, then follows new events until dropped.
+/// - Returned streams own what they need (`'static`): they can be moved into a task.
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends `events` to `stream` if the stream is at `expected`.
+    fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> impl Future<Output = Result<AppendResult, StoreError>> + Send;
+
+    /// Reads one stream from `from` in `direction`, at most `limit` events (`None`: all).
+    fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: StreamFrom,
+        direction: Direction,
+        limit: Option<u64>,
+    ) -> impl EventStream;
+
+    /// Reads the global log forward after `after` (`None`: from the start), at most `limit`
+    /// events that pass `filter`.
+    fn read_all(
+        &self,
+        after: Option<Position>,
+        limit: Option<u64>,
+        filter: &EventFilter,
+    ) -> impl EventStream;
+
+    /// Follows the global log after `after` (`None`: from the start): catch-up, `CaughtUp`, live.
+    fn subscribe_all(&self, after: Option<Position>, filter: &EventFilter) -> impl Subscription;
+
+    /// Follows one stream after revision `after` (`None`: from its first event): catch-up,
+    /// `CaughtUp`, live.
+    fn subscribe_stream(&self, stream: &StreamId, after: Option<u64>) -> impl Subscription;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_requires_every_non_empty_criterion() {
+        let account = StreamId::new("account-1").unwrap();
+        let order = StreamId::new("order-1").unwrap();
+        let filter = EventFilter::all()
+            .with_event_types(["Deposited", "Opened"])
+            .with_categories(["account"]);
+        assert!(filter.matches(&account, "Deposited"));
+        assert!(!filter.matches(&account, "Closed"));
+        assert!(!filter.matches(&order, "Deposited"));
+        assert!(EventFilter::all().matches(&order, "Anything"));
+    }
+
+    #[test]
+    fn wrong_expected_version_names_stream_expectation_and_actual() {
+        let error = StoreError::WrongExpectedVersion {
+            stream: StreamId::new("account-1").unwrap(),
+            expected: ExpectedVersion::Exact(3),
+            actual: Some(5),
+        };
+        assert_eq!(
+            error.to_string(),
+            "stream account-1: expected revision 3, but its last revision is 5"
+        );
+        assert!(!error.is_retryable());
+        assert!(StoreError::Unavailable("down".into()).is_retryable());
+    }
+}

@@ -1,0 +1,1 @@
+//! The given/when/then DSL.
