@@ -206,14 +206,14 @@ impl<E: Serialize + DeserializeOwned> Codec<E> for JsonCodec<E> {
             schema_version,
             reason,
         };
-        if let Some(known) = &self.known_types {
-            if !known.contains(event.event_type.as_str()) {
-                return Err(CodecError::UnknownEventType {
-                    stream: event.stream.clone(),
-                    revision: event.revision,
-                    event_type: event.event_type.clone(),
-                });
-            }
+        if let Some(known) = &self.known_types
+            && !known.contains(event.event_type.as_str())
+        {
+            return Err(CodecError::UnknownEventType {
+                stream: event.stream.clone(),
+                revision: event.revision,
+                event_type: event.event_type.clone(),
+            });
         }
         if event.content_type != ContentType::Json {
             return Err(undecodable("payload is binary, not JSON".to_owned()));

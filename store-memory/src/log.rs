@@ -1,0 +1,227 @@
+//! The log itself: every event in global order, an index per stream and per event id, and the
+//! append rules of the contract (expected version, idempotent re-append, all or nothing).
+
+use std::collections::{HashMap, HashSet};
+use std::time::SystemTime;
+
+use decider_core::{
+    AppendResult, EventData, ExpectedVersion, Position, RecordedEvent, StoreError, StreamId,
+};
+use uuid::Uuid;
+
+/// Every event of the store. The event at index `i` has global position `(i + 1, i + 1)`.
+#[derive(Debug, Default)]
+pub(crate) struct Log {
+    events: Vec<RecordedEvent>,
+    /// Global indices of each stream's events, by revision.
+    streams: HashMap<StreamId, Vec<usize>>,
+    /// Global index of each event id.
+    ids: HashMap<Uuid, usize>,
+}
+
+/// The position of the event at global index `index`.
+pub(crate) fn position_of(index: usize) -> Position {
+    let n = index as u64 + 1;
+    Position::new(n, n)
+}
+
+/// The global index of the first event after `after`.
+pub(crate) fn index_after(after: Option<Position>) -> usize {
+    after.map_or(0, |p| usize::try_from(p.commit()).unwrap_or(usize::MAX))
+}
+
+impl Log {
+    pub(crate) fn len(&self) -> u64 {
+        self.events.len() as u64
+    }
+
+    pub(crate) fn event(&self, index: usize) -> Option<&RecordedEvent> {
+        self.events.get(index)
+    }
+
+    /// Global indices of `stream`'s events, by revision; empty for a stream that does not exist.
+    pub(crate) fn stream(&self, stream: &StreamId) -> &[usize] {
+        self.streams.get(stream).map_or(&[], Vec::as_slice)
+    }
+
+    pub(crate) fn append(
+        &mut self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+        now: SystemTime,
+    ) -> Result<AppendResult, StoreError> {
+        if events.is_empty() {
+            return Err(StoreError::InvalidInput(format!(
+                "append to {stream} holds no event"
+            )));
+        }
+        let mut ids = HashSet::with_capacity(events.len());
+        if let Some(duplicate) = events.iter().find(|e| !ids.insert(e.id)) {
+            return Err(StoreError::InvalidInput(format!(
+                "append to {stream} holds event id {} twice",
+                duplicate.id
+            )));
+        }
+        // An idempotent retry is recognised before the version check: after a lost reply the
+        // stream has moved past `expected` because of this very batch.
+        if let Some(original) = self.earlier_append(stream, &events)? {
+            return Ok(original);
+        }
+        let revisions = self.streams.entry(stream.clone()).or_default();
+        let last = revisions.len().checked_sub(1).map(|r| r as u64);
+        if !expected.is_met_by(last) {
+            if revisions.is_empty() {
+                self.streams.remove(stream);
+            }
+            return Err(StoreError::WrongExpectedVersion {
+                stream: stream.clone(),
+                expected,
+                actual: last,
+            });
+        }
+        for event in events {
+            let index = self.events.len();
+            self.ids.insert(event.id, index);
+            self.events.push(RecordedEvent {
+                stream: stream.clone(),
+                revision: revisions.len() as u64,
+                position: position_of(index),
+                id: event.id,
+                event_type: event.event_type,
+                payload: event.payload,
+                content_type: event.content_type,
+                metadata: event.metadata,
+                recorded_at: now,
+            });
+            revisions.push(index);
+        }
+        Ok(AppendResult {
+            next_revision: revisions.len() as u64,
+            position: position_of(self.events.len() - 1),
+        })
+    }
+
+    /// The result of the earlier append of `events`, if all their ids were appended before to
+    /// `stream` at consecutive revisions in this order; an error if only some were, or elsewhere.
+    fn earlier_append(
+        &self,
+        stream: &StreamId,
+        events: &[EventData],
+    ) -> Result<Option<AppendResult>, StoreError> {
+        let found: Vec<Option<&RecordedEvent>> = events
+            .iter()
+            .map(|e| self.ids.get(&e.id).map(|&index| &self.events[index]))
+            .collect();
+        if found.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let consecutive = found.iter().enumerate().all(|(i, recorded)| {
+            recorded.is_some_and(|r| {
+                r.stream == *stream
+                    && found[0].is_some_and(|first| r.revision == first.revision + i as u64)
+            })
+        });
+        match found.last() {
+            Some(Some(last)) if consecutive => Ok(Some(AppendResult {
+                next_revision: last.revision + 1,
+                position: last.position,
+            })),
+            _ => Err(StoreError::InvalidInput(format!(
+                "append to {stream} reuses event ids of an earlier append but is not that \
+                 append repeated (event ids must be unique)"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: u128) -> EventData {
+        EventData::json("E", "{}").with_id(Uuid::from_u128(id))
+    }
+
+    #[test]
+    fn refused_append_to_a_new_stream_leaves_no_empty_stream_behind() {
+        let mut log = Log::default();
+        let s = StreamId::new("s").unwrap();
+        let refused = log.append(
+            &s,
+            ExpectedVersion::Exact(0),
+            vec![event(1)],
+            SystemTime::UNIX_EPOCH,
+        );
+        assert!(matches!(
+            refused,
+            Err(StoreError::WrongExpectedVersion { actual: None, .. })
+        ));
+        assert!(log.streams.is_empty());
+        // And the stream still counts as absent for NoStream.
+        log.append(
+            &s,
+            ExpectedVersion::NoStream,
+            vec![event(1)],
+            SystemTime::UNIX_EPOCH,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_repeated_batch_returns_the_original_result_even_with_a_stale_expectation() {
+        let mut log = Log::default();
+        let s = StreamId::new("s").unwrap();
+        let batch = vec![event(1), event(2)];
+        let first = log
+            .append(
+                &s,
+                ExpectedVersion::NoStream,
+                batch.clone(),
+                SystemTime::UNIX_EPOCH,
+            )
+            .unwrap();
+        log.append(
+            &s,
+            ExpectedVersion::Any,
+            vec![event(3)],
+            SystemTime::UNIX_EPOCH,
+        )
+        .unwrap();
+        let again = log
+            .append(&s, ExpectedVersion::NoStream, batch, SystemTime::UNIX_EPOCH)
+            .unwrap();
+        assert_eq!(again, first);
+        assert_eq!(log.len(), 3);
+    }
+
+    #[test]
+    fn a_batch_mixing_old_and_new_ids_is_refused() {
+        let mut log = Log::default();
+        let s = StreamId::new("s").unwrap();
+        log.append(
+            &s,
+            ExpectedVersion::Any,
+            vec![event(1)],
+            SystemTime::UNIX_EPOCH,
+        )
+        .unwrap();
+        for batch in [vec![event(1), event(2)], vec![event(2), event(1)]] {
+            assert!(matches!(
+                log.append(&s, ExpectedVersion::Any, batch, SystemTime::UNIX_EPOCH),
+                Err(StoreError::InvalidInput(_))
+            ));
+        }
+        let other = StreamId::new("other").unwrap();
+        assert!(matches!(
+            log.append(
+                &other,
+                ExpectedVersion::Any,
+                vec![event(1)],
+                SystemTime::UNIX_EPOCH
+            ),
+            Err(StoreError::InvalidInput(_))
+        ));
+        assert_eq!(log.len(), 1);
+    }
+}
