@@ -250,7 +250,7 @@ impl EventData {
     /// ```
     pub fn json(event_type: impl Into<String>, payload: impl Into<Bytes>) -> Self {
         Self {
-            id: Uuid::new_v4(),
+            id: crate::clock::IdGenerator::new_id(&crate::clock::RandomIds),
             event_type: event_type.into(),
             payload: payload.into(),
             content_type: ContentType::Json,
