@@ -40,7 +40,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::event::{ContentType, RecordedEvent, StreamId};
+use uuid::Uuid;
+
+use crate::event::{ContentType, EventData, RecordedEvent, StreamId};
+use crate::metadata::Metadata;
 
 /// An event encoded for storage, before it gets an id and metadata.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +56,21 @@ pub struct EncodedEvent {
     pub content_type: ContentType,
     /// The payload's schema version, recorded in the event's metadata.
     pub schema_version: u32,
+}
+
+impl EncodedEvent {
+    /// The event ready to append, with its id and metadata; the metadata's schema version is set
+    /// from this encoding (left absent for version 1, which keeps most metadata empty).
+    pub fn into_event_data(self, id: Uuid, mut metadata: Metadata) -> EventData {
+        metadata.schema_version = (self.schema_version > 1).then_some(self.schema_version);
+        EventData {
+            id,
+            event_type: self.event_type,
+            payload: self.payload,
+            content_type: self.content_type,
+            metadata,
+        }
+    }
 }
 
 /// Why an event could not be encoded or decoded. Decoding errors name the event so that an
@@ -184,6 +202,20 @@ impl<E: Serialize + DeserializeOwned> Codec<E> for JsonCodec<E> {
             reason: e.to_string(),
         })?;
         let (event_type, payload) = split_tagged(Bytes::from(json))?;
+        // A one-field struct serialises just like a variant; only the enum's own names count.
+        let is_variant = self
+            .known_types
+            .as_ref()
+            .is_some_and(|known| known.contains(event_type.as_str()));
+        if !is_variant {
+            return Err(CodecError::Unencodable {
+                reason: format!(
+                    "{} is not a serde enum with a variant {event_type:?}; JsonCodec needs an \
+                     externally tagged enum",
+                    std::any::type_name::<E>()
+                ),
+            });
+        }
         let schema_version = if self.upcasters.is_empty() {
             1
         } else {
@@ -335,7 +367,6 @@ mod tests {
 
     use super::*;
     use crate::event::Position;
-    use crate::metadata::Metadata;
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     enum Event {

@@ -396,22 +396,14 @@ where
             .iter()
             .enumerate()
             .map(|(index, event)| {
-                let encoded = self.codec.encode(event)?;
                 let id = match &metadata.idempotency_key {
                     Some(key) => idempotent_event_id(stream, key, index),
                     None => self.ids.new_id(),
                 };
-                let mut metadata = metadata.clone();
-                // Absent means version 1, which keeps the metadata of most events empty.
-                metadata.schema_version =
-                    (encoded.schema_version > 1).then_some(encoded.schema_version);
-                Ok(EventData {
-                    id,
-                    event_type: encoded.event_type,
-                    payload: encoded.payload,
-                    content_type: encoded.content_type,
-                    metadata,
-                })
+                Ok(self
+                    .codec
+                    .encode(event)?
+                    .into_event_data(id, metadata.clone()))
             })
             .collect()
     }

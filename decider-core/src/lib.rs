@@ -21,8 +21,12 @@
 //! #[derive(Debug, PartialEq, Serialize, Deserialize)]
 //! enum Event { Opened { owner: String }, Deposited { amount: u64 } }
 //! enum Command { Open { owner: String }, Deposit { amount: u64 } }
-//! #[derive(Debug, PartialEq)]
-//! enum Error { AlreadyOpen, NotOpen, ZeroAmount }
+//! #[derive(Debug, PartialEq, thiserror::Error)]
+//! enum Error {
+//!     #[error("already open")] AlreadyOpen,
+//!     #[error("not open")] NotOpen,
+//!     #[error("amounts must be positive")] ZeroAmount,
+//! }
 //!
 //! struct Account;
 //! impl Decider for Account {

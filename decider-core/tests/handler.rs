@@ -1,5 +1,7 @@
 //! The command handler against the memory store: retries, terminal streams, idempotency,
 //! metadata propagation.
+// Test code: a failed unwrap is a failed test, in helpers as much as in #[test] bodies.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};

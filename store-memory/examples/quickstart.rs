@@ -97,20 +97,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .await?;
     accounts
-        .handle(&ada, Command::Deposit { amount: 100_00 })
+        .handle(&ada, Command::Deposit { amount: 10_000 })
         .await?;
 
     // A client retrying the same request (same idempotency key) moves money once.
     let request = Metadata::default().with_idempotency_key("withdraw-req-1");
     for _ in 0..3 {
         let outcome = accounts
-            .handle_with(&ada, Command::Withdraw { amount: 30_00 }, request.clone())
+            .handle_with(&ada, Command::Withdraw { amount: 3_000 }, request.clone())
             .await?;
         println!("withdraw 30.00: replayed={}", outcome.replayed);
     }
 
     match accounts
-        .handle(&ada, Command::Withdraw { amount: 500_00 })
+        .handle(&ada, Command::Withdraw { amount: 50_000 })
         .await
     {
         Err(HandlerError::Rejected(refusal)) => println!("withdraw 500.00 refused: {refusal}"),

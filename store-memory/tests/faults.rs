@@ -1,4 +1,6 @@
 //! Fault injection does what it says: a refused append writes nothing; a lost reply has written.
+// Test code: a failed unwrap is a failed test, in helpers as much as in #[test] bodies.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use decider_core::{EventData, EventStore, ExpectedVersion, StoreError, StreamId};
 use decider_store_memory::MemoryStore;

@@ -1,5 +1,7 @@
 //! Model-based property test: any sequence of appends — right, wrong and repeated expectations,
 //! repeated batches — leaves the memory store exactly where a trivially correct model says.
+// Test code: a failed unwrap is a failed test, in helpers as much as in #[test] bodies.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use decider_core::{
     AppendResult, Direction, EventData, EventFilter, EventStore, ExpectedVersion, Position,
