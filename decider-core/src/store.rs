@@ -215,10 +215,10 @@ impl<T> Subscription for T where
 /// # Contract
 /// - [`append`](Self::append) is atomic: all events or none. It checks `expected` against the
 ///   stream and refuses a mismatch with [`StoreError::WrongExpectedVersion`] carrying the actual
-///   version. Appending a batch whose event ids were all already appended, together and in that
-///   order, to the same stream returns that append's original result whatever `expected` says
-///   (an idempotent retry after a lost reply); a batch reusing only some of them, or ids of
-///   another stream, is [`StoreError::InvalidInput`]. An empty batch is `InvalidInput`.
+///   version. Appending a batch that is exactly an earlier successful append to the same stream
+///   (the same event ids, in the same order, no more and no fewer) returns that append's
+///   original result whatever `expected` says: an idempotent retry after a lost reply. Any other
+///   batch reusing an event id is [`StoreError::InvalidInput`]; so is an empty batch.
 /// - Revisions are 0-based and contiguous per stream; positions are strictly increasing in the
 ///   order [`read_all`](Self::read_all) and [`subscribe_all`](Self::subscribe_all) deliver.
 /// - Reads of a stream that does not exist return no events (not an error).

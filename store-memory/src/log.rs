@@ -17,6 +17,8 @@ pub(crate) struct Log {
     streams: HashMap<StreamId, Vec<usize>>,
     /// Global index of each event id.
     ids: HashMap<Uuid, usize>,
+    /// Length of each append, by the global index of its first event.
+    appends: HashMap<usize, usize>,
 }
 
 /// The position of the event at global index `index`.
@@ -80,6 +82,7 @@ impl Log {
                 actual: last,
             });
         }
+        self.appends.insert(self.events.len(), events.len());
         for event in events {
             let index = self.events.len();
             self.ids.insert(event.id, index);
@@ -102,31 +105,39 @@ impl Log {
         })
     }
 
-    /// The result of the earlier append of `events`, if all their ids were appended before to
-    /// `stream` at consecutive revisions in this order; an error if only some were, or elsewhere.
+    /// The result of the earlier append of exactly `events` (the same ids, in the same order, as
+    /// one append to `stream`); an error if some of the ids were appended otherwise.
     fn earlier_append(
         &self,
         stream: &StreamId,
         events: &[EventData],
     ) -> Result<Option<AppendResult>, StoreError> {
-        let found: Vec<Option<&RecordedEvent>> = events
+        let found: Vec<Option<usize>> = events
             .iter()
-            .map(|e| self.ids.get(&e.id).map(|&index| &self.events[index]))
+            .map(|e| self.ids.get(&e.id).copied())
             .collect();
         if found.iter().all(Option::is_none) {
             return Ok(None);
         }
-        let consecutive = found.iter().enumerate().all(|(i, recorded)| {
-            recorded.is_some_and(|r| {
-                r.stream == *stream
-                    && found[0].is_some_and(|first| r.revision == first.revision + i as u64)
-            })
+        // One append's events are consecutive in the global log, so the batch is that append
+        // when it starts where the append started, has its length, and runs on in order.
+        let first = found[0];
+        let repeat = first.is_some_and(|start| {
+            self.appends.get(&start) == Some(&events.len())
+                && self.events[start].stream == *stream
+                && found
+                    .iter()
+                    .enumerate()
+                    .all(|(i, index)| *index == Some(start + i))
         });
-        match found.last() {
-            Some(Some(last)) if consecutive => Ok(Some(AppendResult {
-                next_revision: last.revision + 1,
-                position: last.position,
-            })),
+        match (repeat, first) {
+            (true, Some(start)) => {
+                let last = &self.events[start + events.len() - 1];
+                Ok(Some(AppendResult {
+                    next_revision: last.revision + 1,
+                    position: last.position,
+                }))
+            }
             _ => Err(StoreError::InvalidInput(format!(
                 "append to {stream} reuses event ids of an earlier append but is not that \
                  append repeated (event ids must be unique)"

@@ -14,11 +14,17 @@ async fn a_scheduled_refusal_hits_exactly_the_nth_append_and_writes_nothing() {
     let store = MemoryStore::new();
     let s = StreamId::new("s").unwrap();
     store.fail_append(2, StoreError::Unavailable("down".into()));
-    store.append(&s, ExpectedVersion::Any, event()).await.unwrap();
+    store
+        .append(&s, ExpectedVersion::Any, event())
+        .await
+        .unwrap();
     let refused = store.append(&s, ExpectedVersion::Any, event()).await;
     assert_eq!(refused, Err(StoreError::Unavailable("down".into())));
     assert_eq!(store.len(), 1);
-    store.append(&s, ExpectedVersion::Exact(0), event()).await.unwrap();
+    store
+        .append(&s, ExpectedVersion::Exact(0), event())
+        .await
+        .unwrap();
     assert_eq!(store.len(), 2);
 }
 
@@ -28,10 +34,15 @@ async fn a_lost_reply_has_written_and_its_retry_is_idempotent() {
     let s = StreamId::new("s").unwrap();
     store.commit_then_fail_append(1);
     let batch = event();
-    let lost = store.append(&s, ExpectedVersion::NoStream, batch.clone()).await;
+    let lost = store
+        .append(&s, ExpectedVersion::NoStream, batch.clone())
+        .await;
     assert!(matches!(lost, Err(StoreError::Unavailable(_))));
     assert_eq!(store.len(), 1);
-    let retried = store.append(&s, ExpectedVersion::NoStream, batch).await.unwrap();
+    let retried = store
+        .append(&s, ExpectedVersion::NoStream, batch)
+        .await
+        .unwrap();
     assert_eq!(retried.next_revision, 1);
     assert_eq!(store.len(), 1);
 }

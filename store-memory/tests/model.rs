@@ -21,7 +21,10 @@ enum Op {
         size: usize,
     },
     /// Append again the `nth` earlier batch (modulo the number of batches so far).
-    Repeat { nth: usize, expected: ExpectedVersion },
+    Repeat {
+        nth: usize,
+        expected: ExpectedVersion,
+    },
 }
 
 fn expected_version() -> impl Strategy<Value = ExpectedVersion> {
@@ -109,7 +112,14 @@ async fn run(ops: Vec<Op>) {
                 let last = model.last(stream);
                 match (model.append(stream, expected, ids), actual) {
                     (Some(want), Ok(got)) => assert_eq!(want, got),
-                    (None, Err(StoreError::WrongExpectedVersion { stream: s, expected: e, actual })) => {
+                    (
+                        None,
+                        Err(StoreError::WrongExpectedVersion {
+                            stream: s,
+                            expected: e,
+                            actual,
+                        }),
+                    ) => {
                         assert_eq!((s, e, actual), (name(stream), expected, last));
                     }
                     (want, got) => panic!("model says {want:?}, store says {got:?}"),
@@ -121,7 +131,11 @@ async fn run(ops: Vec<Op>) {
                 }
                 let (stream, ids, original) = model.batches[nth % model.batches.len()].clone();
                 let got = store.append(&name(stream), expected, batch(&ids)).await;
-                assert_eq!(got, Ok(original), "a repeated batch returns its original result");
+                assert_eq!(
+                    got,
+                    Ok(original),
+                    "a repeated batch returns its original result"
+                );
             }
         }
     }
@@ -147,11 +161,7 @@ async fn run(ops: Vec<Op>) {
         .await
         .unwrap();
     let global: Vec<(StreamId, Uuid)> = all.iter().map(|e| (e.stream.clone(), e.id)).collect();
-    let want: Vec<(StreamId, Uuid)> = model
-        .global
-        .iter()
-        .map(|(s, id)| (name(*s), *id))
-        .collect();
+    let want: Vec<(StreamId, Uuid)> = model.global.iter().map(|(s, id)| (name(*s), *id)).collect();
     assert_eq!(global, want);
     assert!(all.windows(2).all(|w| w[0].position < w[1].position));
 }

@@ -1,0 +1,76 @@
+//! How PostgreSQL and pool failures become [`StoreError`]s: lost or refused connections are
+//! `Unavailable` (retryable), bad data is `InvalidInput`, a missing schema says to migrate, and the
+//! rest is `Backend`.
+
+use std::error::Error as _;
+
+use deadpool_postgres::PoolError;
+use decider_core::StoreError;
+use tokio_postgres::error::SqlState;
+
+/// Maps a driver error.
+pub(crate) fn from_pg(error: &tokio_postgres::Error) -> StoreError {
+    let Some(code) = error.code() else {
+        // No SQLSTATE: the connection closed or its socket failed, or a value did not convert.
+        let io = error
+            .source()
+            .is_some_and(|source| source.is::<std::io::Error>());
+        return if error.is_closed() || io {
+            StoreError::Unavailable(format!("PostgreSQL connection lost: {error}"))
+        } else {
+            StoreError::Backend(format!("PostgreSQL client error: {error}"))
+        };
+    };
+    let message = error
+        .as_db_error()
+        .map_or_else(|| error.to_string(), |db| db.message().to_owned());
+    let class = &code.code()[..2];
+    if class == "08"
+        || [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::QUERY_CANCELED,
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+        ]
+        .contains(code)
+    {
+        return StoreError::Unavailable(format!("PostgreSQL: {message} ({})", code.code()));
+    }
+    if class == "22"
+        || *code == SqlState::UNIQUE_VIOLATION
+        || *code == SqlState::PROGRAM_LIMIT_EXCEEDED
+    {
+        return StoreError::InvalidInput(format!(
+            "PostgreSQL refused the data: {message} ({})",
+            code.code()
+        ));
+    }
+    if [
+        SqlState::INVALID_SCHEMA_NAME,
+        SqlState::UNDEFINED_TABLE,
+        SqlState::UNDEFINED_FUNCTION,
+    ]
+    .contains(code)
+    {
+        return StoreError::Backend(format!(
+            "PostgreSQL: {message} ({}); has `PostgresStore::migrate` run for this schema?",
+            code.code()
+        ));
+    }
+    StoreError::Backend(format!("PostgreSQL: {message} ({})", code.code()))
+}
+
+/// Maps a failure to get a connection from the pool.
+pub(crate) fn from_pool(error: PoolError) -> StoreError {
+    match error {
+        PoolError::Backend(error) => from_pg(&error),
+        PoolError::Timeout(kind) => StoreError::Unavailable(format!(
+            "timed out getting a PostgreSQL connection from the pool ({kind:?})"
+        )),
+        PoolError::Closed => StoreError::Unavailable("the connection pool is closed".to_owned()),
+        other => StoreError::Backend(format!("connection pool: {other}")),
+    }
+}

@@ -1,0 +1,479 @@
+//! # decider-store-postgres
+//!
+//! A PostgreSQL [`EventStore`] on `tokio-postgres` and `deadpool-postgres`: gap-free global
+//! order, one round trip per append, push-driven live subscriptions.
+//!
+//! - **Appends** are one call to a PL/pgSQL function: a per-stream advisory lock (writers of
+//!   different streams never wait for each other), the expected-version check against the
+//!   `streams` table, every event inserted with one `INSERT … SELECT unnest(…)`.
+//! - **Global order** is `(transaction_id, global_position)`, and every global read returns only
+//!   rows of transactions older than the oldest one still running. An event whose transaction
+//!   commits late is therefore never skipped by a reader that has moved on: it is held back until
+//!   it can no longer be overtaken.
+//! - **Live subscriptions** poll with backoff and are woken early by `LISTEN`; appends send a
+//!   debounced, empty `NOTIFY` after they commit (never inside the append's transaction, which
+//!   would serialise commits).
+//! - Everything lives in one schema (default `decider`), so tenants and tests are isolated.
+//!
+//! ```no_run
+//! use decider_store_postgres::PostgresStore;
+//!
+//! # async fn example() -> Result<(), decider_core::StoreError> {
+//! let store = PostgresStore::connect("postgres://postgres@127.0.0.1:5432/app").await?;
+//! store.migrate().await?; // idempotent; safe when several processes run it at once
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod error;
+mod json;
+mod live;
+mod reads;
+mod sql;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use decider_core::{
+    AppendResult, ContentType, Direction, EventData, EventFilter, EventStore, EventStream,
+    ExpectedVersion, Position, StoreError, StreamFrom, StreamId, Subscription,
+};
+use tokio_postgres::NoTls;
+
+use crate::error::{from_pg, from_pool};
+use crate::json::JsonText;
+use crate::live::Live;
+
+/// The largest event payload accepted, in bytes. PostgreSQL itself takes up to 255 MB of
+/// `jsonb`; an event this large is almost certainly a mistake, and refusing it early keeps one
+/// bad write from holding a connection for seconds.
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024 * 1024;
+
+/// How a [`PostgresStore`] is set up.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// The schema holding the store's tables: lowercase ASCII letters, digits and `_`, not
+    /// starting with a digit, at most 48 bytes. Default `decider`.
+    pub schema: String,
+    /// Connections in the pool. Default 16.
+    pub pool_size: usize,
+    /// How long an operation waits for a free connection before failing with `Unavailable`.
+    /// Default 10 s.
+    pub pool_timeout: Duration,
+    /// Events fetched per query by reads and subscriptions. Default 1,000.
+    pub page_size: u32,
+    /// The longest a live subscription sleeps between polls when no notification wakes it.
+    /// Default 500 ms.
+    pub max_poll_interval: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            schema: "decider".to_owned(),
+            pool_size: 16,
+            pool_timeout: Duration::from_secs(10),
+            page_size: 1_000,
+            max_poll_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A PostgreSQL event store. Clones share the pool.
+#[derive(Clone)]
+pub struct PostgresStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    pool: Pool,
+    schema: String,
+    queries: Queries,
+    options: PostgresOptions,
+    live: Live,
+}
+
+/// The statements, with the schema filled in.
+struct Queries {
+    append: String,
+    read_stream_forward: String,
+    read_stream_backward: String,
+    read_all_page: String,
+    held_back_exists: String,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("schema", &self.shared.schema)
+            .field("pool", &self.shared.pool.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user@host:port/db`) with default options.
+    /// Does not touch the schema: call [`migrate`](Self::migrate) once at start-up.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, PostgresOptions::default()).await
+    }
+
+    /// Connects to the database at `url` with `options`, and checks that it answers.
+    pub async fn connect_with(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
+        let config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| StoreError::InvalidInput(format!("bad PostgreSQL URL: {e}")))?;
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.pool_timeout))
+            .create_timeout(Some(options.pool_timeout))
+            .build()
+            .map_err(|e| StoreError::InvalidInput(format!("cannot build the pool: {e}")))?;
+        let store = Self::build(pool, Some(config), options)?;
+        // Fail now, with the reason, rather than at the first append.
+        drop(store.shared.pool.get().await.map_err(from_pool)?);
+        Ok(store)
+    }
+
+    /// A store on an existing pool. `listen` is the configuration of the one extra connection
+    /// that listens for appends; without it, live subscriptions only poll.
+    pub fn with_pool(
+        pool: Pool,
+        listen: Option<tokio_postgres::Config>,
+        options: PostgresOptions,
+    ) -> Result<Self, StoreError> {
+        Self::build(pool, listen, options)
+    }
+
+    fn build(
+        pool: Pool,
+        listen: Option<tokio_postgres::Config>,
+        options: PostgresOptions,
+    ) -> Result<Self, StoreError> {
+        let schema = options.schema.clone();
+        validate_schema(&schema)?;
+        if options.page_size == 0 {
+            return Err(StoreError::InvalidInput(
+                "page_size must be at least 1".to_owned(),
+            ));
+        }
+        let quoted = format!("\"{schema}\"");
+        let queries = Queries {
+            append: sql::in_schema(sql::APPEND, &quoted),
+            read_stream_forward: sql::in_schema(&sql::read_stream_forward(), &quoted),
+            read_stream_backward: sql::in_schema(&sql::read_stream_backward(), &quoted),
+            read_all_page: sql::in_schema(&sql::read_all_page(), &quoted),
+            held_back_exists: sql::in_schema(&sql::held_back_exists(), &quoted),
+        };
+        let live = Live::new(format!("{schema}.events"), listen);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                pool,
+                schema,
+                queries,
+                options,
+                live,
+            }),
+        })
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &Pool {
+        &self.shared.pool
+    }
+
+    /// The schema holding the store's tables.
+    pub fn schema(&self) -> &str {
+        &self.shared.schema
+    }
+
+    /// Creates or upgrades the schema to the newest version. Idempotent, and safe when several
+    /// processes run it at once: they take turns on an advisory lock.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let quoted = format!("\"{}\"", self.shared.schema);
+        let mut client = self.shared.pool.get().await.map_err(from_pool)?;
+        let transaction = client.transaction().await.map_err(|e| from_pg(&e))?;
+        transaction
+            .execute(sql::LOCK_MIGRATIONS, &[&self.shared.schema])
+            .await
+            .map_err(|e| from_pg(&e))?;
+        transaction
+            .batch_execute(&sql::in_schema(sql::PREPARE_MIGRATIONS, &quoted))
+            .await
+            .map_err(|e| from_pg(&e))?;
+        let applied: i32 = transaction
+            .query_one(&sql::in_schema(sql::APPLIED_MIGRATIONS, &quoted), &[])
+            .await
+            .map_err(|e| from_pg(&e))?
+            .get(0);
+        for (index, migration) in sql::MIGRATIONS.iter().enumerate().skip(applied as usize) {
+            let version = index as i32 + 1;
+            tracing::info!(schema = %self.shared.schema, version, "applying migration");
+            transaction
+                .batch_execute(&sql::in_schema(migration, &quoted))
+                .await
+                .map_err(|e| from_pg(&e))?;
+            transaction
+                .execute(&sql::in_schema(sql::RECORD_MIGRATION, &quoted), &[&version])
+                .await
+                .map_err(|e| from_pg(&e))?;
+        }
+        transaction.commit().await.map_err(|e| from_pg(&e))
+    }
+
+    /// Drops the schema and everything in it. For tests and tear-down scripts.
+    pub async fn drop_schema(&self) -> Result<(), StoreError> {
+        let client = self.shared.pool.get().await.map_err(from_pool)?;
+        client
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+                self.shared.schema
+            ))
+            .await
+            .map_err(|e| from_pg(&e))
+    }
+}
+
+/// Checks that `schema` is a plain identifier, so it can be quoted into SQL safely.
+fn validate_schema(schema: &str) -> Result<(), StoreError> {
+    let plain = schema
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    let starts_well = schema.bytes().next().is_some_and(|b| !b.is_ascii_digit());
+    // 48 bytes leaves room for the notification channel name, `<schema>.events`, within
+    // PostgreSQL's 63-byte identifier limit.
+    if plain && starts_well && schema.len() <= 48 {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidInput(format!(
+            "schema name {schema:?} must be 1 to 48 lowercase ASCII letters, digits or '_', \
+             not starting with a digit"
+        )))
+    }
+}
+
+/// The arrays the append function takes, one element per event.
+struct AppendArrays<'a> {
+    ids: Vec<uuid::Uuid>,
+    types: Vec<&'a str>,
+    data: Vec<Option<JsonText<'a>>>,
+    binary_data: Vec<Option<&'a [u8]>>,
+    metadata: Vec<Vec<u8>>,
+}
+
+/// Checks a batch and lays it out as arrays; refuses what PostgreSQL would refuse less clearly.
+fn append_arrays<'a>(
+    stream: &StreamId,
+    events: &'a [EventData],
+) -> Result<AppendArrays<'a>, StoreError> {
+    if events.is_empty() {
+        return Err(StoreError::InvalidInput(format!(
+            "append to {stream} holds no event"
+        )));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(events.len());
+    let mut arrays = AppendArrays {
+        ids: Vec::with_capacity(events.len()),
+        types: Vec::with_capacity(events.len()),
+        data: Vec::with_capacity(events.len()),
+        binary_data: Vec::with_capacity(events.len()),
+        metadata: Vec::with_capacity(events.len()),
+    };
+    for (index, event) in events.iter().enumerate() {
+        let refuse = |why: String| {
+            StoreError::InvalidInput(format!(
+                "event {index} ({:?}, id {}) of the append to {stream}: {why}",
+                event.event_type, event.id
+            ))
+        };
+        if !seen.insert(event.id) {
+            return Err(refuse("its id appears twice in the batch".to_owned()));
+        }
+        if event.event_type.is_empty() || event.event_type.contains('\0') {
+            return Err(refuse(
+                "the event type is empty or holds a NUL character".to_owned(),
+            ));
+        }
+        if event.payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(refuse(format!(
+                "the payload is {} bytes; the limit is {MAX_PAYLOAD_BYTES}",
+                event.payload.len()
+            )));
+        }
+        match event.content_type {
+            ContentType::Json => {
+                serde_json::from_slice::<serde::de::IgnoredAny>(&event.payload)
+                    .map_err(|e| refuse(format!("the payload is not JSON: {e}")))?;
+                arrays.data.push(Some(JsonText(&event.payload)));
+                arrays.binary_data.push(None);
+            }
+            ContentType::Binary => {
+                arrays.data.push(None);
+                arrays.binary_data.push(Some(&event.payload));
+            }
+        }
+        let metadata = serde_json::to_vec(&event.metadata)
+            .map_err(|e| refuse(format!("the metadata does not serialise: {e}")))?;
+        arrays.ids.push(event.id);
+        arrays.types.push(&event.event_type);
+        arrays.metadata.push(metadata);
+    }
+    Ok(arrays)
+}
+
+/// The append function's encoding of an expectation: (kind, revision).
+fn expected_kind(expected: ExpectedVersion) -> (i16, Option<i64>) {
+    match expected {
+        ExpectedVersion::Any => (0, None),
+        ExpectedVersion::NoStream => (1, None),
+        ExpectedVersion::StreamExists => (2, None),
+        // Revisions above i64::MAX cannot exist in PostgreSQL, so such an expectation fails.
+        ExpectedVersion::Exact(revision) => (3, Some(i64::try_from(revision).unwrap_or(-1))),
+    }
+}
+
+impl EventStore for PostgresStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult, StoreError> {
+        let arrays = append_arrays(stream, &events)?;
+        let metadata: Vec<JsonText<'_>> = arrays.metadata.iter().map(|m| JsonText(m)).collect();
+        let (kind, revision) = expected_kind(expected);
+        let client = self.shared.pool.get().await.map_err(from_pool)?;
+        let statement = client
+            .prepare_cached(&self.shared.queries.append)
+            .await
+            .map_err(|e| from_pg(&e))?;
+        let row = client
+            .query_one(
+                &statement,
+                &[
+                    &stream.as_str(),
+                    &kind,
+                    &revision,
+                    &arrays.ids,
+                    &arrays.types,
+                    &arrays.data,
+                    &arrays.binary_data,
+                    &metadata,
+                ],
+            )
+            .await
+            .map_err(|e| from_pg(&e))?;
+        drop(client);
+        let outcome: &str = row.get(0);
+        let next_revision: Option<i64> = row.get(1);
+        let position = || -> Result<Position, StoreError> {
+            let transaction: Option<i64> = row.get(2);
+            let global: Option<i64> = row.get(3);
+            match (transaction, global) {
+                (Some(t), Some(g)) => Ok(Position::new(t as u64, g as u64)),
+                _ => Err(StoreError::Backend(
+                    "append returned no position".to_owned(),
+                )),
+            }
+        };
+        match (outcome, next_revision) {
+            ("ok", Some(next)) => {
+                self.shared.live.appended(&self.shared.pool);
+                Ok(AppendResult {
+                    next_revision: next as u64,
+                    position: position()?,
+                })
+            }
+            ("repeat", Some(next)) => Ok(AppendResult {
+                next_revision: next as u64,
+                position: position()?,
+            }),
+            ("conflict", next) => Err(StoreError::WrongExpectedVersion {
+                stream: stream.clone(),
+                expected,
+                actual: next.map(|n| (n - 1) as u64),
+            }),
+            ("reused_ids", _) => Err(StoreError::InvalidInput(format!(
+                "append to {stream} reuses event ids of an earlier append but is not that \
+                 append repeated (event ids must be unique)"
+            ))),
+            (other, _) => Err(StoreError::Backend(format!(
+                "append returned the unknown outcome {other:?}"
+            ))),
+        }
+    }
+
+    fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: StreamFrom,
+        direction: Direction,
+        limit: Option<u64>,
+    ) -> impl EventStream {
+        reads::read_stream(self.clone(), stream.clone(), from, direction, limit)
+    }
+
+    fn read_all(
+        &self,
+        after: Option<Position>,
+        limit: Option<u64>,
+        filter: &EventFilter,
+    ) -> impl EventStream {
+        reads::read_all(self.clone(), after, limit, filter.clone())
+    }
+
+    fn subscribe_all(&self, after: Option<Position>, filter: &EventFilter) -> impl Subscription {
+        reads::subscribe_all(self.clone(), after, filter.clone())
+    }
+
+    fn subscribe_stream(&self, stream: &StreamId, after: Option<u64>) -> impl Subscription {
+        reads::subscribe_stream(self.clone(), stream.clone(), after)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        for good in ["decider", "tenant_42", "_x", &"a".repeat(48)] {
+            assert!(validate_schema(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "1abc",
+            "Upper",
+            "a-b",
+            "a\"b",
+            "a;drop",
+            &"a".repeat(49),
+            "é",
+        ] {
+            assert!(validate_schema(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_payload_that_is_not_json_is_refused_naming_the_event() {
+        let stream = StreamId::new("s").unwrap();
+        let events = [
+            EventData::json("Good", "{}"),
+            EventData::json("Bad", "{not json"),
+        ];
+        let Err(StoreError::InvalidInput(message)) = append_arrays(&stream, &events) else {
+            panic!("accepted")
+        };
+        assert!(message.contains("event 1 (\"Bad\""), "{message}");
+    }
+}

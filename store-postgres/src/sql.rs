@@ -1,0 +1,227 @@
+//! Every SQL statement of the adapter, in one place. `{schema}` stands for the quoted schema name
+//! and is filled in once, when a store is built.
+
+/// Migrations, in order; migration `n` (1-based) is `MIGRATIONS[n - 1]`. Never edit one that has
+/// shipped: add the next.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: the log, the stream index, checkpoints, dead letters and the append function.
+    r#"
+CREATE TABLE {schema}.events (
+    global_position bigint GENERATED ALWAYS AS IDENTITY,
+    -- The order of the global log is (transaction_id, global_position): identities are handed
+    -- out at insert but become visible at commit, so they alone would let a reader skip the
+    -- events of a transaction that commits late. See `read_all_page`.
+    transaction_id  xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    stream_id       text NOT NULL,
+    category        text NOT NULL GENERATED ALWAYS AS (split_part(stream_id, '-', 1)) STORED,
+    revision        bigint NOT NULL,
+    event_id        uuid NOT NULL,
+    event_type      text NOT NULL,
+    data            jsonb,
+    binary_data     bytea,
+    metadata        jsonb NOT NULL,
+    recorded_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (stream_id, revision),
+    UNIQUE (event_id),
+    CHECK ((data IS NULL) <> (binary_data IS NULL))
+);
+CREATE INDEX events_global_order ON {schema}.events (transaction_id, global_position);
+
+CREATE TABLE {schema}.streams (
+    stream_id text PRIMARY KEY,
+    -- The last revision of the stream.
+    version   bigint NOT NULL
+);
+
+CREATE TABLE {schema}.checkpoints (
+    projection      text PRIMARY KEY,
+    transaction_id  xid8 NOT NULL,
+    global_position bigint NOT NULL,
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE {schema}.dead_letters (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    projection      text NOT NULL,
+    event_id        uuid NOT NULL,
+    stream_id       text NOT NULL,
+    revision        bigint NOT NULL,
+    transaction_id  xid8 NOT NULL,
+    global_position bigint NOT NULL,
+    error           text NOT NULL,
+    failed_at       timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (projection, event_id)
+);
+
+-- Appends a batch to one stream, atomically, in one round trip.
+-- p_expected_kind: 0 any, 1 no stream, 2 stream exists, 3 exactly p_expected_revision.
+-- Returns one row: outcome 'ok' (written), 'repeat' (the same ids were appended before: the
+-- original result), 'conflict' (wrong expected version; next_revision - 1 is the actual last
+-- revision, NULL revision: no stream) or 'reused_ids' (some ids exist, not as this batch).
+CREATE FUNCTION {schema}.append_events(
+    p_stream text,
+    p_expected_kind smallint,
+    p_expected_revision bigint,
+    p_ids uuid[],
+    p_types text[],
+    p_data jsonb[],
+    p_binary_data bytea[],
+    p_metadata jsonb[]
+) RETURNS TABLE (outcome text, next_revision bigint, transaction_id bigint, global_position bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_last bigint;
+    v_expected_met boolean;
+    v_found bigint;
+    v_repeat boolean;
+    v_found_first bigint;
+    v_found_last bigint;
+    v_found_transaction bigint;
+    v_found_position bigint;
+BEGIN
+    -- One writer per stream at a time (and nobody else waits): the lock is per stream hash,
+    -- taken for the rest of this transaction.
+    PERFORM pg_advisory_xact_lock(hashtextextended('{schema}' || p_stream, 0));
+
+    -- An idempotent retry is recognised before the version check: after a lost reply the stream
+    -- has moved past p_expected because of this very batch. It is a repeat when the ids are
+    -- exactly one earlier append: all in this stream, at consecutive revisions in batch order,
+    -- written by one transaction, with no event of that transaction just before or after them.
+    SELECT count(*),
+           count(*) = cardinality(p_ids) AND bool_and(e.stream_id = p_stream)
+               AND min(e.revision - b.ord) = max(e.revision - b.ord)
+               AND min(e.transaction_id::text::bigint) = max(e.transaction_id::text::bigint),
+           min(e.revision), max(e.revision), max(e.transaction_id::text::bigint),
+           max(e.global_position)
+    INTO v_found, v_repeat, v_found_first, v_found_last, v_found_transaction, v_found_position
+    FROM unnest(p_ids) WITH ORDINALITY AS b(id, ord)
+    JOIN {schema}.events e ON e.event_id = b.id;
+    IF v_repeat THEN
+        v_repeat := NOT EXISTS (
+            SELECT 1 FROM {schema}.events e
+            WHERE e.stream_id = p_stream
+              AND e.revision IN (v_found_first - 1, v_found_last + 1)
+              AND e.transaction_id::text::bigint = v_found_transaction);
+    END IF;
+    IF v_found > 0 THEN
+        IF v_repeat THEN
+            RETURN QUERY SELECT 'repeat'::text, v_found_last + 1, v_found_transaction,
+                v_found_position;
+        ELSE
+            RETURN QUERY SELECT 'reused_ids'::text, NULL::bigint, NULL::bigint, NULL::bigint;
+        END IF;
+        RETURN;
+    END IF;
+
+    SELECT s.version INTO v_last FROM {schema}.streams s WHERE s.stream_id = p_stream;
+    v_expected_met := CASE p_expected_kind
+        WHEN 0 THEN true
+        WHEN 1 THEN v_last IS NULL
+        WHEN 2 THEN v_last IS NOT NULL
+        ELSE v_last IS NOT DISTINCT FROM p_expected_revision
+    END;
+    IF NOT v_expected_met THEN
+        RETURN QUERY SELECT 'conflict'::text, v_last + 1, NULL::bigint, NULL::bigint;
+        RETURN;
+    END IF;
+
+    v_last := coalesce(v_last, -1);
+    RETURN QUERY
+    WITH inserted AS (
+        INSERT INTO {schema}.events
+            (stream_id, revision, event_id, event_type, data, binary_data, metadata)
+        SELECT p_stream, v_last + b.ord, b.id, b.type, b.data, b.binary_data, b.metadata
+        FROM unnest(p_ids, p_types, p_data, p_binary_data, p_metadata)
+            WITH ORDINALITY AS b(id, type, data, binary_data, metadata, ord)
+        -- Identities follow this order, so positions increase with revisions.
+        ORDER BY b.ord
+        RETURNING events.transaction_id, events.global_position
+    )
+    SELECT 'ok'::text, v_last + cardinality(p_ids) + 1,
+        max(i.transaction_id::text::bigint), max(i.global_position)
+    FROM inserted i;
+
+    INSERT INTO {schema}.streams AS s (stream_id, version)
+    VALUES (p_stream, v_last + cardinality(p_ids))
+    ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version;
+END;
+$$;
+"#,
+];
+
+/// Creates the schema and the table recording applied migrations.
+pub(crate) const PREPARE_MIGRATIONS: &str = r#"
+CREATE SCHEMA IF NOT EXISTS {schema};
+CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
+    version    int PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)"#;
+
+/// Serialises migrations of one schema across processes, for the migrating transaction.
+pub(crate) const LOCK_MIGRATIONS: &str =
+    "SELECT pg_advisory_xact_lock(hashtextextended('decider-migrate:' || $1, 0))";
+
+pub(crate) const APPLIED_MIGRATIONS: &str =
+    "SELECT coalesce(max(version), 0) FROM {schema}.schema_migrations";
+
+pub(crate) const RECORD_MIGRATION: &str =
+    "INSERT INTO {schema}.schema_migrations (version) VALUES ($1)";
+
+pub(crate) const APPEND: &str = "SELECT outcome, next_revision, transaction_id, global_position \
+     FROM {schema}.append_events($1, $2, $3, $4, $5, $6, $7, $8)";
+
+/// The columns every read returns, in the order `row_to_event` expects.
+const EVENT_COLUMNS: &str = "stream_id, revision, transaction_id::text::bigint, global_position, \
+     event_id, event_type, data, binary_data, metadata, recorded_at";
+
+pub(crate) fn read_stream_forward() -> String {
+    format!(
+        "SELECT {EVENT_COLUMNS} FROM {{schema}}.events \
+         WHERE stream_id = $1 AND revision >= $2 ORDER BY revision LIMIT $3"
+    )
+}
+
+pub(crate) fn read_stream_backward() -> String {
+    format!(
+        "SELECT {EVENT_COLUMNS} FROM {{schema}}.events \
+         WHERE stream_id = $1 AND revision <= $2 ORDER BY revision DESC LIMIT $3"
+    )
+}
+
+/// One page of the global log after `($1, $2)`, optionally filtered by types ($4) and
+/// categories ($5) (an empty array passes all).
+///
+/// Only rows of transactions older than every transaction still running are returned
+/// (`transaction_id < pg_snapshot_xmin(pg_current_snapshot())`): every such transaction has
+/// finished, so no event can later appear before the last one returned. Without this rule a
+/// reader that moved past a position would skip the events of a transaction that took an
+/// earlier transaction id but committed later.
+pub(crate) fn read_all_page() -> String {
+    format!(
+        "SELECT {EVENT_COLUMNS} FROM {{schema}}.events \
+         WHERE (transaction_id, global_position) > ($1::bigint::text::xid8, $2) \
+           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+           AND (cardinality($4::text[]) = 0 OR event_type = ANY ($4)) \
+           AND (cardinality($5::text[]) = 0 OR category = ANY ($5)) \
+         ORDER BY transaction_id, global_position LIMIT $3"
+    )
+}
+
+/// Whether committed events after `($1, $2)` that pass the filter are held back by an older
+/// transaction still running; a finite read waits for them instead of ending early.
+pub(crate) fn held_back_exists() -> String {
+    "SELECT EXISTS (SELECT 1 FROM {schema}.events \
+       WHERE (transaction_id, global_position) > ($1::bigint::text::xid8, $2) \
+         AND transaction_id >= pg_snapshot_xmin(pg_current_snapshot()) \
+         AND (cardinality($3::text[]) = 0 OR event_type = ANY ($3)) \
+         AND (cardinality($4::text[]) = 0 OR category = ANY ($4)))"
+        .to_owned()
+}
+
+/// The channel appends notify and live subscriptions listen on.
+pub(crate) const NOTIFY: &str = "SELECT pg_notify($1, '')";
+
+/// Fills in the schema name.
+pub(crate) fn in_schema(sql: &str, quoted_schema: &str) -> String {
+    sql.replace("{schema}", quoted_schema)
+}
