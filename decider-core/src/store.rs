@@ -244,7 +244,7 @@ pub trait EventStore: Send + Sync + 'static {
         from: StreamFrom,
         direction: Direction,
         limit: Option<u64>,
-    ) -> impl EventStream;
+    ) -> impl EventStream + use<Self>;
 
     /// Reads the global log forward after `after` (`None`: from the start), at most `limit`
     /// events that pass `filter`.
@@ -253,14 +253,22 @@ pub trait EventStore: Send + Sync + 'static {
         after: Option<Position>,
         limit: Option<u64>,
         filter: &EventFilter,
-    ) -> impl EventStream;
+    ) -> impl EventStream + use<Self>;
 
     /// Follows the global log after `after` (`None`: from the start): catch-up, `CaughtUp`, live.
-    fn subscribe_all(&self, after: Option<Position>, filter: &EventFilter) -> impl Subscription;
+    fn subscribe_all(
+        &self,
+        after: Option<Position>,
+        filter: &EventFilter,
+    ) -> impl Subscription + use<Self>;
 
     /// Follows one stream after revision `after` (`None`: from its first event): catch-up,
     /// `CaughtUp`, live.
-    fn subscribe_stream(&self, stream: &StreamId, after: Option<u64>) -> impl Subscription;
+    fn subscribe_stream(
+        &self,
+        stream: &StreamId,
+        after: Option<u64>,
+    ) -> impl Subscription + use<Self>;
 }
 
 #[cfg(test)]

@@ -157,16 +157,21 @@ impl EventStore for RacingStore {
         f: StreamFrom,
         d: Direction,
         l: Option<u64>,
-    ) -> impl EventStream {
+    ) -> impl EventStream + use<> {
         self.inner.read_stream(s, f, d, l)
     }
-    fn read_all(&self, a: Option<Position>, l: Option<u64>, f: &EventFilter) -> impl EventStream {
+    fn read_all(
+        &self,
+        a: Option<Position>,
+        l: Option<u64>,
+        f: &EventFilter,
+    ) -> impl EventStream + use<> {
         self.inner.read_all(a, l, f)
     }
-    fn subscribe_all(&self, a: Option<Position>, f: &EventFilter) -> impl Subscription {
+    fn subscribe_all(&self, a: Option<Position>, f: &EventFilter) -> impl Subscription + use<> {
         self.inner.subscribe_all(a, f)
     }
-    fn subscribe_stream(&self, s: &StreamId, a: Option<u64>) -> impl Subscription {
+    fn subscribe_stream(&self, s: &StreamId, a: Option<u64>) -> impl Subscription + use<> {
         self.inner.subscribe_stream(s, a)
     }
 }

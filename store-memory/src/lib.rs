@@ -174,7 +174,7 @@ impl EventStore for MemoryStore {
         from: StreamFrom,
         direction: Direction,
         limit: Option<u64>,
-    ) -> impl EventStream {
+    ) -> impl EventStream + use<> {
         reads::read_stream(self.clone(), stream.clone(), from, direction, limit)
     }
 
@@ -183,15 +183,19 @@ impl EventStore for MemoryStore {
         after: Option<Position>,
         limit: Option<u64>,
         filter: &EventFilter,
-    ) -> impl EventStream {
+    ) -> impl EventStream + use<> {
         reads::read_all(self.clone(), after, limit, filter.clone())
     }
 
-    fn subscribe_all(&self, after: Option<Position>, filter: &EventFilter) -> impl Subscription {
+    fn subscribe_all(
+        &self,
+        after: Option<Position>,
+        filter: &EventFilter,
+    ) -> impl Subscription + use<> {
         reads::subscribe_all(self.clone(), after, filter.clone())
     }
 
-    fn subscribe_stream(&self, stream: &StreamId, after: Option<u64>) -> impl Subscription {
+    fn subscribe_stream(&self, stream: &StreamId, after: Option<u64>) -> impl Subscription + use<> {
         reads::subscribe_stream(self.clone(), stream.clone(), after)
     }
 }

@@ -135,7 +135,7 @@ pub(crate) fn read_stream(
     from: StreamFrom,
     direction: Direction,
     limit: Option<u64>,
-) -> impl EventStream {
+) -> impl EventStream + use<> {
     let remaining = limit.unwrap_or(u64::MAX);
     let (forward, backward) = match (direction, from) {
         (Direction::Forward, StreamFrom::End) | (Direction::Backward, StreamFrom::Start) => {
@@ -175,7 +175,7 @@ pub(crate) fn read_all(
     after: Option<Position>,
     limit: Option<u64>,
     filter: EventFilter,
-) -> impl EventStream {
+) -> impl EventStream + use<> {
     stream::iter(ForwardRead {
         store,
         scope: Scope::All {
@@ -191,7 +191,7 @@ pub(crate) fn subscribe_all(
     store: MemoryStore,
     after: Option<Position>,
     filter: EventFilter,
-) -> impl Subscription {
+) -> impl Subscription + use<> {
     subscribe(
         store,
         Scope::All {
@@ -205,7 +205,7 @@ pub(crate) fn subscribe_stream(
     store: MemoryStore,
     stream: StreamId,
     after: Option<u64>,
-) -> impl Subscription {
+) -> impl Subscription + use<> {
     let next = after.map_or(0, |revision| revision.saturating_add(1));
     subscribe(store, Scope::Stream { stream, next })
 }
@@ -220,7 +220,7 @@ struct Following {
 
 /// Catch-up then live over `scope`: pages through the log; at the head, says `CaughtUp` once,
 /// then sleeps until the head moves.
-fn subscribe(store: MemoryStore, scope: Scope) -> impl Subscription {
+fn subscribe(store: MemoryStore, scope: Scope) -> impl Subscription + use<> {
     let head = store.watch_head();
     let following = Following {
         store,

@@ -175,7 +175,7 @@ pub(crate) fn read_stream(
     from: StreamFrom,
     direction: Direction,
     limit: Option<u64>,
-) -> impl EventStream {
+) -> impl EventStream + use<> {
     let revision = |r: u64| i64::try_from(r).unwrap_or(i64::MAX);
     let cursor = match (direction, from) {
         (Direction::Forward, StreamFrom::Start) => StreamCursor::Forward(0),
@@ -250,7 +250,7 @@ pub(crate) fn read_all(
     after: Option<Position>,
     limit: Option<u64>,
     filter: EventFilter,
-) -> impl EventStream {
+) -> impl EventStream + use<> {
     let read = AllRead {
         store,
         after,
@@ -326,7 +326,7 @@ pub(crate) fn subscribe_all(
     store: PostgresStore,
     after: Option<Position>,
     filter: EventFilter,
-) -> impl Subscription {
+) -> impl Subscription + use<> {
     subscribe(store, Scope::All { after, filter })
 }
 
@@ -334,7 +334,7 @@ pub(crate) fn subscribe_stream(
     store: PostgresStore,
     stream: StreamId,
     after: Option<u64>,
-) -> impl Subscription {
+) -> impl Subscription + use<> {
     let next = after.map_or(0, |r| {
         i64::try_from(r).unwrap_or(i64::MAX).saturating_add(1)
     });
@@ -371,7 +371,7 @@ impl Following {
 /// a wake-up (a notification or an append of this process) or the poll interval, whichever
 /// comes first, backing off while nothing arrives. An error ends the subscription after it is
 /// delivered; resume from the last position handled.
-fn subscribe(store: PostgresStore, scope: Scope) -> impl Subscription {
+fn subscribe(store: PostgresStore, scope: Scope) -> impl Subscription + use<> {
     let following = Following {
         store,
         scope,

@@ -1,5 +1,5 @@
 //! Test support: a fresh schema per test on the database of `DATABASE_URL`.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // each test file uses a part
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // each test file uses a part
 
 use decider_store_postgres::{PostgresOptions, PostgresStore};
 
@@ -13,9 +13,16 @@ pub fn database_url() -> String {
 /// A store in a new, migrated schema of its own. Panics with what to start or set when no
 /// database answers: a store's tests never skip silently.
 pub async fn fresh_store_with(options: PostgresOptions) -> PostgresStore {
+    let store = unmigrated_store(options).await;
+    store.migrate().await.expect("migrate a fresh schema");
+    store
+}
+
+/// A store on a schema that does not exist yet.
+pub async fn unmigrated_store(options: PostgresOptions) -> PostgresStore {
     let url = database_url();
     let schema = format!("decider_test_{}", uuid::Uuid::new_v4().simple());
-    let store = PostgresStore::connect_with(&url, PostgresOptions { schema, ..options })
+    PostgresStore::connect_with(&url, PostgresOptions { schema, ..options })
         .await
         .unwrap_or_else(|error| {
             panic!(
@@ -23,9 +30,7 @@ pub async fn fresh_store_with(options: PostgresOptions) -> PostgresStore {
                  Start the server (e.g. `pg_ctlcluster 15 main start`) or set DATABASE_URL to \
                  a database these tests may create schemas in."
             )
-        });
-    store.migrate().await.expect("migrate a fresh schema");
-    store
+        })
 }
 
 pub async fn fresh_store() -> PostgresStore {
@@ -38,4 +43,13 @@ pub async fn fresh_store() -> PostgresStore {
 
 pub async fn drop_store(store: PostgresStore) {
     store.drop_schema().await.expect("drop the test schema");
+}
+
+/// A connection of its own, outside the store's pool, for playing a second client.
+pub async fn raw_client() -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect a raw client");
+    tokio::spawn(connection);
+    client
 }
