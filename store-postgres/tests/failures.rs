@@ -1,0 +1,295 @@
+//! When the database goes away, refuses, or is handed bad input: typed errors, nothing half
+//! written, and the next call works.
+// Test code: a failed unwrap is a failed test, in helpers as much as in #[test] bodies.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use decider_core::{
+    Direction, EventData, EventStore, ExpectedVersion, StoreError, StreamFrom, StreamId,
+};
+use decider_store_postgres::{MAX_PAYLOAD_BYTES, PostgresOptions, PostgresStore};
+use futures::TryStreamExt;
+use support::{drop_store, fresh_store, fresh_store_with, raw_client, unmigrated_store};
+use uuid::Uuid;
+
+async fn stream_len(store: &PostgresStore, stream: &StreamId) -> usize {
+    store
+        .read_stream(stream, StreamFrom::Start, Direction::Forward, None)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .len()
+}
+
+fn stream() -> StreamId {
+    StreamId::new(format!("fail-{}", Uuid::new_v4())).unwrap()
+}
+
+#[tokio::test]
+async fn a_database_that_does_not_answer_is_unavailable() {
+    let refused = PostgresStore::connect("postgres://postgres@127.0.0.1:1/test").await;
+    assert!(
+        matches!(refused, Err(StoreError::Unavailable(_))),
+        "{refused:?}"
+    );
+    let malformed = PostgresStore::connect("not a url").await;
+    assert!(
+        matches!(malformed, Err(StoreError::InvalidInput(_))),
+        "{malformed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_terminated_mid_append_writes_nothing_and_the_pool_recovers() {
+    let store = fresh_store().await;
+    let s = stream();
+    let blocking_id = Uuid::new_v4();
+
+    // A second client inserts an event with the same id and keeps its transaction open: the
+    // store's append then blocks inside its INSERT, on the unique index, mid-way through.
+    let mut other = raw_client().await;
+    let held = other.transaction().await.unwrap();
+    held.execute(
+        &format!(
+            "INSERT INTO \"{}\".events (stream_id, revision, event_id, event_type, data, metadata) \
+             VALUES ('elsewhere', 0, $1, 'X', '{{}}', '{{}}')",
+            store.schema()
+        ),
+        &[&blocking_id],
+    )
+    .await
+    .unwrap();
+
+    let append = tokio::spawn({
+        let (store, s) = (store.clone(), s.clone());
+        async move {
+            let events = vec![
+                EventData::json("First", "{}"),
+                EventData::json("Second", "{}").with_id(blocking_id),
+            ];
+            store.append(&s, ExpectedVersion::NoStream, events).await
+        }
+    });
+
+    // Find the blocked backend and terminate it.
+    let monitor = raw_client().await;
+    let pid: i32 = loop {
+        let rows = monitor
+            .query(
+                "SELECT pid FROM pg_stat_activity \
+                 WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%append_events%'",
+                &[&store.schema()],
+            )
+            .await
+            .unwrap();
+        if let Some(row) = rows.first() {
+            break row.get(0);
+        }
+        assert!(
+            !append.is_finished(),
+            "the append did not block: {:?}",
+            append.await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    monitor
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+
+    let result = tokio::time::timeout(Duration::from_secs(10), append)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{result:?}"
+    );
+    held.rollback().await.unwrap();
+
+    // Nothing of the batch was written, the stream does not exist, and the pool works.
+    assert_eq!(stream_len(&store, &s).await, 0);
+    let again = store
+        .append(
+            &s,
+            ExpectedVersion::NoStream,
+            vec![EventData::json("First", "{}")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.next_revision, 1);
+    drop_store(store).await;
+}
+
+#[tokio::test]
+async fn a_pool_with_no_free_connection_times_out_as_unavailable() {
+    let store = fresh_store_with(PostgresOptions {
+        pool_size: 1,
+        pool_timeout: Duration::from_millis(200),
+        ..PostgresOptions::default()
+    })
+    .await;
+    let busy = store.pool().get().await.unwrap();
+    let result = store
+        .append(
+            &stream(),
+            ExpectedVersion::Any,
+            vec![EventData::json("E", "{}")],
+        )
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{result:?}"
+    );
+    drop(busy);
+    drop_store(store).await;
+}
+
+#[tokio::test]
+async fn payloads_that_are_not_json_are_refused_naming_the_event_and_nothing_is_written() {
+    let store = fresh_store().await;
+    let s = stream();
+    let cases = [
+        EventData::json("Truncated", r#"{"amount": 1"#),
+        EventData::json("Text", "hello"),
+        EventData::json("Empty", ""),
+        EventData::json("Latin1", vec![0xff, 0xfe]),
+    ];
+    for bad in cases {
+        let event_type = bad.event_type.clone();
+        let batch = vec![EventData::json("Good", "{}"), bad];
+        match store.append(&s, ExpectedVersion::Any, batch).await {
+            Err(StoreError::InvalidInput(message)) => {
+                assert!(
+                    message.contains(&format!("event 1 ({event_type:?}")),
+                    "{message}"
+                );
+            }
+            other => panic!("{event_type}: {other:?}"),
+        }
+    }
+    assert_eq!(stream_len(&store, &s).await, 0);
+    drop_store(store).await;
+}
+
+#[tokio::test]
+async fn json_postgres_cannot_hold_and_bad_event_types_are_invalid_input() {
+    let store = fresh_store().await;
+    let s = stream();
+    // Valid JSON, but jsonb has no NUL character.
+    let nul_in_string = EventData::json("Nul", r#"{"name":"a\u0000b"}"#);
+    let nul_in_type = EventData::json("Bad\0Type", "{}");
+    let empty_type = EventData::json("", "{}");
+    let nul_in_header = EventData::json("Header", "{}")
+        .with_metadata(decider_core::Metadata::default().with_header("x", "a\0b"));
+    for bad in [nul_in_string, nul_in_type, empty_type, nul_in_header] {
+        let result = store
+            .append(&s, ExpectedVersion::Any, vec![bad.clone()])
+            .await;
+        assert!(
+            matches!(result, Err(StoreError::InvalidInput(_))),
+            "{bad:?}: {result:?}"
+        );
+    }
+    assert_eq!(stream_len(&store, &s).await, 0);
+    drop_store(store).await;
+}
+
+#[tokio::test]
+async fn a_ten_megabyte_event_round_trips_and_one_over_the_limit_is_refused() {
+    let store = fresh_store().await;
+    let s = stream();
+    let big = format!(r#"{{"blob":"{}"}}"#, "x".repeat(10 * 1024 * 1024));
+    store
+        .append(
+            &s,
+            ExpectedVersion::NoStream,
+            vec![EventData::json("Big", big.clone())],
+        )
+        .await
+        .unwrap();
+    let read: Vec<_> = store
+        .read_stream(&s, StreamFrom::Start, Direction::Forward, None)
+        .try_collect()
+        .await
+        .unwrap();
+    // jsonb keeps the value, not the spelling (it writes `{"blob": "…"}`).
+    let value: serde_json::Value = serde_json::from_slice(&read[0].payload).unwrap();
+    assert_eq!(
+        value,
+        serde_json::from_str::<serde_json::Value>(&big).unwrap()
+    );
+
+    let too_big = vec![b' '; MAX_PAYLOAD_BYTES + 1];
+    let refused = store
+        .append(
+            &s,
+            ExpectedVersion::Any,
+            vec![EventData::json("TooBig", too_big)],
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::InvalidInput(_))),
+        "{refused:?}"
+    );
+    assert_eq!(stream_len(&store, &s).await, 1);
+    drop_store(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_run_at_once_by_several_processes_apply_once() {
+    let store = unmigrated_store(PostgresOptions::default()).await;
+    // Separate pools stand for separate processes.
+    let mut racers = Vec::new();
+    for _ in 0..4 {
+        let url = support::database_url();
+        let options = PostgresOptions {
+            schema: store.schema().to_owned(),
+            ..PostgresOptions::default()
+        };
+        racers.push(tokio::spawn(async move {
+            PostgresStore::connect_with(&url, options)
+                .await?
+                .migrate()
+                .await
+        }));
+    }
+    for racer in racers {
+        racer.await.unwrap().unwrap();
+    }
+    store.migrate().await.unwrap();
+    let client = store.pool().get().await.unwrap();
+    let applied: i64 = client
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM \"{}\".schema_migrations",
+                store.schema()
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(applied, 1);
+    drop(client);
+    drop_store(store).await;
+}
+
+#[tokio::test]
+async fn a_store_whose_schema_was_never_migrated_says_so() {
+    let store = unmigrated_store(PostgresOptions::default()).await;
+    let result = store
+        .append(
+            &stream(),
+            ExpectedVersion::Any,
+            vec![EventData::json("E", "{}")],
+        )
+        .await;
+    match result {
+        Err(StoreError::Backend(message)) => assert!(message.contains("migrate"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+}

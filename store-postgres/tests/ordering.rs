@@ -1,0 +1,157 @@
+//! The global order survives transactions that commit out of order: an append that took the
+//! earlier transaction id but commits last is delivered first, and never skipped.
+// Test code: a failed unwrap is a failed test, in helpers as much as in #[test] bodies.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use decider_core::{
+    EventData, EventFilter, EventStore, ExpectedVersion, RecordedEvent, StreamId, Subscription,
+    SubscriptionMessage,
+};
+use decider_store_postgres::PostgresStore;
+use futures::{StreamExt, TryStreamExt};
+use support::{drop_store, fresh_store, raw_client};
+use uuid::Uuid;
+
+/// How long "not delivered" is watched for: far longer than a live poll interval.
+const QUIET: Duration = Duration::from_millis(700);
+
+type Sub = Pin<Box<dyn Subscription<Item = Result<SubscriptionMessage, decider_core::StoreError>>>>;
+
+async fn next_event(subscription: &mut Sub) -> RecordedEvent {
+    match tokio::time::timeout(Duration::from_secs(10), subscription.next()).await {
+        Ok(Some(Ok(SubscriptionMessage::Event(event)))) => event,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+async fn caught_up(store: &PostgresStore, filter: &EventFilter) -> Sub {
+    let mut subscription: Sub = Box::pin(store.subscribe_all(None, filter));
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), subscription.next()).await {
+            Ok(Some(Ok(SubscriptionMessage::CaughtUp))) => return subscription,
+            Ok(Some(Ok(SubscriptionMessage::Event(_)))) => {}
+            other => panic!("expected catch-up, got {other:?}"),
+        }
+    }
+}
+
+/// Opens a transaction on a second connection and appends one event to `stream` in it, through
+/// the store's own append function, leaving the transaction open.
+async fn append_and_hold<'c>(
+    store: &PostgresStore,
+    client: &'c mut tokio_postgres::Client,
+    stream: &str,
+    id: Uuid,
+) -> tokio_postgres::Transaction<'c> {
+    let transaction = client.transaction().await.unwrap();
+    let sql = format!(
+        "SELECT outcome FROM \"{}\".append_events($1, 0::smallint, NULL, ARRAY[$2::uuid], \
+         ARRAY['Held'], ARRAY['{{}}'::jsonb], ARRAY[NULL::bytea], ARRAY['{{}}'::jsonb])",
+        store.schema()
+    );
+    let row = transaction.query_one(&sql, &[&stream, &id]).await.unwrap();
+    assert_eq!(row.get::<_, &str>(0), "ok");
+    transaction
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_that_commits_late_is_delivered_in_order_and_never_skipped() {
+    let store = fresh_store().await;
+    let category = format!("ooo{}", Uuid::new_v4().simple());
+    let filter = EventFilter::all().with_categories([category.clone()]);
+    let (early, late) = (format!("{category}-early"), format!("{category}-late"));
+    let mut running = caught_up(&store, &filter).await;
+
+    // The early append takes its transaction id first but stays open...
+    let mut client = raw_client().await;
+    let held_id = Uuid::new_v4();
+    let held = append_and_hold(&store, &mut client, &early, held_id).await;
+    // ...while a later transaction appends and commits.
+    let late_stream = StreamId::new(&late).unwrap();
+    store
+        .append(
+            &late_stream,
+            ExpectedVersion::NoStream,
+            vec![EventData::json("Late", "{}")],
+        )
+        .await
+        .unwrap();
+
+    // The committed later event is held back: delivering it now would let the subscription
+    // move past the earlier transaction's position and skip its event.
+    assert!(
+        tokio::time::timeout(QUIET, running.next()).await.is_err(),
+        "the later event was delivered while an earlier transaction was still open"
+    );
+    // A subscription started between the two commits, and a finite read, wait likewise.
+    let mut started_between: Sub = Box::pin(store.subscribe_all(None, &filter));
+    let read = tokio::spawn({
+        let (store, filter) = (store.clone(), filter.clone());
+        async move {
+            store
+                .read_all(None, None, &filter)
+                .try_collect::<Vec<_>>()
+                .await
+        }
+    });
+    tokio::time::sleep(QUIET).await;
+    assert!(
+        !read.is_finished(),
+        "read_all ended before the earlier transaction finished"
+    );
+
+    held.commit().await.unwrap();
+
+    for subscription in [&mut running, &mut started_between] {
+        let first = next_event(subscription).await;
+        let second = next_event(subscription).await;
+        assert_eq!((first.id, first.stream.as_str()), (held_id, early.as_str()));
+        assert_eq!(second.stream.as_str(), late);
+        assert!(first.position < second.position);
+    }
+    match tokio::time::timeout(Duration::from_secs(10), started_between.next()).await {
+        Ok(Some(Ok(SubscriptionMessage::CaughtUp))) => {}
+        other => panic!("expected CaughtUp after both events, got {other:?}"),
+    }
+    let read = read.await.unwrap().unwrap();
+    let streams: Vec<&str> = read.iter().map(|e| e.stream.as_str()).collect();
+    assert_eq!(streams, [early.as_str(), late.as_str()]);
+    drop_store(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_that_rolls_back_leaves_no_gap_and_no_event() {
+    let store = fresh_store().await;
+    let category = format!("rb{}", Uuid::new_v4().simple());
+    let filter = EventFilter::all().with_categories([category.clone()]);
+    let mut running = caught_up(&store, &filter).await;
+
+    let mut client = raw_client().await;
+    let held = append_and_hold(
+        &store,
+        &mut client,
+        &format!("{category}-a"),
+        Uuid::new_v4(),
+    )
+    .await;
+    let after = StreamId::new(format!("{category}-b")).unwrap();
+    store
+        .append(
+            &after,
+            ExpectedVersion::NoStream,
+            vec![EventData::json("After", "{}")],
+        )
+        .await
+        .unwrap();
+    held.rollback().await.unwrap();
+
+    let delivered = next_event(&mut running).await;
+    assert_eq!(delivered.stream, after);
+    assert!(tokio::time::timeout(QUIET, running.next()).await.is_err());
+    drop_store(store).await;
+}
