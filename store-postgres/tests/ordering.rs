@@ -155,3 +155,45 @@ async fn a_transaction_that_rolls_back_leaves_no_gap_and_no_event() {
     assert!(tokio::time::timeout(QUIET, running.next()).await.is_err());
     drop_store(store).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_in_another_process_is_woken_by_notify_not_by_polling() {
+    let writer = fresh_store().await;
+    // A second store on the same schema stands for another process: it sees no in-process
+    // wake-ups, and polls so rarely that only a notification can deliver in time.
+    let url = support::database_url();
+    let reader = PostgresStore::connect_with(
+        &url,
+        decider_store_postgres::PostgresOptions {
+            schema: writer.schema().to_owned(),
+            max_poll_interval: Duration::from_secs(3_600),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let category = format!("notify{}", Uuid::new_v4().simple());
+    let filter = EventFilter::all().with_categories([category.clone()]);
+    let mut subscription = caught_up(&reader, &filter).await;
+    // The subscriber waits while its poll backoff grows: 9 s in, the wait running then lasts
+    // about 7 s more.
+    let waiting = tokio::spawn(async move { subscription.next().await });
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert!(!waiting.is_finished());
+
+    let stream = StreamId::new(format!("{category}-1")).unwrap();
+    writer
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![EventData::json("Pinged", "{}")],
+        )
+        .await
+        .unwrap();
+    let delivered = tokio::time::timeout(Duration::from_secs(3), waiting).await;
+    assert!(
+        matches!(delivered, Ok(Ok(Some(Ok(SubscriptionMessage::Event(ref e))))) if e.stream == stream),
+        "not woken by the notification: {delivered:?}"
+    );
+    drop_store(writer).await;
+}
