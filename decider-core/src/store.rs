@@ -255,6 +255,10 @@ pub trait EventStore: Send + Sync + 'static {
         filter: &EventFilter,
     ) -> impl EventStream + use<Self>;
 
+    /// The position of the newest event a global read would return now (`None`: empty log).
+    /// Projections compare their checkpoint with it to report lag.
+    fn head_position(&self) -> impl Future<Output = Result<Option<Position>, StoreError>> + Send;
+
     /// Follows the global log after `after` (`None`: from the start): catch-up, `CaughtUp`, live.
     fn subscribe_all(
         &self,

@@ -168,6 +168,9 @@ impl EventStore for RacingStore {
     ) -> impl EventStream + use<> {
         self.inner.read_all(a, l, f)
     }
+    async fn head_position(&self) -> Result<Option<Position>, StoreError> {
+        self.inner.head_position().await
+    }
     fn subscribe_all(&self, a: Option<Position>, f: &EventFilter) -> impl Subscription + use<> {
         self.inner.subscribe_all(a, f)
     }

@@ -103,12 +103,6 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    /// The position of the newest event, if any.
-    pub fn head_position(&self) -> Option<Position> {
-        let len = self.len();
-        (len > 0).then(|| Position::new(len, len))
-    }
-
     /// Makes the `nth` append from now (1-based) fail with `error` without writing anything.
     pub fn fail_append(&self, nth: u64, error: StoreError) {
         self.shared.faults.schedule(nth, Fault::Refuse(error));
@@ -185,6 +179,11 @@ impl EventStore for MemoryStore {
         filter: &EventFilter,
     ) -> impl EventStream + use<> {
         reads::read_all(self.clone(), after, limit, filter.clone())
+    }
+
+    async fn head_position(&self) -> Result<Option<Position>, StoreError> {
+        let len = self.len();
+        Ok((len > 0).then(|| Position::new(len, len)))
     }
 
     fn subscribe_all(

@@ -103,6 +103,7 @@ struct Queries {
     read_stream_backward: String,
     read_all_page: String,
     held_back_exists: String,
+    head_position: String,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -174,6 +175,7 @@ impl PostgresStore {
             read_stream_backward: sql::in_schema(&sql::read_stream_backward(), &quoted),
             read_all_page: sql::in_schema(&sql::read_all_page(), &quoted),
             held_back_exists: sql::in_schema(&sql::held_back_exists(), &quoted),
+            head_position: sql::in_schema(sql::HEAD_POSITION, &quoted),
         };
         let live = Live::new(format!("{schema}.events"), listen);
         Ok(Self {
@@ -241,6 +243,30 @@ impl PostgresStore {
             ))
             .await
             .map_err(|e| from_pg(&e))
+    }
+}
+
+impl PostgresStore {
+    /// Runs one statement (prepared once per connection) on a pooled connection. A connection
+    /// that failed is taken out of the pool rather than handed to the next caller: after a
+    /// backend is terminated its client may not know yet that it is closed.
+    pub(crate) async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        let client = self.shared.pool.get().await.map_err(from_pool)?;
+        let result = match client.prepare_cached(sql).await {
+            Ok(statement) => client.query(&statement, params).await,
+            Err(error) => Err(error),
+        };
+        result.map_err(|error| {
+            let error = from_pg(&error);
+            if error.is_retryable() {
+                drop(deadpool_postgres::Object::take(client));
+            }
+            error
+        })
     }
 }
 
@@ -352,14 +378,9 @@ impl EventStore for PostgresStore {
         let arrays = append_arrays(stream, &events)?;
         let metadata: Vec<JsonText<'_>> = arrays.metadata.iter().map(|m| JsonText(m)).collect();
         let (kind, revision) = expected_kind(expected);
-        let client = self.shared.pool.get().await.map_err(from_pool)?;
-        let statement = client
-            .prepare_cached(&self.shared.queries.append)
-            .await
-            .map_err(|e| from_pg(&e))?;
-        let row = client
-            .query_one(
-                &statement,
+        let rows = self
+            .query(
+                &self.shared.queries.append,
                 &[
                     &stream.as_str(),
                     &kind,
@@ -371,9 +392,10 @@ impl EventStore for PostgresStore {
                     &metadata,
                 ],
             )
-            .await
-            .map_err(|e| from_pg(&e))?;
-        drop(client);
+            .await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| StoreError::Backend("append returned no row".to_owned()))?;
         let outcome: &str = row.get(0);
         let next_revision: Option<i64> = row.get(1);
         let position = || -> Result<Position, StoreError> {
@@ -430,6 +452,15 @@ impl EventStore for PostgresStore {
         filter: &EventFilter,
     ) -> impl EventStream + use<> {
         reads::read_all(self.clone(), after, limit, filter.clone())
+    }
+
+    async fn head_position(&self) -> Result<Option<Position>, StoreError> {
+        // Like a read, the head includes events committed before this call but held back by an
+        // older transaction still running: wait for them.
+        self.settle(None, &EventFilter::all()).await?;
+        let rows = self.query(&self.shared.queries.head_position, &[]).await?;
+        let row = rows.first();
+        Ok(row.map(|row| Position::new(row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64)))
     }
 
     fn subscribe_all(

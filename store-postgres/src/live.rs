@@ -84,12 +84,15 @@ async fn notify_loop(pool: Pool, channel: String, pending: Arc<Notify>) {
     loop {
         pending.notified().await;
         let sent = match pool.get().await {
-            Ok(client) => client
-                .execute(sql::NOTIFY, &[&channel])
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+            Ok(client) => match client.execute(sql::NOTIFY, &[&channel]).await {
+                Ok(_) => Ok(()),
+                Err(error) => {
+                    // Whatever went wrong, this connection is not worth handing out again.
+                    drop(deadpool_postgres::Object::take(client));
+                    Err(error.to_string())
+                }
+            },
+            Err(error) => Err(error.to_string()),
         };
         if let Err(error) = sent {
             // Listeners in other processes fall back to polling; nothing is lost.

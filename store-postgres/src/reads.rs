@@ -16,7 +16,6 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use crate::PostgresStore;
-use crate::error::{from_pg, from_pool};
 use crate::json::ReceivedJson;
 
 /// The first live poll interval after activity; doubles while nothing arrives.
@@ -29,13 +28,7 @@ impl PostgresStore {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let client = self.shared.pool.get().await.map_err(from_pool)?;
-        let statement = client.prepare_cached(sql).await.map_err(|e| from_pg(&e))?;
-        let rows = client
-            .query(&statement, params)
-            .await
-            .map_err(|e| from_pg(&e))?;
-        drop(client);
+        let rows = self.query(sql, params).await?;
         rows.iter().map(row_to_event).collect()
     }
 
@@ -74,14 +67,9 @@ impl PostgresStore {
         filter: &EventFilter,
     ) -> Result<bool, StoreError> {
         let (transaction, global) = position_params(after);
-        let client = self.shared.pool.get().await.map_err(from_pool)?;
-        let statement = client
-            .prepare_cached(&self.shared.queries.held_back_exists)
-            .await
-            .map_err(|e| from_pg(&e))?;
-        let row = client
-            .query_one(
-                &statement,
+        let rows = self
+            .query(
+                &self.shared.queries.held_back_exists,
                 &[
                     &transaction,
                     &global,
@@ -89,15 +77,17 @@ impl PostgresStore {
                     &filter.categories,
                 ],
             )
-            .await
-            .map_err(|e| from_pg(&e))?;
+            .await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| StoreError::Backend("EXISTS returned no row".to_owned()))?;
         Ok(row.get(0))
     }
 
     /// Waits until nothing committed after `after` is held back, so that a finite read (or the
     /// catch-up before `CaughtUp`) includes everything committed before it started. Returns at
     /// once in the common case; otherwise polls while the older transaction finishes.
-    async fn settle(
+    pub(crate) async fn settle(
         &self,
         after: Option<Position>,
         filter: &EventFilter,

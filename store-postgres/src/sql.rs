@@ -218,6 +218,12 @@ pub(crate) fn held_back_exists() -> String {
         .to_owned()
 }
 
+/// The newest position a global read would return now.
+pub(crate) const HEAD_POSITION: &str = "SELECT transaction_id::text::bigint, global_position \
+     FROM {schema}.events \
+     WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+     ORDER BY transaction_id DESC, global_position DESC LIMIT 1";
+
 /// The channel appends notify and live subscriptions listen on.
 pub(crate) const NOTIFY: &str = "SELECT pg_notify($1, '')";
 

@@ -739,3 +739,32 @@ pub async fn read_all_filters_by_event_type_and_category_together<S: EventStore 
         assert_eq!(recorded_ids(&read), expected, "read_all with {filter:?}");
     }
 }
+
+/// `head_position` is at least the position of the last event appended, and no event a global
+/// read returns lies beyond it.
+pub async fn head_position_is_the_newest_position_a_read_returns<S: EventStore + Clone>(store: S) {
+    let stream = stream_in(&unique_category());
+    let written = append(&store, &stream, ExpectedVersion::NoStream, &events(3)).await;
+    let head = store
+        .head_position()
+        .await
+        .expect("head_position")
+        .expect("a store holding events has a head");
+    assert!(
+        head >= written.position,
+        "head {head} lies before the last append's position {}",
+        written.position
+    );
+    let beyond = read_all(
+        &store,
+        Some(head),
+        None,
+        &EventFilter::all().with_categories([stream.category()]),
+    )
+    .await;
+    assert!(
+        beyond.is_empty(),
+        "read_all after the head returned {} events",
+        beyond.len()
+    );
+}
