@@ -70,6 +70,7 @@ pub mod decider;
 pub mod event;
 pub mod handler;
 pub mod metadata;
+pub mod projection;
 pub mod saga;
 pub mod store;
 #[cfg(feature = "testing")]

@@ -1,0 +1,629 @@
+//! The projection runner: subscription → bounded buffer → batcher → sink → checkpoint.
+
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::sync::{Semaphore, mpsc};
+use tracing::Instrument;
+
+use crate::event::{Position, RecordedEvent, StreamId};
+use crate::projection::dead_letter::DeadLetter;
+use crate::projection::lease::{Lease, LeaseGuard, Unleased};
+use crate::projection::sink::{HandleError, Sink};
+use crate::projection::status::{ProjectionStatus, RunnerState, StatusHandle};
+use crate::projection::{PoisonPolicy, Projection, RunnerOptions};
+use crate::store::{Direction, EventStore, StoreError, StreamFrom, SubscriptionMessage};
+
+/// Why a projection stopped.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProjectionError {
+    /// An event its handler cannot handle, under [`PoisonPolicy::Stop`]. Every event before it
+    /// is handled and checkpointed; fix the handler (or dead-letter the event) and run again.
+    #[error(
+        "projection {projection} stopped at {stream} revision {revision} (event {event_id}, \
+         position {position}): {reason}"
+    )]
+    Poison {
+        /// The projection.
+        projection: String,
+        /// The event's stream.
+        stream: StreamId,
+        /// The event's revision.
+        revision: u64,
+        /// The event's id.
+        event_id: uuid::Uuid,
+        /// The event's position.
+        position: Position,
+        /// What the handler said.
+        reason: String,
+    },
+    /// Another runner moved the checkpoint: this one is not the active consumer.
+    #[error("projection {projection}: the checkpoint moved under this runner ({expected:?} → {actual:?}); another runner is active")]
+    CheckpointMoved {
+        /// The projection.
+        projection: String,
+        /// Where this runner left it.
+        expected: Option<Position>,
+        /// Where it was found.
+        actual: Option<Position>,
+    },
+    /// The lease was lost (its connection dropped): another runner may take over.
+    #[error("projection {projection} lost its lease")]
+    LeaseLost {
+        /// The projection.
+        projection: String,
+    },
+    /// The store failed in a way retrying will not fix.
+    #[error("projection {projection}: {error}")]
+    Store {
+        /// The projection.
+        projection: String,
+        /// The error.
+        error: StoreError,
+    },
+    /// The sink failed in a way retrying will not fix.
+    #[error("projection {projection}: {reason}")]
+    Fatal {
+        /// The projection.
+        projection: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The outcome of re-driving dead letters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RedriveReport {
+    /// Dead letters handled successfully and forgotten.
+    pub redriven: Vec<DeadLetter>,
+    /// Dead letters that failed again (they stay), with the new error.
+    pub failed: Vec<(DeadLetter, String)>,
+}
+
+/// What ends a run early.
+enum Halt {
+    Shutdown,
+    Error(ProjectionError),
+}
+
+impl From<ProjectionError> for Halt {
+    fn from(error: ProjectionError) -> Self {
+        Self::Error(error)
+    }
+}
+
+enum Message {
+    Event(RecordedEvent),
+    CaughtUp,
+    Failed(StoreError),
+}
+
+/// The reading half: a task pulling the subscription into a channel, one permit per event.
+struct Source {
+    messages: mpsc::UnboundedReceiver<Message>,
+    /// One permit per event the buffer may hold; an event's permit comes back when it is
+    /// checkpointed.
+    room: Arc<Semaphore>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Runs one [`Projection`]: follows the store from the sink's checkpoint, hands batches to the
+/// sink, and keeps going — catching up, then live — until told to stop.
+///
+/// ```no_run
+/// # use decider_core::projection::*;
+/// # use decider_core::{EventFilter, RecordedEvent};
+/// # use decider_store_memory::MemoryStore;
+/// # struct Counter;
+/// # impl EventHandler for Counter {
+/// #     async fn handle(&self, _: &[RecordedEvent]) -> Result<(), HandleError> { Ok(()) }
+/// # }
+/// # async fn example(store: MemoryStore, stop: tokio::sync::oneshot::Receiver<()>) -> Result<(), ProjectionError> {
+/// let sink = CheckpointedSink::new(Counter, MemoryCheckpoints::default(), MemoryDeadLetters::default());
+/// let projection = Projection::new("deposits")
+///     .with_filter(EventFilter::all().with_event_types(["Deposited"]));
+/// let runner = ProjectionRunner::new(store, projection, sink);
+/// let status = runner.status_handle(); // readable from any task while it runs
+/// runner.run(async { stop.await.ok(); }).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct ProjectionRunner<S, K, L = Unleased> {
+    store: S,
+    sink: K,
+    lease: L,
+    projection: Projection,
+    options: RunnerOptions,
+    status: StatusHandle,
+}
+
+impl<S, K> ProjectionRunner<S, K, Unleased> {
+    /// A runner of `projection` over `store` into `sink`, with default options and no lease.
+    pub fn new(store: S, projection: Projection, sink: K) -> Self {
+        let status = StatusHandle::new(projection.name());
+        Self {
+            store,
+            sink,
+            lease: Unleased,
+            projection,
+            options: RunnerOptions::default(),
+            status,
+        }
+    }
+}
+
+impl<S, K, L> ProjectionRunner<S, K, L> {
+    /// The same runner with other options.
+    pub fn with_options(mut self, options: RunnerOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The same runner taking `lease` before it runs, so that only one runner of the projection
+    /// is ever active.
+    pub fn with_lease<L2: Lease>(self, lease: L2) -> ProjectionRunner<S, K, L2> {
+        ProjectionRunner {
+            store: self.store,
+            sink: self.sink,
+            lease,
+            projection: self.projection,
+            options: self.options,
+            status: self.status,
+        }
+    }
+
+    /// The current status.
+    pub fn status(&self) -> ProjectionStatus {
+        self.status.get()
+    }
+
+    /// A handle that reads the status from any task, also while [`run`](Self::run) runs.
+    pub fn status_handle(&self) -> StatusHandle {
+        self.status.clone()
+    }
+
+    /// The sink.
+    pub fn sink(&self) -> &K {
+        &self.sink
+    }
+
+    /// The projection.
+    pub fn projection(&self) -> &Projection {
+        &self.projection
+    }
+}
+
+impl<S, K, L> ProjectionRunner<S, K, L>
+where
+    S: EventStore + Clone,
+    K: Sink,
+    L: Lease,
+{
+    fn name(&self) -> &str {
+        self.projection.name()
+    }
+
+    /// Runs until `shutdown` resolves (then finishes the batch in hand, checkpoints it and
+    /// returns `Ok`), or until an error it cannot retry.
+    pub async fn run(&self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ProjectionError> {
+        let mut shutdown = pin!(shutdown);
+        self.status.set_state(RunnerState::WaitingForLease);
+        let acquired = tokio::select! {
+            lease = self.lease.acquire(self.name()) => lease,
+            () = &mut shutdown => {
+                self.status.set_state(RunnerState::Stopped);
+                return Ok(());
+            }
+        };
+        let mut lease = acquired.map_err(|error| self.store_error(error))?;
+        let outcome = self.run_leased(&mut lease, shutdown).await;
+        match outcome {
+            Ok(()) | Err(Halt::Shutdown) => {
+                self.status.set_state(RunnerState::Stopped);
+                Ok(())
+            }
+            Err(Halt::Error(error)) => {
+                tracing::error!(projection = self.name(), %error, "projection stopped");
+                self.status.set_state(RunnerState::Failed { error: error.to_string() });
+                Err(error)
+            }
+        }
+    }
+
+    async fn run_leased(
+        &self,
+        lease: &mut LeaseGuard,
+        mut shutdown: Pin<&mut (impl Future<Output = ()> + Send)>,
+    ) -> Result<(), Halt> {
+        let mut checkpoint = match self
+            .retrying(&mut shutdown, || self.sink.checkpoint(self.name()))
+            .await
+        {
+            Ok(checkpoint) => checkpoint,
+            Err(Refusal::Halt(halt)) => return Err(halt),
+            Err(Refusal::Poison { reason, .. }) => return Err(self.fatal(reason)),
+        };
+        self.status.set_checkpoint(checkpoint);
+        self.refresh_head().await;
+        let mut head_read = Instant::now();
+        loop {
+            self.status.set_state(RunnerState::CatchingUp);
+            let mut source = self.start_source(checkpoint);
+            let failure = loop {
+                let first = tokio::select! {
+                    biased;
+                    () = &mut shutdown => return Err(Halt::Shutdown),
+                    () = lease.lost() => return Err(self.lease_lost()),
+                    message = source.messages.recv() => message,
+                };
+                let mut batch = Vec::new();
+                let mut caught_up = false;
+                let mut failure = None;
+                match first {
+                    Some(Message::Event(event)) => batch.push(event),
+                    Some(Message::CaughtUp) => caught_up = true,
+                    Some(Message::Failed(error)) => failure = Some(error),
+                    None => failure = Some(StoreError::Unavailable("subscription ended".to_owned())),
+                }
+                if !batch.is_empty() {
+                    self.fill(&mut source, &mut batch, &mut caught_up, &mut failure).await;
+                    if lease.is_lost() {
+                        return Err(self.lease_lost());
+                    }
+                    checkpoint = self.apply(&batch, checkpoint, &mut shutdown).await?;
+                    source.room.add_permits(batch.len());
+                    self.status.update(|s| {
+                        s.in_flight = self.options.buffer.max(1) - source.room.available_permits();
+                    });
+                    // Lag needs a recent head; once a second is plenty.
+                    if head_read.elapsed() >= Duration::from_secs(1) {
+                        self.refresh_head().await;
+                        head_read = Instant::now();
+                    }
+                }
+                if caught_up {
+                    self.status.set_state(RunnerState::Live);
+                    self.refresh_head().await;
+                }
+                if let Some(error) = failure {
+                    break error;
+                }
+            };
+            // The source failed: everything it delivered is handled; resume from the checkpoint.
+            if !failure.is_retryable() {
+                return Err(self.store_error(failure).into());
+            }
+            tracing::warn!(projection = self.name(), %failure, "subscription failed; resuming");
+            self.status.set_state(RunnerState::Stalled { reason: failure.to_string() });
+            self.pause(&mut shutdown, self.options.retry_base).await?;
+        }
+    }
+
+    /// Adds to `batch` what arrives within the linger time, up to the batch size.
+    async fn fill(
+        &self,
+        source: &mut Source,
+        batch: &mut Vec<RecordedEvent>,
+        caught_up: &mut bool,
+        failure: &mut Option<StoreError>,
+    ) {
+        let deadline = tokio::time::Instant::now() + self.options.max_linger;
+        while batch.len() < self.options.max_batch {
+            match tokio::time::timeout_at(deadline, source.messages.recv()).await {
+                Ok(Some(Message::Event(event))) => batch.push(event),
+                Ok(Some(Message::CaughtUp)) => {
+                    // Live from here: hand over what is there rather than wait for more.
+                    *caught_up = true;
+                    return;
+                }
+                Ok(Some(Message::Failed(error))) => {
+                    *failure = Some(error);
+                    return;
+                }
+                Ok(None) => {
+                    *failure = Some(StoreError::Unavailable("subscription ended".to_owned()));
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn start_source(&self, after: Option<Position>) -> Source {
+        // A buffer of 0 could never hold the next event.
+        let room = Arc::new(Semaphore::new(self.options.buffer.max(1)));
+        let (sender, messages) = mpsc::unbounded_channel();
+        let subscription = self.store.subscribe_all(after, self.projection.filter());
+        let task = tokio::spawn({
+            let room = room.clone();
+            async move {
+                let mut subscription = pin!(subscription);
+                let mut has_room = false;
+                loop {
+                    // Room is taken *before* the subscription is polled: while the buffer is
+                    // full the subscription is not asked for the next event, so no further page
+                    // is fetched.
+                    if !has_room {
+                        match room.acquire().await {
+                            Ok(permit) => permit.forget(),
+                            Err(_) => return,
+                        }
+                        has_room = true;
+                    }
+                    let message = match subscription.next().await {
+                        Some(Ok(SubscriptionMessage::Event(event))) => {
+                            has_room = false;
+                            Message::Event(event)
+                        }
+                        Some(Ok(SubscriptionMessage::CaughtUp)) => Message::CaughtUp,
+                        Some(Err(error)) => Message::Failed(error),
+                        None => return,
+                    };
+                    let last = matches!(message, Message::Failed(_));
+                    if sender.send(message).is_err() || last {
+                        return;
+                    }
+                }
+            }
+        });
+        Source { messages, room, task }
+    }
+
+    /// Applies `batch`, following the poison policy for events the sink refuses; returns the
+    /// new checkpoint.
+    async fn apply(
+        &self,
+        batch: &[RecordedEvent],
+        mut checkpoint: Option<Position>,
+        shutdown: &mut Pin<&mut (impl Future<Output = ()> + Send)>,
+    ) -> Result<Option<Position>, Halt> {
+        let started = Instant::now();
+        let span = tracing::info_span!(
+            "projection_batch",
+            projection = self.name(),
+            events = batch.len(),
+            first = ?batch.first().map(|e| e.position),
+        );
+        // `batch[..start]` is handled and checkpointed; `batch[start..end]` is tried next.
+        let (mut start, mut end) = (0, batch.len());
+        while start < batch.len() {
+            let window = &batch[start..end];
+            let applied = self
+                .retrying(shutdown, || self.sink.apply(self.name(), window, checkpoint))
+                .instrument(span.clone())
+                .await;
+            match applied {
+                Ok(()) => {
+                    checkpoint = window.last().map(|e| e.position).or(checkpoint);
+                    start = end;
+                    end = batch.len();
+                }
+                Err(Refusal::Halt(halt)) => return Err(halt),
+                // Apply what comes before the poison first; it may hold another one.
+                Err(Refusal::Poison { index, .. }) if index > 0 && index < window.len() => {
+                    end = start + index;
+                }
+                Err(Refusal::Poison { index: 0, reason }) => {
+                    checkpoint = Some(self.on_poison(&window[0], &reason, checkpoint, shutdown).await?);
+                    start += 1;
+                    end = batch.len();
+                }
+                Err(Refusal::Poison { index, .. }) => {
+                    return Err(self.fatal(format!(
+                        "the sink named event {index} of a batch of {} as poison",
+                        window.len()
+                    )));
+                }
+            }
+        }
+        if let Some(last) = checkpoint {
+            self.status.batch_done(batch.len(), last, started.elapsed());
+        }
+        Ok(checkpoint)
+    }
+
+    /// Stops on `event`, or dead-letters it and returns its position as the new checkpoint.
+    async fn on_poison(
+        &self,
+        event: &RecordedEvent,
+        reason: &str,
+        checkpoint: Option<Position>,
+        shutdown: &mut Pin<&mut (impl Future<Output = ()> + Send)>,
+    ) -> Result<Position, Halt> {
+        match self.options.poison {
+            PoisonPolicy::Stop => Err(Halt::Error(ProjectionError::Poison {
+                projection: self.name().to_owned(),
+                stream: event.stream.clone(),
+                revision: event.revision,
+                event_id: event.id,
+                position: event.position,
+                reason: reason.to_owned(),
+            })),
+            PoisonPolicy::DeadLetter => {
+                tracing::warn!(
+                    projection = self.name(),
+                    stream = %event.stream,
+                    revision = event.revision,
+                    reason,
+                    "dead-lettering an event"
+                );
+                match self
+                    .retrying(shutdown, || self.sink.dead_letter(self.name(), event, reason, checkpoint))
+                    .await
+                {
+                    Ok(()) => Ok(event.position),
+                    Err(Refusal::Halt(halt)) => Err(halt),
+                    Err(Refusal::Poison { reason, .. }) => {
+                        Err(self.fatal(format!("cannot dead-letter an event: {reason}")))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Calls `call` until it succeeds or fails in a way retrying cannot fix, backing off between
+    /// passing failures.
+    async fn retrying<T, F, Fut>(
+        &self,
+        shutdown: &mut Pin<&mut (impl Future<Output = ()> + Send)>,
+        mut call: F,
+    ) -> Result<T, Refusal>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, HandleError>>,
+    {
+        let mut attempt = 0u32;
+        loop {
+            match call().await {
+                Ok(value) => return Ok(value),
+                Err(HandleError::Retryable(reason)) => {
+                    tracing::warn!(projection = self.name(), attempt, %reason, "retrying");
+                    self.status.set_state(RunnerState::Stalled { reason });
+                    let delay = self
+                        .options
+                        .retry_base
+                        .saturating_mul(1u32.checked_shl(attempt).unwrap_or(u32::MAX))
+                        .min(self.options.retry_max);
+                    self.pause(shutdown, delay).await.map_err(Refusal::Halt)?;
+                    attempt = attempt.saturating_add(1);
+                }
+                Err(HandleError::Poison { index, reason }) => return Err(Refusal::Poison { index, reason }),
+                Err(HandleError::CheckpointMoved { expected, actual }) => {
+                    return Err(Refusal::Halt(Halt::Error(ProjectionError::CheckpointMoved {
+                        projection: self.name().to_owned(),
+                        expected,
+                        actual,
+                    })));
+                }
+                Err(HandleError::Fatal(reason)) => return Err(Refusal::Halt(self.fatal(reason))),
+            }
+        }
+    }
+
+    async fn pause(
+        &self,
+        shutdown: &mut Pin<&mut (impl Future<Output = ()> + Send)>,
+        delay: Duration,
+    ) -> Result<(), Halt> {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => Ok(()),
+            () = shutdown.as_mut() => Err(Halt::Shutdown),
+        }
+    }
+
+    async fn refresh_head(&self) {
+        match self.store.head_position().await {
+            Ok(head) => self.status.set_head(head),
+            Err(error) => tracing::debug!(projection = self.name(), %error, "cannot read the head"),
+        }
+    }
+
+    fn fatal(&self, reason: String) -> Halt {
+        Halt::Error(ProjectionError::Fatal {
+            projection: self.name().to_owned(),
+            reason,
+        })
+    }
+
+    fn lease_lost(&self) -> Halt {
+        Halt::Error(ProjectionError::LeaseLost {
+            projection: self.name().to_owned(),
+        })
+    }
+
+    fn store_error(&self, error: StoreError) -> ProjectionError {
+        ProjectionError::Store {
+            projection: self.name().to_owned(),
+            error,
+        }
+    }
+
+    /// Empties the read model (the sink's reset hook) and forgets the checkpoint, so that the
+    /// next [`run`](Self::run) replays the log from the start. Takes the lease first: it waits
+    /// while a runner of the projection is active.
+    pub async fn rebuild(&self) -> Result<(), ProjectionError> {
+        let _lease = self
+            .lease
+            .acquire(self.name())
+            .await
+            .map_err(|error| self.store_error(error))?;
+        tracing::info!(projection = self.name(), "rebuilding");
+        self.sink
+            .reset(self.name())
+            .await
+            .map_err(|error| self.handle_error(error))?;
+        self.status.set_checkpoint(None);
+        Ok(())
+    }
+
+    /// The events this projection gave up on under [`PoisonPolicy::DeadLetter`].
+    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, ProjectionError> {
+        self.sink
+            .dead_letters(self.name())
+            .await
+            .map_err(|error| self.handle_error(error))
+    }
+
+    /// Hands every dead letter to the sink again (after the handler is fixed); those that succeed
+    /// are forgotten, the others stay.
+    pub async fn redrive_dead_letters(&self) -> Result<RedriveReport, ProjectionError> {
+        let mut report = RedriveReport::default();
+        for letter in self.dead_letters().await? {
+            let event = self.load_event(&letter).await?;
+            match self.sink.redrive(self.name(), &event).await {
+                Ok(()) => report.redriven.push(letter),
+                Err(error) => report.failed.push((letter, error.to_string())),
+            }
+        }
+        Ok(report)
+    }
+
+    async fn load_event(&self, letter: &DeadLetter) -> Result<RecordedEvent, ProjectionError> {
+        let mut read = pin!(self.store.read_stream(
+            &letter.stream,
+            StreamFrom::Revision(letter.revision),
+            Direction::Forward,
+            Some(1),
+        ));
+        match read.next().await {
+            Some(Ok(event)) if event.id == letter.event_id => Ok(event),
+            Some(Err(error)) => Err(self.store_error(error)),
+            _ => Err(ProjectionError::Fatal {
+                projection: self.name().to_owned(),
+                reason: format!(
+                    "dead-lettered event {} is no longer at {} revision {}",
+                    letter.event_id, letter.stream, letter.revision
+                ),
+            }),
+        }
+    }
+
+    fn handle_error(&self, error: HandleError) -> ProjectionError {
+        match error {
+            HandleError::CheckpointMoved { expected, actual } => ProjectionError::CheckpointMoved {
+                projection: self.name().to_owned(),
+                expected,
+                actual,
+            },
+            other => ProjectionError::Fatal {
+                projection: self.name().to_owned(),
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+/// Why a sink call did not succeed, after retries.
+enum Refusal {
+    Poison { index: usize, reason: String },
+    Halt(Halt),
+}
