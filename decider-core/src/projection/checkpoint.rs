@@ -54,7 +54,9 @@ pub struct MemoryCheckpoints(Mutex<HashMap<String, Position>>);
 
 impl MemoryCheckpoints {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Position>> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -89,7 +91,10 @@ impl CheckpointStore for MemoryCheckpoints {
 }
 
 impl<T: CheckpointStore> CheckpointStore for std::sync::Arc<T> {
-    fn load(&self, projection: &str) -> impl Future<Output = Result<Option<Position>, StoreError>> + Send {
+    fn load(
+        &self,
+        projection: &str,
+    ) -> impl Future<Output = Result<Option<Position>, StoreError>> + Send {
         (**self).load(projection)
     }
     fn save(

@@ -50,10 +50,17 @@ pub trait DeadLetterStore: Send + Sync + 'static {
     fn record(&self, letter: DeadLetter) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The dead letters of `projection`, oldest position first.
-    fn list(&self, projection: &str) -> impl Future<Output = Result<Vec<DeadLetter>, StoreError>> + Send;
+    fn list(
+        &self,
+        projection: &str,
+    ) -> impl Future<Output = Result<Vec<DeadLetter>, StoreError>> + Send;
 
     /// Forgets the dead letter of `event_id` for `projection` (after a successful re-drive).
-    fn remove(&self, projection: &str, event_id: Uuid) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn remove(
+        &self,
+        projection: &str,
+        event_id: Uuid,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// Dead letters held in memory.
@@ -62,7 +69,9 @@ pub struct MemoryDeadLetters(Mutex<Vec<DeadLetter>>);
 
 impl MemoryDeadLetters {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<DeadLetter>> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -100,10 +109,17 @@ impl<T: DeadLetterStore> DeadLetterStore for std::sync::Arc<T> {
     fn record(&self, letter: DeadLetter) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).record(letter)
     }
-    fn list(&self, projection: &str) -> impl Future<Output = Result<Vec<DeadLetter>, StoreError>> + Send {
+    fn list(
+        &self,
+        projection: &str,
+    ) -> impl Future<Output = Result<Vec<DeadLetter>, StoreError>> + Send {
         (**self).list(projection)
     }
-    fn remove(&self, projection: &str, event_id: Uuid) -> impl Future<Output = Result<(), StoreError>> + Send {
+    fn remove(
+        &self,
+        projection: &str,
+        event_id: Uuid,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).remove(projection, event_id)
     }
 }

@@ -59,7 +59,10 @@ impl LeaseGuard {
 /// Grants one holder at a time per projection name.
 pub trait Lease: Send + Sync + 'static {
     /// Waits until the lease of `projection` is free, then holds it.
-    fn acquire(&self, projection: &str) -> impl Future<Output = Result<LeaseGuard, StoreError>> + Send;
+    fn acquire(
+        &self,
+        projection: &str,
+    ) -> impl Future<Output = Result<LeaseGuard, StoreError>> + Send;
 }
 
 /// No lease: every runner runs. For a single process that starts each projection once.

@@ -41,7 +41,9 @@ pub enum ProjectionError {
         reason: String,
     },
     /// Another runner moved the checkpoint: this one is not the active consumer.
-    #[error("projection {projection}: the checkpoint moved under this runner ({expected:?} → {actual:?}); another runner is active")]
+    #[error(
+        "projection {projection}: the checkpoint moved under this runner ({expected:?} → {actual:?}); another runner is active"
+    )]
     CheckpointMoved {
         /// The projection.
         projection: String,
@@ -214,7 +216,10 @@ where
 
     /// Runs until `shutdown` resolves (then finishes the batch in hand, checkpoints it and
     /// returns `Ok`), or until an error it cannot retry.
-    pub async fn run(&self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ProjectionError> {
+    pub async fn run(
+        &self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ProjectionError> {
         let mut shutdown = pin!(shutdown);
         self.status.set_state(RunnerState::WaitingForLease);
         let acquired = tokio::select! {
@@ -233,7 +238,9 @@ where
             }
             Err(Halt::Error(error)) => {
                 tracing::error!(projection = self.name(), %error, "projection stopped");
-                self.status.set_state(RunnerState::Failed { error: error.to_string() });
+                self.status.set_state(RunnerState::Failed {
+                    error: error.to_string(),
+                });
                 Err(error)
             }
         }
@@ -272,10 +279,13 @@ where
                     Some(Message::Event(event)) => batch.push(event),
                     Some(Message::CaughtUp) => caught_up = true,
                     Some(Message::Failed(error)) => failure = Some(error),
-                    None => failure = Some(StoreError::Unavailable("subscription ended".to_owned())),
+                    None => {
+                        failure = Some(StoreError::Unavailable("subscription ended".to_owned()))
+                    }
                 }
                 if !batch.is_empty() {
-                    self.fill(&mut source, &mut batch, &mut caught_up, &mut failure).await;
+                    self.fill(&mut source, &mut batch, &mut caught_up, &mut failure)
+                        .await;
                     if lease.is_lost() {
                         return Err(self.lease_lost());
                     }
@@ -303,7 +313,9 @@ where
                 return Err(self.store_error(failure).into());
             }
             tracing::warn!(projection = self.name(), %failure, "subscription failed; resuming");
-            self.status.set_state(RunnerState::Stalled { reason: failure.to_string() });
+            self.status.set_state(RunnerState::Stalled {
+                reason: failure.to_string(),
+            });
             self.pause(&mut shutdown, self.options.retry_base).await?;
         }
     }
@@ -375,7 +387,11 @@ where
                 }
             }
         });
-        Source { messages, room, task }
+        Source {
+            messages,
+            room,
+            task,
+        }
     }
 
     /// Applies `batch`, following the poison policy for events the sink refuses; returns the
@@ -398,7 +414,9 @@ where
         while start < batch.len() {
             let window = &batch[start..end];
             let applied = self
-                .retrying(shutdown, || self.sink.apply(self.name(), window, checkpoint))
+                .retrying(shutdown, || {
+                    self.sink.apply(self.name(), window, checkpoint)
+                })
                 .instrument(span.clone())
                 .await;
             match applied {
@@ -413,7 +431,10 @@ where
                     end = start + index;
                 }
                 Err(Refusal::Poison { index: 0, reason }) => {
-                    checkpoint = Some(self.on_poison(&window[0], &reason, checkpoint, shutdown).await?);
+                    checkpoint = Some(
+                        self.on_poison(&window[0], &reason, checkpoint, shutdown)
+                            .await?,
+                    );
                     start += 1;
                     end = batch.len();
                 }
@@ -457,7 +478,10 @@ where
                     "dead-lettering an event"
                 );
                 match self
-                    .retrying(shutdown, || self.sink.dead_letter(self.name(), event, reason, checkpoint))
+                    .retrying(shutdown, || {
+                        self.sink
+                            .dead_letter(self.name(), event, reason, checkpoint)
+                    })
                     .await
                 {
                     Ok(()) => Ok(event.position),
@@ -496,13 +520,17 @@ where
                     self.pause(shutdown, delay).await.map_err(Refusal::Halt)?;
                     attempt = attempt.saturating_add(1);
                 }
-                Err(HandleError::Poison { index, reason }) => return Err(Refusal::Poison { index, reason }),
+                Err(HandleError::Poison { index, reason }) => {
+                    return Err(Refusal::Poison { index, reason });
+                }
                 Err(HandleError::CheckpointMoved { expected, actual }) => {
-                    return Err(Refusal::Halt(Halt::Error(ProjectionError::CheckpointMoved {
-                        projection: self.name().to_owned(),
-                        expected,
-                        actual,
-                    })));
+                    return Err(Refusal::Halt(Halt::Error(
+                        ProjectionError::CheckpointMoved {
+                            projection: self.name().to_owned(),
+                            expected,
+                            actual,
+                        },
+                    )));
                 }
                 Err(HandleError::Fatal(reason)) => return Err(Refusal::Halt(self.fatal(reason))),
             }

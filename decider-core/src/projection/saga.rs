@@ -71,10 +71,13 @@ where
 {
     async fn handle(&self, batch: &[RecordedEvent]) -> Result<(), HandleError> {
         for (index, recorded) in batch.iter().enumerate() {
-            let event = self.codec.decode(recorded).map_err(|error| HandleError::Poison {
-                index,
-                reason: error.to_string(),
-            })?;
+            let event = self
+                .codec
+                .decode(recorded)
+                .map_err(|error| HandleError::Poison {
+                    index,
+                    reason: error.to_string(),
+                })?;
             for (n, command) in self.saga.react(&event).into_iter().enumerate() {
                 let stream = (self.route)(&command);
                 let metadata = Metadata {

@@ -54,7 +54,9 @@ impl From<StoreError> for HandleError {
 impl From<CheckpointError> for HandleError {
     fn from(error: CheckpointError) -> Self {
         match error {
-            CheckpointError::Moved { expected, actual, .. } => Self::CheckpointMoved { expected, actual },
+            CheckpointError::Moved {
+                expected, actual, ..
+            } => Self::CheckpointMoved { expected, actual },
             CheckpointError::Store(error) => error.into(),
         }
     }
@@ -111,11 +113,28 @@ pub trait Sink: Send + Sync + 'static {
 /// handled again, so `handle` must be idempotent (an upsert, not an increment).
 pub trait EventHandler: Send + Sync + 'static {
     /// Handles a batch, in order.
-    fn handle(&self, batch: &[RecordedEvent]) -> impl Future<Output = Result<(), HandleError>> + Send;
+    fn handle(
+        &self,
+        batch: &[RecordedEvent],
+    ) -> impl Future<Output = Result<(), HandleError>> + Send;
 
     /// Empties the read model, for a rebuild. The default does nothing.
     fn reset(&self) -> impl Future<Output = Result<(), HandleError>> + Send {
         async { Ok(()) }
+    }
+}
+
+/// A shared handler: keep an `Arc` of the read model to query it while the runner feeds it.
+impl<T: EventHandler> EventHandler for std::sync::Arc<T> {
+    fn handle(
+        &self,
+        batch: &[RecordedEvent],
+    ) -> impl Future<Output = Result<(), HandleError>> + Send {
+        (**self).handle(batch)
+    }
+
+    fn reset(&self) -> impl Future<Output = Result<(), HandleError>> + Send {
+        (**self).reset()
     }
 }
 
@@ -160,7 +179,10 @@ impl<H: EventHandler, C: CheckpointStore, L: DeadLetterStore> Sink for Checkpoin
             return Ok(());
         };
         self.handler.handle(batch).await?;
-        Ok(self.checkpoints.save(projection, previous, last.position).await?)
+        Ok(self
+            .checkpoints
+            .save(projection, previous, last.position)
+            .await?)
     }
 
     async fn dead_letter(
@@ -173,7 +195,10 @@ impl<H: EventHandler, C: CheckpointStore, L: DeadLetterStore> Sink for Checkpoin
         self.dead_letters
             .record(DeadLetter::new(projection, event, reason))
             .await?;
-        Ok(self.checkpoints.save(projection, previous, event.position).await?)
+        Ok(self
+            .checkpoints
+            .save(projection, previous, event.position)
+            .await?)
     }
 
     async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>, HandleError> {

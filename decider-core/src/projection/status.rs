@@ -96,7 +96,9 @@ impl StatusHandle {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Tracker> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn update(&self, change: impl FnOnce(&mut ProjectionStatus)) {
