@@ -28,6 +28,7 @@
 mod error;
 mod json;
 mod live;
+mod projection;
 mod reads;
 mod sql;
 
@@ -46,6 +47,11 @@ use tokio_postgres::NoTls;
 use crate::error::{from_pg, from_pool};
 use crate::json::JsonText;
 use crate::live::Live;
+use crate::projection::ProjectionQueries;
+
+pub use crate::projection::{
+    PgCheckpoints, PgDeadLetters, PgLeases, PgTransactionalSink, TransactionalHandler, handle_error,
+};
 
 /// The largest event payload accepted, in bytes. PostgreSQL itself takes up to 255 MB of
 /// `jsonb`; an event this large is almost certainly a mistake, and refusing it early keeps one
@@ -90,8 +96,11 @@ pub struct PostgresStore {
 
 struct Shared {
     pool: Pool,
+    /// The connection settings, when known: leases open connections of their own.
+    config: Option<tokio_postgres::Config>,
     schema: String,
     queries: Queries,
+    projection_queries: ProjectionQueries,
     options: PostgresOptions,
     live: Live,
 }
@@ -146,8 +155,9 @@ impl PostgresStore {
         Ok(store)
     }
 
-    /// A store on an existing pool. `listen` is the configuration of the one extra connection
-    /// that listens for appends; without it, live subscriptions only poll.
+    /// A store on an existing pool. `listen` is the configuration for connections outside the
+    /// pool: the one that listens for appends, and projection leases. Without it, live
+    /// subscriptions only poll and [`leases`](Self::leases) are not available.
     pub fn with_pool(
         pool: Pool,
         listen: Option<tokio_postgres::Config>,
@@ -177,12 +187,14 @@ impl PostgresStore {
             held_back_exists: sql::in_schema(&sql::held_back_exists(), &quoted),
             head_position: sql::in_schema(sql::HEAD_POSITION, &quoted),
         };
-        let live = Live::new(format!("{schema}.events"), listen);
+        let live = Live::new(format!("{schema}.events"), listen.clone());
         Ok(Self {
             shared: Arc::new(Shared {
                 pool,
+                config: listen,
                 schema,
                 queries,
+                projection_queries: ProjectionQueries::new(&quoted),
                 options,
                 live,
             }),

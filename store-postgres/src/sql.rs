@@ -224,6 +224,39 @@ pub(crate) const HEAD_POSITION: &str = "SELECT transaction_id::text::bigint, glo
      WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
      ORDER BY transaction_id DESC, global_position DESC LIMIT 1";
 
+pub(crate) const LOAD_CHECKPOINT: &str = "SELECT transaction_id::text::bigint, global_position \
+     FROM {schema}.checkpoints WHERE projection = $1";
+
+/// Creates a projection's first checkpoint; changes nothing if another runner created it.
+pub(crate) const CREATE_CHECKPOINT: &str = "INSERT INTO {schema}.checkpoints \
+     (projection, transaction_id, global_position) VALUES ($1, $2::bigint::text::xid8, $3) \
+     ON CONFLICT (projection) DO NOTHING";
+
+/// Compare-and-set: moves a checkpoint only from where the runner left it, and only forward.
+pub(crate) const MOVE_CHECKPOINT: &str = "UPDATE {schema}.checkpoints \
+     SET transaction_id = $4::bigint::text::xid8, global_position = $5, updated_at = now() \
+     WHERE projection = $1 \
+       AND transaction_id = $2::bigint::text::xid8 AND global_position = $3 \
+       AND ($4::bigint::text::xid8, $5) > (transaction_id, global_position)";
+
+pub(crate) const DELETE_CHECKPOINT: &str = "DELETE FROM {schema}.checkpoints WHERE projection = $1";
+
+pub(crate) const RECORD_DEAD_LETTER: &str = "INSERT INTO {schema}.dead_letters \
+     (projection, event_id, stream_id, revision, transaction_id, global_position, error) \
+     VALUES ($1, $2, $3, $4, $5::bigint::text::xid8, $6, $7) \
+     ON CONFLICT (projection, event_id) DO UPDATE SET error = excluded.error, failed_at = now()";
+
+pub(crate) const LIST_DEAD_LETTERS: &str = "SELECT event_id, stream_id, revision, \
+     transaction_id::text::bigint, global_position, error, failed_at \
+     FROM {schema}.dead_letters WHERE projection = $1 ORDER BY transaction_id, global_position";
+
+pub(crate) const DELETE_DEAD_LETTER: &str =
+    "DELETE FROM {schema}.dead_letters WHERE projection = $1 AND event_id = $2";
+
+/// Blocks until this session holds the lease `$1` (`<schema>:<projection>`).
+pub(crate) const ACQUIRE_LEASE: &str =
+    "SELECT pg_advisory_lock(hashtextextended('decider-lease:' || $1, 0))";
+
 /// The channel appends notify and live subscriptions listen on.
 pub(crate) const NOTIFY: &str = "SELECT pg_notify($1, '')";
 

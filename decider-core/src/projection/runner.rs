@@ -40,7 +40,9 @@ pub enum ProjectionError {
         /// What the handler said.
         reason: String,
     },
-    /// Another runner moved the checkpoint: this one is not the active consumer.
+    /// Another runner moved the checkpoint. A running runner resumes from the moved checkpoint
+    /// (the batch it was applying was not kept by an exactly-once sink); this error is returned
+    /// by operations that cannot resume, such as a rebuild.
     #[error(
         "projection {projection}: the checkpoint moved under this runner ({expected:?} → {actual:?}); another runner is active"
     )]
@@ -222,14 +224,31 @@ where
     ) -> Result<(), ProjectionError> {
         let mut shutdown = pin!(shutdown);
         self.status.set_state(RunnerState::WaitingForLease);
-        let acquired = tokio::select! {
-            lease = self.lease.acquire(self.name()) => lease,
-            () = &mut shutdown => {
-                self.status.set_state(RunnerState::Stopped);
-                return Ok(());
+        let mut lease = loop {
+            let acquired = tokio::select! {
+                lease = self.lease.acquire(self.name()) => lease,
+                () = &mut shutdown => {
+                    self.status.set_state(RunnerState::Stopped);
+                    return Ok(());
+                }
+            };
+            match acquired {
+                Ok(lease) => break lease,
+                // The lease's connection failed while waiting: wait again.
+                Err(error) if error.is_retryable() => {
+                    tracing::warn!(projection = self.name(), %error, "acquiring the lease failed; retrying");
+                    if self
+                        .pause(&mut shutdown, self.options.retry_base)
+                        .await
+                        .is_err()
+                    {
+                        self.status.set_state(RunnerState::Stopped);
+                        return Ok(());
+                    }
+                }
+                Err(error) => return Err(self.store_error(error)),
             }
         };
-        let mut lease = acquired.map_err(|error| self.store_error(error))?;
         let outcome = self.run_leased(&mut lease, shutdown).await;
         match outcome {
             Ok(()) | Err(Halt::Shutdown) => {
@@ -251,21 +270,21 @@ where
         lease: &mut LeaseGuard,
         mut shutdown: Pin<&mut (impl Future<Output = ()> + Send)>,
     ) -> Result<(), Halt> {
-        let mut checkpoint = match self
-            .retrying(&mut shutdown, || self.sink.checkpoint(self.name()))
-            .await
-        {
-            Ok(checkpoint) => checkpoint,
-            Err(Refusal::Halt(halt)) => return Err(halt),
-            Err(Refusal::Poison { reason, .. }) => return Err(self.fatal(reason)),
-        };
-        self.status.set_checkpoint(checkpoint);
-        self.refresh_head().await;
         let mut head_read = Instant::now();
+        self.refresh_head().await;
         loop {
+            let mut checkpoint = match self
+                .retrying(&mut shutdown, || self.sink.checkpoint(self.name()))
+                .await
+            {
+                Ok(checkpoint) => checkpoint,
+                Err(Refusal::Halt(halt)) => return Err(halt),
+                Err(Refusal::Poison { reason, .. }) => return Err(self.fatal(reason)),
+            };
+            self.status.set_checkpoint(checkpoint);
             self.status.set_state(RunnerState::CatchingUp);
             let mut source = self.start_source(checkpoint);
-            let failure = loop {
+            let restart = loop {
                 let first = tokio::select! {
                     biased;
                     () = &mut shutdown => return Err(Halt::Shutdown),
@@ -289,7 +308,17 @@ where
                     if lease.is_lost() {
                         return Err(self.lease_lost());
                     }
-                    checkpoint = self.apply(&batch, checkpoint, &mut shutdown).await?;
+                    match self.apply(&batch, checkpoint, &mut shutdown).await {
+                        Ok(applied) => checkpoint = applied,
+                        Err(Halt::Error(ProjectionError::CheckpointMoved {
+                            expected,
+                            actual,
+                            ..
+                        })) => {
+                            break Restart::CheckpointMoved { expected, actual };
+                        }
+                        Err(halt) => return Err(halt),
+                    }
                     source.room.add_permits(batch.len());
                     self.status.update(|s| {
                         s.in_flight = self.options.buffer.max(1) - source.room.available_permits();
@@ -305,18 +334,31 @@ where
                     self.refresh_head().await;
                 }
                 if let Some(error) = failure {
-                    break error;
+                    break Restart::SourceFailed(error);
                 }
             };
-            // The source failed: everything it delivered is handled; resume from the checkpoint.
-            if !failure.is_retryable() {
-                return Err(self.store_error(failure).into());
+            match restart {
+                // Another runner (one whose lease had just been lost, finishing its last batch)
+                // moved the checkpoint; nothing of this batch was kept by an exactly-once sink.
+                // Carry on from where it left off.
+                Restart::CheckpointMoved { expected, actual } => {
+                    tracing::warn!(
+                        projection = self.name(),
+                        ?expected,
+                        ?actual,
+                        "the checkpoint moved under this runner; resuming from it"
+                    );
+                }
+                // Everything the source delivered is handled; resume from the checkpoint.
+                Restart::SourceFailed(failure) if failure.is_retryable() => {
+                    tracing::warn!(projection = self.name(), %failure, "subscription failed; resuming");
+                    self.status.set_state(RunnerState::Stalled {
+                        reason: failure.to_string(),
+                    });
+                    self.pause(&mut shutdown, self.options.retry_base).await?;
+                }
+                Restart::SourceFailed(failure) => return Err(self.store_error(failure).into()),
             }
-            tracing::warn!(projection = self.name(), %failure, "subscription failed; resuming");
-            self.status.set_state(RunnerState::Stalled {
-                reason: failure.to_string(),
-            });
-            self.pause(&mut shutdown, self.options.retry_base).await?;
         }
     }
 
@@ -648,6 +690,15 @@ where
             },
         }
     }
+}
+
+/// Why a run starts over from the sink's checkpoint.
+enum Restart {
+    CheckpointMoved {
+        expected: Option<Position>,
+        actual: Option<Position>,
+    },
+    SourceFailed(StoreError),
 }
 
 /// Why a sink call did not succeed, after retries.

@@ -1,0 +1,410 @@
+//! Projections on PostgreSQL: the exactly-once sink through crashes, checkpoints that never move
+//! backwards, dead letters, rebuilds, and one active runner per projection across "processes".
+// Test code: a failed unwrap is a failed test, in helpers as much as in #[test] bodies.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use decider_core::projection::{
+    CheckpointError, CheckpointStore, HandleError, PoisonPolicy, Projection, ProjectionError,
+    ProjectionRunner, RunnerOptions, RunnerState,
+};
+use decider_core::{
+    EventData, EventFilter, EventStore, ExpectedVersion, Position, RecordedEvent, StreamId,
+};
+use decider_store_postgres::{
+    PgTransactionalSink, PostgresStore, TransactionalHandler, handle_error,
+};
+use support::{drop_store, fresh_store, raw_client};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Counts every delivery of every event in a table — deliberately *not* idempotent, so that an
+/// event applied twice shows as a count of 2.
+struct Counter {
+    schema: String,
+    /// Fail (poison) on events of this type while set.
+    broken_type: std::sync::Mutex<Option<String>>,
+    /// Hold the transaction open after writing, until cleared.
+    stall: AtomicBool,
+}
+
+impl Counter {
+    async fn new(store: &PostgresStore) -> Arc<Self> {
+        let client = store.pool().get().await.unwrap();
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE \"{}\".counted (event_id uuid PRIMARY KEY, stream_id text, n int NOT NULL)",
+                store.schema()
+            ))
+            .await
+            .unwrap();
+        Arc::new(Self {
+            schema: store.schema().to_owned(),
+            broken_type: std::sync::Mutex::new(None),
+            stall: AtomicBool::new(false),
+        })
+    }
+}
+
+impl TransactionalHandler for Counter {
+    async fn handle(
+        &self,
+        transaction: &tokio_postgres::Transaction<'_>,
+        batch: &[RecordedEvent],
+    ) -> Result<(), HandleError> {
+        let broken = self.broken_type.lock().unwrap().clone();
+        if let Some(index) = batch
+            .iter()
+            .position(|e| Some(&e.event_type) == broken.as_ref())
+        {
+            return Err(HandleError::Poison {
+                index,
+                reason: "broken".into(),
+            });
+        }
+        let ids: Vec<Uuid> = batch.iter().map(|e| e.id).collect();
+        let streams: Vec<&str> = batch.iter().map(|e| e.stream.as_str()).collect();
+        transaction
+            .execute(
+                &format!(
+                    "INSERT INTO \"{}\".counted (event_id, stream_id, n) \
+                     SELECT id, stream, 1 FROM unnest($1::uuid[], $2::text[]) AS b(id, stream) \
+                     ON CONFLICT (event_id) DO UPDATE SET n = counted.n + 1",
+                    self.schema
+                ),
+                &[&ids, &streams],
+            )
+            .await
+            .map_err(|e| handle_error(&e))?;
+        while self.stall.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
+    async fn reset(
+        &self,
+        transaction: &tokio_postgres::Transaction<'_>,
+    ) -> Result<(), HandleError> {
+        transaction
+            .execute(&format!("TRUNCATE \"{}\".counted", self.schema), &[])
+            .await
+            .map_err(|e| handle_error(&e))?;
+        Ok(())
+    }
+}
+
+async fn counts(store: &PostgresStore) -> BTreeMap<Uuid, i32> {
+    let client = store.pool().get().await.unwrap();
+    client
+        .query(
+            &format!("SELECT event_id, n FROM \"{}\".counted", store.schema()),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+}
+
+async fn fill(
+    store: &PostgresStore,
+    category: &str,
+    streams: usize,
+    per_stream: usize,
+    event_type: &str,
+) {
+    for s in 0..streams {
+        let stream = StreamId::new(format!("{category}-{s}")).unwrap();
+        let events = (0..per_stream)
+            .map(|_| EventData::json(event_type, "{}"))
+            .collect();
+        store
+            .append(&stream, ExpectedVersion::Any, events)
+            .await
+            .unwrap();
+    }
+}
+
+fn runner(
+    store: &PostgresStore,
+    counter: &Arc<Counter>,
+    options: RunnerOptions,
+) -> ProjectionRunner<PostgresStore, PgTransactionalSink<Arc<Counter>>> {
+    ProjectionRunner::new(
+        store.clone(),
+        Projection::new("counter"),
+        PgTransactionalSink::new(store.clone(), counter.clone()),
+    )
+    .with_options(options)
+}
+
+/// Runs until `store`'s counted table holds `events` rows (or the runner fails), then stops.
+async fn run_until_counted<S, K, L>(
+    runner: &ProjectionRunner<S, K, L>,
+    store: &PostgresStore,
+    events: usize,
+) -> Result<(), ProjectionError>
+where
+    S: EventStore + Clone,
+    K: decider_core::projection::Sink,
+    L: decider_core::projection::Lease,
+{
+    let status = runner.status_handle();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let watch = async {
+        tokio::time::timeout(WAIT, async {
+            while counts(store).await.len() < events
+                && !matches!(status.get().state, RunnerState::Failed { .. })
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the projection did not get there in time");
+        let _ = stop.send(());
+    };
+    let (result, ()) = tokio::join!(
+        runner.run(async {
+            stopped.await.ok();
+        }),
+        watch
+    );
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_dropped_mid_batch_commits_nothing_of_it_and_no_event_is_counted_twice() {
+    let store = fresh_store().await;
+    fill(&store, "acct", 10, 30, "Deposited").await;
+    let counter = Counter::new(&store).await;
+    let options = RunnerOptions {
+        max_batch: 50,
+        ..RunnerOptions::default()
+    };
+
+    // The runner writes a batch and stalls before its commit; then its process "dies".
+    counter.stall.store(true, Ordering::SeqCst);
+    let crashed = tokio::spawn({
+        let runner = runner(&store, &counter, options.clone());
+        async move { runner.run(std::future::pending()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    crashed.abort();
+    let _ = crashed.await;
+    counter.stall.store(false, Ordering::SeqCst);
+    assert!(
+        counts(&store).await.is_empty(),
+        "an uncommitted batch left rows behind"
+    );
+
+    let restarted = runner(&store, &counter, options);
+    run_until_counted(&restarted, &store, 300).await.unwrap();
+    let counts = counts(&store).await;
+    assert_eq!(counts.len(), 300);
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "an event was applied twice"
+    );
+    drop_store(store).await;
+}
+
+#[tokio::test]
+async fn a_checkpoint_moves_only_from_where_it_was_and_never_backwards() {
+    let store = fresh_store().await;
+    let checkpoints = store.checkpoints();
+    let (p1, p2, p3) = (
+        Position::new(10, 1),
+        Position::new(10, 2),
+        Position::new(11, 3),
+    );
+    checkpoints.save("p", None, p2).await.unwrap();
+    // A second runner that also thinks it starts from nothing is refused.
+    let moved = checkpoints.save("p", None, p1).await;
+    assert!(
+        matches!(moved, Err(CheckpointError::Moved { actual: Some(a), .. }) if a == p2),
+        "{moved:?}"
+    );
+    // Backwards, even from the right place, is refused.
+    assert!(checkpoints.save("p", Some(p2), p1).await.is_err());
+    // From a stale place is refused.
+    assert!(checkpoints.save("p", Some(p1), p3).await.is_err());
+    checkpoints.save("p", Some(p2), p3).await.unwrap();
+    assert_eq!(checkpoints.load("p").await.unwrap(), Some(p3));
+    checkpoints.reset("p").await.unwrap();
+    assert_eq!(checkpoints.load("p").await.unwrap(), None);
+    drop_store(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_is_dead_lettered_in_the_batch_transaction_and_redriven() {
+    let store = fresh_store().await;
+    fill(&store, "acct", 2, 10, "Deposited").await;
+    fill(&store, "bad", 1, 1, "Frozen").await;
+    fill(&store, "acct", 2, 10, "Withdrawn").await;
+    let counter = Counter::new(&store).await;
+    *counter.broken_type.lock().unwrap() = Some("Frozen".into());
+    let options = RunnerOptions {
+        poison: PoisonPolicy::DeadLetter,
+        ..RunnerOptions::default()
+    };
+    let runner = runner(&store, &counter, options);
+    run_until_counted(&runner, &store, 40).await.unwrap();
+
+    let letters = runner.dead_letters().await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        (letters[0].stream.as_str(), letters[0].revision),
+        ("bad-0", 0)
+    );
+    let head = store.head_position().await.unwrap();
+    assert_eq!(store.checkpoints().load("counter").await.unwrap(), head);
+
+    *counter.broken_type.lock().unwrap() = None;
+    let report = runner.redrive_dead_letters().await.unwrap();
+    assert_eq!(report.redriven.len(), 1);
+    assert!(runner.dead_letters().await.unwrap().is_empty());
+    let counts = counts(&store).await;
+    assert_eq!(counts.len(), 41);
+    assert!(counts.values().all(|&n| n == 1));
+    drop_store(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_under_stop_reports_where_it_is() {
+    let store = fresh_store().await;
+    fill(&store, "acct", 1, 5, "Deposited").await;
+    fill(&store, "bad", 1, 1, "Frozen").await;
+    let counter = Counter::new(&store).await;
+    *counter.broken_type.lock().unwrap() = Some("Frozen".into());
+    let runner = runner(&store, &counter, RunnerOptions::default());
+    let stopped = run_until_counted(&runner, &store, 6).await;
+    match stopped {
+        Err(ProjectionError::Poison {
+            stream, revision, ..
+        }) => {
+            assert_eq!((stream.as_str(), revision), ("bad-0", 0));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(counts(&store).await.len(), 5);
+    drop_store(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_replays_into_an_emptied_read_model_with_the_same_result() {
+    let store = fresh_store().await;
+    fill(&store, "acct", 5, 20, "Deposited").await;
+    let counter = Counter::new(&store).await;
+    let runner = runner(&store, &counter, RunnerOptions::default());
+    run_until_counted(&runner, &store, 100).await.unwrap();
+    let incremental = counts(&store).await;
+    runner.rebuild().await.unwrap();
+    assert!(counts(&store).await.is_empty());
+    run_until_counted(&runner, &store, 100).await.unwrap();
+    assert_eq!(counts(&store).await, incremental);
+    drop_store(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_active_runner_loses_its_connection_the_other_takes_over_exactly_once() {
+    let store = fresh_store().await;
+    let category = format!("lease{}", Uuid::new_v4().simple());
+    fill(&store, &category, 10, 20, "Deposited").await;
+    let counter = Counter::new(&store).await;
+    let options = RunnerOptions {
+        max_batch: 20,
+        ..RunnerOptions::default()
+    };
+    let projection = Projection::new(format!("leased-{}", Uuid::new_v4().simple()))
+        .with_filter(EventFilter::all().with_categories([category.clone()]));
+    let make = || {
+        ProjectionRunner::new(
+            store.clone(),
+            projection.clone(),
+            PgTransactionalSink::new(store.clone(), counter.clone()),
+        )
+        .with_options(options.clone())
+        .with_lease(store.leases().unwrap())
+    };
+    let (first, second) = (Arc::new(make()), Arc::new(make()));
+    let first_run = tokio::spawn({
+        let first = first.clone();
+        async move { first.run(std::future::pending()).await }
+    });
+    tokio::time::timeout(WAIT, async {
+        while counts(&store).await.len() < 200 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let (stop_second, second_stopped) = oneshot::channel::<()>();
+    let second_run = tokio::spawn({
+        let second = second.clone();
+        async move {
+            second
+                .run(async {
+                    second_stopped.await.ok();
+                })
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        second.status().state,
+        RunnerState::WaitingForLease,
+        "two runners active"
+    );
+
+    // Kill the first runner's lease connection, as if its process died; more events arrive.
+    let monitor = raw_client().await;
+    let killed: i64 = monitor
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = $1 AND wait_event_type IS DISTINCT FROM 'Lock'",
+            &[&format!("decider-lease:{}", projection.name())],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        killed, 1,
+        "the holder's lease connection, and only it, is killed"
+    );
+    fill(&store, &category, 10, 10, "Withdrawn").await;
+
+    let lost = tokio::time::timeout(WAIT, first_run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(lost, Err(ProjectionError::LeaseLost { .. })),
+        "{lost:?}"
+    );
+    tokio::time::timeout(WAIT, async {
+        while counts(&store).await.len() < 300 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the second runner did not take over");
+    stop_second.send(()).unwrap();
+    second_run.await.unwrap().unwrap();
+    let counts = counts(&store).await;
+    assert_eq!(counts.len(), 300);
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "an event was applied twice"
+    );
+    drop_store(store).await;
+}
