@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -111,6 +112,8 @@ struct Source {
     /// One permit per event the buffer may hold; an event's permit comes back when it is
     /// checkpointed.
     room: Arc<Semaphore>,
+    /// Events read from the subscription and not yet checkpointed.
+    held: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -320,9 +323,8 @@ where
                         Err(halt) => return Err(halt),
                     }
                     source.room.add_permits(batch.len());
-                    self.status.update(|s| {
-                        s.in_flight = self.options.buffer.max(1) - source.room.available_permits();
-                    });
+                    let held = source.held.fetch_sub(batch.len(), Ordering::SeqCst) - batch.len();
+                    self.status.update(|s| s.in_flight = held);
                     // Lag needs a recent head; once a second is plenty.
                     if head_read.elapsed() >= Duration::from_secs(1) {
                         self.refresh_head().await;
@@ -395,10 +397,11 @@ where
     fn start_source(&self, after: Option<Position>) -> Source {
         // A buffer of 0 could never hold the next event.
         let room = Arc::new(Semaphore::new(self.options.buffer.max(1)));
+        let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (sender, messages) = mpsc::unbounded_channel();
         let subscription = self.store.subscribe_all(after, self.projection.filter());
         let task = tokio::spawn({
-            let room = room.clone();
+            let (room, held) = (room.clone(), held.clone());
             async move {
                 let mut subscription = pin!(subscription);
                 let mut has_room = false;
@@ -416,6 +419,7 @@ where
                     let message = match subscription.next().await {
                         Some(Ok(SubscriptionMessage::Event(event))) => {
                             has_room = false;
+                            held.fetch_add(1, Ordering::SeqCst);
                             Message::Event(event)
                         }
                         Some(Ok(SubscriptionMessage::CaughtUp)) => Message::CaughtUp,
@@ -432,6 +436,7 @@ where
         Source {
             messages,
             room,
+            held,
             task,
         }
     }
