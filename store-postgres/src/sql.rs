@@ -147,6 +147,18 @@ BEGIN
 END;
 $$;
 "#,
+    // 2: the latest snapshot of each stream's state (see `snapshots.rs`).
+    r#"
+CREATE TABLE {schema}.snapshots (
+    stream_id     text PRIMARY KEY,
+    -- The last revision folded into the state.
+    revision      bigint NOT NULL,
+    -- The version of the state's shape; a handler ignores snapshots of another version.
+    state_version int NOT NULL,
+    state         jsonb NOT NULL,
+    taken_at      timestamptz NOT NULL DEFAULT now()
+);
+"#,
 ];
 
 /// Creates the schema and the table recording applied migrations.
@@ -170,8 +182,10 @@ pub(crate) const RECORD_MIGRATION: &str =
 pub(crate) const APPEND: &str = "SELECT outcome, next_revision, transaction_id, global_position \
      FROM {schema}.append_events($1, $2, $3, $4, $5, $6, $7, $8)";
 
-/// The columns every read returns, in the order `row_to_event` expects.
-const EVENT_COLUMNS: &str = "stream_id, revision, transaction_id::text::bigint, global_position, \
+/// The columns every read returns, in the order `row_to_event` expects. The transaction id is
+/// renamed: an output column called `transaction_id` would be what `ORDER BY transaction_id`
+/// sorts by — a bigint no index covers — instead of the indexed xid8 column.
+const EVENT_COLUMNS: &str = "stream_id, revision, transaction_id::text::bigint AS transaction_number, global_position, \
      event_id, event_type, data, binary_data, metadata, recorded_at";
 
 pub(crate) fn read_stream_forward() -> String {
@@ -219,7 +233,7 @@ pub(crate) fn held_back_exists() -> String {
 }
 
 /// The newest position a global read would return now.
-pub(crate) const HEAD_POSITION: &str = "SELECT transaction_id::text::bigint, global_position \
+pub(crate) const HEAD_POSITION: &str = "SELECT transaction_id::text::bigint AS transaction_number, global_position \
      FROM {schema}.events \
      WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
      ORDER BY transaction_id DESC, global_position DESC LIMIT 1";
@@ -247,7 +261,7 @@ pub(crate) const RECORD_DEAD_LETTER: &str = "INSERT INTO {schema}.dead_letters \
      ON CONFLICT (projection, event_id) DO UPDATE SET error = excluded.error, failed_at = now()";
 
 pub(crate) const LIST_DEAD_LETTERS: &str = "SELECT event_id, stream_id, revision, \
-     transaction_id::text::bigint, global_position, error, failed_at \
+     transaction_id::text::bigint AS transaction_number, global_position, error, failed_at \
      FROM {schema}.dead_letters WHERE projection = $1 ORDER BY transaction_id, global_position";
 
 pub(crate) const DELETE_DEAD_LETTER: &str =
@@ -256,6 +270,17 @@ pub(crate) const DELETE_DEAD_LETTER: &str =
 /// Blocks until this session holds the lease `$1` (`<schema>:<projection>`).
 pub(crate) const ACQUIRE_LEASE: &str =
     "SELECT pg_advisory_lock(hashtextextended('decider-lease:' || $1, 0))";
+
+/// Keeps a snapshot unless the stream's stored one is as new or newer, so that writers finishing
+/// out of order never move it backwards.
+pub(crate) const SAVE_SNAPSHOT: &str = "INSERT INTO {schema}.snapshots AS s \
+     (stream_id, revision, state_version, state) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (stream_id) DO UPDATE SET revision = excluded.revision, \
+       state_version = excluded.state_version, state = excluded.state, taken_at = now() \
+     WHERE s.revision < excluded.revision";
+
+pub(crate) const LOAD_SNAPSHOT: &str =
+    "SELECT revision, state_version, state FROM {schema}.snapshots WHERE stream_id = $1";
 
 /// The channel appends notify and live subscriptions listen on.
 pub(crate) const NOTIFY: &str = "SELECT pg_notify($1, '')";
