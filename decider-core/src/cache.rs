@@ -319,8 +319,11 @@ mod tests {
         for n in 0..20_000 {
             sharded.insert(&stream(n), Some(0), n);
         }
-        assert!(sharded.len() <= 5_000 && sharded.len() > 4_000, "{sharded:?}");
-        assert!(StateCache::new(0).insert(&stream(0), Some(0), 0) == false);
+        assert!(
+            sharded.len() <= 5_000 && sharded.len() > 4_000,
+            "{sharded:?}"
+        );
+        assert!(!StateCache::new(0).insert(&stream(0), Some(0), 0));
     }
 
     #[test]

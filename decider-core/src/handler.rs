@@ -3,8 +3,16 @@
 //! [`CommandHandler::handle`] reads the stream, folds it into state, refuses the command if the
 //! stream is terminal, asks the decider, encodes the new events and appends them expecting the
 //! exact version it read. If another writer got there first the store refuses with
-//! [`StoreError::WrongExpectedVersion`]; the handler then reloads and decides again, a bounded
-//! number of times with jittered backoff, and finally returns the conflict.
+//! [`StoreError::WrongExpectedVersion`]; the handler then reads the events it missed and decides
+//! again, a bounded number of times with jittered backoff, and finally returns the conflict.
+//!
+//! Two opt-in optimisations make loading cheaper, and change no result:
+//! - a [state cache](crate::cache) ([`CommandHandler::with_cache`]): a command on a warm stream
+//!   decides on the cached state and appends expecting its revision — one round trip to the
+//!   store instead of a read and an append. A stale entry makes the append fail with a conflict,
+//!   which is retried as above, so a command never succeeds on a state it did not see;
+//! - [snapshots](crate::snapshot) ([`CommandHandler::with_snapshots`]): a cold load reads the
+//!   latest snapshot and the events after it instead of the whole stream.
 //!
 //! A command may carry an idempotency key (in its [`Metadata`]). The key is stored on every event
 //! the command produces and turned into deterministic event ids, so that a repeated command —
@@ -37,6 +45,7 @@
 //! ```
 
 use std::fmt;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,12 +55,14 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::cache::StateCache;
 use crate::clock::{IdGenerator, RandomIds};
 use crate::codec::{Codec, CodecError, JsonCodec};
-use crate::decider::Decider;
+use crate::decider::{Decider, fold_from};
 use crate::event::{EventData, ExpectedVersion, Position, StreamId};
 use crate::metadata::Metadata;
-use crate::store::{Direction, EventStore, StoreError, StreamFrom};
+use crate::snapshot::{Snapshot, SnapshotPolicy, SnapshotStore, Snapshots};
+use crate::store::{AppendResult, Direction, EventStore, StoreError, StreamFrom};
 
 /// Namespace of the v5 event ids derived from idempotency keys.
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x9d72_bfd6_ee76_5e95_a0ff_ca68_e35f_2087);
@@ -153,9 +164,10 @@ impl<E> HandlerError<E> {
 /// The state of a stream as the handler loads it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Loaded<S> {
-    /// The fold of every event of the stream.
+    /// The fold of the stream's events up to `last_revision`.
     pub state: S,
-    /// The stream's last revision; `None` when it has no event.
+    /// The last revision folded into `state` (when loaded: the stream's last revision); `None`
+    /// when the stream has no event.
     pub last_revision: Option<u64>,
 }
 
@@ -163,12 +175,33 @@ pub struct Loaded<S> {
 ///
 /// Cheap to share: wrap it in an `Arc` and call it from many tasks; commands on one stream are
 /// serialised by the store's optimistic concurrency, not by locks here.
+///
+/// ```
+/// # use decider_core::{CommandHandler, Decider, SnapshotPolicy};
+/// # use decider_store_memory::{MemorySnapshotStore, MemoryStore};
+/// # use serde::{Deserialize, Serialize};
+/// # struct Account;
+/// # #[derive(Serialize, Deserialize)] enum Event { Deposited { amount: u64 } }
+/// # impl Decider for Account {
+/// #     type Command = u64; type Event = Event; type State = u64; type Error = std::convert::Infallible;
+/// #     fn initial_state(&self) -> u64 { 0 }
+/// #     fn decide(&self, n: &u64, _: &u64) -> Result<Vec<Event>, Self::Error> { Ok(vec![Event::Deposited { amount: *n }]) }
+/// #     fn evolve(&self, s: u64, Event::Deposited { amount }: &Event) -> u64 { s + amount }
+/// # }
+/// // Warm streams cost one append per command; cold ones read at most 1,000 events.
+/// let accounts = CommandHandler::new(Account, MemoryStore::new())
+///     .with_cache(100_000)
+///     .with_snapshots(MemorySnapshotStore::new(), SnapshotPolicy::every(1_000));
+/// # let _ = accounts;
+/// ```
 pub struct CommandHandler<D: Decider, S, C = JsonCodec<<D as Decider>::Event>> {
     decider: D,
     store: S,
     codec: C,
     ids: Arc<dyn IdGenerator>,
     retry: RetryPolicy,
+    cache: Option<StateCache<D::State>>,
+    snapshots: Option<Snapshots<D::State>>,
 }
 
 impl<D: Decider, S, C> fmt::Debug for CommandHandler<D, S, C> {
@@ -177,6 +210,8 @@ impl<D: Decider, S, C> fmt::Debug for CommandHandler<D, S, C> {
             .field("decider", &std::any::type_name::<D>())
             .field("store", &std::any::type_name::<S>())
             .field("retry", &self.retry)
+            .field("cache", &self.cache)
+            .field("snapshots", &self.snapshots)
             .finish_non_exhaustive()
     }
 }
@@ -186,7 +221,8 @@ where
     D: Decider,
     D::Event: Serialize + DeserializeOwned,
 {
-    /// A handler with the default [`JsonCodec`], random ids and the default [`RetryPolicy`].
+    /// A handler with the default [`JsonCodec`], random ids and the default [`RetryPolicy`], no
+    /// cache and no snapshots.
     pub fn new(decider: D, store: S) -> Self {
         Self {
             decider,
@@ -194,6 +230,8 @@ where
             codec: JsonCodec::new(),
             ids: Arc::new(RandomIds),
             retry: RetryPolicy::default(),
+            cache: None,
+            snapshots: None,
         }
     }
 }
@@ -207,6 +245,8 @@ impl<D: Decider, S, C> CommandHandler<D, S, C> {
             codec,
             ids: self.ids,
             retry: self.retry,
+            cache: self.cache,
+            snapshots: self.snapshots,
         }
     }
 
@@ -235,6 +275,47 @@ impl<D: Decider, S, C> CommandHandler<D, S, C> {
     /// The codec.
     pub fn codec(&self) -> &C {
         &self.codec
+    }
+
+    /// The state cache, if the handler has one ([`with_cache`](Self::with_cache)).
+    pub fn cache(&self) -> Option<&StateCache<D::State>> {
+        self.cache.as_ref()
+    }
+
+    /// The snapshot policy, if the handler takes snapshots
+    /// ([`with_snapshots`](Self::with_snapshots)).
+    pub fn snapshot_policy(&self) -> Option<&SnapshotPolicy> {
+        self.snapshots.as_ref().map(Snapshots::policy)
+    }
+}
+
+impl<D, S, C> CommandHandler<D, S, C>
+where
+    D: Decider,
+    D::State: Clone,
+{
+    /// The same handler with a [state cache](crate::cache) of at most `max_entries` streams: a
+    /// command on a cached stream decides on the cached state and appends expecting its
+    /// revision, without reading the stream.
+    ///
+    /// The cache belongs to this handler (and its decider): two handlers never share one, since
+    /// another decider's fold of the same stream is another state.
+    pub fn with_cache(mut self, max_entries: usize) -> Self {
+        self.cache = Some(StateCache::new(max_entries));
+        self
+    }
+}
+
+impl<D, S, C> CommandHandler<D, S, C>
+where
+    D: Decider,
+    D::State: Serialize + DeserializeOwned,
+{
+    /// The same handler taking [snapshots](crate::snapshot) of its streams' states into
+    /// `snapshots`, as `policy` says, and loading cold streams from the latest one.
+    pub fn with_snapshots(mut self, snapshots: impl SnapshotStore, policy: SnapshotPolicy) -> Self {
+        self.snapshots = Some(Snapshots::new(snapshots, policy));
+        self
     }
 }
 
@@ -283,87 +364,216 @@ where
     ) -> Result<CommandOutcome<D::Event>, HandlerError<D::Error>> {
         let key = metadata.idempotency_key.as_deref();
         let mut retry = 0;
+        let mut next = match self.cache.as_ref().and_then(|cache| cache.get(stream)) {
+            Some(cached) => Next::Decide(Basis {
+                state: cached.state,
+                last_revision: cached.last_revision,
+                current: false,
+                searched: false,
+                read: 0,
+            }),
+            None => Next::Load { snapshot: true },
+        };
         loop {
-            let loaded = self.load_for(stream, key).await?;
-            if let Some(original) = loaded.original {
-                tracing::debug!("idempotency key already handled; returning the original outcome");
-                return Ok(original);
-            }
-            let Loaded {
-                state,
-                last_revision,
-            } = loaded.current;
-            if self.decider.is_terminal(&state) {
-                return Err(HandlerError::Terminal {
+            let basis = match next {
+                Next::Decide(basis) => basis,
+                Next::CatchUp(basis) => {
+                    let read = self.read_after(stream, basis, key).await?;
+                    match read.original {
+                        Some(original) if read.basis.searched => {
+                            return Ok(self.replay(stream, read.basis, original));
+                        }
+                        // The key is here, but its command may have written before the state.
+                        Some(_) => {
+                            next = Next::Load { snapshot: false };
+                            continue;
+                        }
+                        None => read.basis,
+                    }
+                }
+                Next::Load { snapshot } => {
+                    let read = self.load_basis(stream, key, snapshot).await?;
+                    if let Some(original) = read.original {
+                        return Ok(self.replay(stream, read.basis, original));
+                    }
+                    read.basis
+                }
+            };
+            // A cached state may be stale, and one from the cache or a snapshot was not searched
+            // for the idempotency key. If the command appends, the store checks both: the
+            // expected revision, and the key's event ids (below). A decision that appends
+            // nothing is checked by nobody, so it only stands on a state just read and searched.
+            let unsearched = key.is_some() && !basis.searched;
+            let unconfirmed = unsearched || !basis.current;
+            let decision = if self.decider.is_terminal(&basis.state) {
+                Err(HandlerError::Terminal {
                     stream: stream.clone(),
-                });
-            }
-            let events = self
-                .decider
-                .decide(command, &state)
-                .map_err(HandlerError::Rejected)?;
-            if events.is_empty() {
-                return Ok(CommandOutcome {
-                    events,
-                    last_revision,
-                    position: None,
-                    replayed: false,
-                });
-            }
-            let data = self.encode(stream, &events, metadata)?;
-            let expected = ExpectedVersion::from_last_revision(last_revision);
-            match self.store.append(stream, expected, data).await {
-                Ok(written) => {
+                })
+            } else {
+                self.decider
+                    .decide(command, &basis.state)
+                    .map_err(HandlerError::Rejected)
+            };
+            let events = match decision {
+                Ok(events) if !events.is_empty() => events,
+                _ if unconfirmed => {
+                    next = if unsearched {
+                        Next::Load { snapshot: false }
+                    } else {
+                        Next::CatchUp(basis)
+                    };
+                    continue;
+                }
+                Ok(events) => {
+                    let last_revision = basis.last_revision;
+                    self.keep(stream, basis);
                     return Ok(CommandOutcome {
+                        events,
+                        last_revision,
+                        position: None,
+                        replayed: false,
+                    });
+                }
+                Err(refusal) => {
+                    self.keep(stream, basis);
+                    return Err(refusal);
+                }
+            };
+            let data = self.encode(stream, &events, metadata)?;
+            let expected = ExpectedVersion::from_last_revision(basis.last_revision);
+            let appended = self.store.append(stream, expected, data).await;
+            if appended.is_err() {
+                // Refused or unknown: the entry this command decided on is stale or may be.
+                self.forget(stream, basis.last_revision);
+            }
+            match appended {
+                Ok(written) => {
+                    let fresh =
+                        written.next_revision == basis.next_revision() + events.len() as u64;
+                    let outcome = CommandOutcome {
                         events,
                         last_revision: written.next_revision.checked_sub(1),
                         position: Some(written.position),
                         replayed: false,
+                    };
+                    if fresh {
+                        let snapshot = self.remember(stream, basis, &outcome.events, written);
+                        if let (Some(snapshots), Some(snapshot)) = (&self.snapshots, snapshot) {
+                            snapshots.save(snapshot).await;
+                        }
+                        return Ok(outcome);
+                    }
+                    // Not written after `basis`: the store took the batch for an earlier append
+                    // of the same event ids, which only a command with the same idempotency key
+                    // writes. Its original events are in the stream, not necessarily ours.
+                    let read = self.load_basis(stream, key, false).await?;
+                    return Ok(match read.original {
+                        Some(original) => self.replay(stream, read.basis, original),
+                        None => outcome,
                     });
                 }
-                Err(conflict @ StoreError::WrongExpectedVersion { .. }) => {
+                Err(conflict @ StoreError::WrongExpectedVersion { actual, .. }) => {
                     if retry >= self.retry.max_retries {
                         tracing::info!(retries = retry, %conflict, "giving up after conflicts");
                         return Err(conflict.into());
                     }
                     let delay = self.retry.backoff(retry);
-                    tracing::debug!(retry, ?delay, %conflict, "conflict; reloading");
+                    tracing::debug!(retry, ?delay, %conflict, "conflict; reading on");
                     tokio::time::sleep(delay).await;
                     retry += 1;
+                    if actual < basis.last_revision {
+                        // The stream is shorter than the state: a snapshot of events that are
+                        // not (or no longer) in this store. Only the events themselves can tell.
+                        tracing::warn!(
+                            ?actual,
+                            "the stream is behind the snapshot; reading it all"
+                        );
+                        next = Next::Load { snapshot: false };
+                        continue;
+                    }
+                    // The state is right as of its revision; only the events since are missing.
+                    next = Next::CatchUp(basis);
+                }
+                // The key's event ids exist, but not as this batch: the command ran before, on
+                // another state, and decided otherwise. Its outcome is in the stream.
+                Err(StoreError::InvalidInput(_)) if unsearched => {
+                    next = Next::Load { snapshot: false };
                 }
                 Err(other) => return Err(other.into()),
             }
         }
     }
 
-    /// Loads `stream` and folds it into state.
+    /// Loads `stream` — from its latest snapshot, if the handler takes snapshots — and folds it
+    /// into state. Never answers from the cache, so it sees everything committed before it.
     pub async fn load(
         &self,
         stream: &StreamId,
     ) -> Result<Loaded<D::State>, HandlerError<D::Error>> {
-        Ok(self.load_for(stream, None).await?.current)
+        let Basis {
+            state,
+            last_revision,
+            ..
+        } = self.load_basis(stream, None, true).await?.basis;
+        Ok(Loaded {
+            state,
+            last_revision,
+        })
     }
 
-    /// Loads and folds `stream`, collecting the events an earlier command with idempotency key
-    /// `key` wrote, if any.
-    async fn load_for(
+    /// Loads `stream` from its latest usable snapshot (if `snapshot` and the handler takes
+    /// snapshots) or from its start, collecting the events an earlier command with idempotency
+    /// key `key` wrote, if any.
+    async fn load_basis(
         &self,
         stream: &StreamId,
         key: Option<&str>,
-    ) -> Result<LoadedFor<D>, HandlerError<D::Error>> {
-        let mut events = std::pin::pin!(self.store.read_stream(
-            stream,
-            StreamFrom::Start,
-            Direction::Forward,
-            None
-        ));
-        let mut state = self.decider.initial_state();
-        let mut last_revision = None;
+        snapshot: bool,
+    ) -> Result<Read<D>, HandlerError<D::Error>> {
+        let from_snapshot = match &self.snapshots {
+            Some(snapshots) if snapshot => {
+                snapshots.load(stream).await.map(|(state, revision)| Basis {
+                    state,
+                    last_revision: Some(revision),
+                    current: false,
+                    searched: false,
+                    read: 0,
+                })
+            }
+            _ => None,
+        };
+        let read = match from_snapshot {
+            Some(basis) => self.read_after(stream, basis, key).await?,
+            None => return self.read_after(stream, self.empty_basis(), key).await,
+        };
+        if read.original.is_some() {
+            // The key turned up after the snapshot; its command may have written before it too.
+            return self.read_after(stream, self.empty_basis(), key).await;
+        }
+        Ok(read)
+    }
+
+    /// Folds the events of `stream` after `basis` into it, collecting those of the command with
+    /// idempotency key `key`.
+    async fn read_after(
+        &self,
+        stream: &StreamId,
+        mut basis: Basis<D::State>,
+        key: Option<&str>,
+    ) -> Result<Read<D>, HandlerError<D::Error>> {
+        let from = basis.last_revision.map_or(StreamFrom::Start, |last| {
+            StreamFrom::Revision(last.saturating_add(1))
+        });
+        let mut events = pin!(
+            self.store
+                .read_stream(stream, from, Direction::Forward, None)
+        );
         let mut original: Option<CommandOutcome<D::Event>> = None;
         while let Some(recorded) = events.try_next().await? {
             let event = self.codec.decode(&recorded)?;
-            state = self.decider.evolve(state, &event);
-            last_revision = Some(recorded.revision);
+            basis.state = self.decider.evolve(basis.state, &event);
+            basis.last_revision = Some(recorded.revision);
+            basis.read += 1;
             if key.is_some() && recorded.metadata.idempotency_key.as_deref() == key {
                 let original = original.get_or_insert_with(|| CommandOutcome {
                     events: Vec::new(),
@@ -377,13 +587,75 @@ where
                 original.events.push(self.codec.decode(&recorded)?);
             }
         }
-        Ok(LoadedFor {
-            current: Loaded {
-                state,
-                last_revision,
-            },
-            original,
-        })
+        basis.current = true;
+        Ok(Read { basis, original })
+    }
+
+    fn empty_basis(&self) -> Basis<D::State> {
+        Basis {
+            state: self.decider.initial_state(),
+            last_revision: None,
+            current: false,
+            searched: true,
+            read: 0,
+        }
+    }
+
+    /// The outcome of a command whose idempotency key was found in the stream.
+    fn replay(
+        &self,
+        stream: &StreamId,
+        basis: Basis<D::State>,
+        original: CommandOutcome<D::Event>,
+    ) -> CommandOutcome<D::Event> {
+        tracing::debug!("idempotency key already handled; returning the original outcome");
+        self.keep(stream, basis);
+        original
+    }
+
+    /// After a successful append: caches the new state, and returns the snapshot of it to save
+    /// if one is due. Synchronous, so that no reference to a state or an event is held across
+    /// an `.await` (which would ask `Sync` of both for the command's future to be `Send`).
+    fn remember(
+        &self,
+        stream: &StreamId,
+        basis: Basis<D::State>,
+        events: &[D::Event],
+        written: AppendResult,
+    ) -> Option<Snapshot> {
+        if self.cache.is_none() && self.snapshots.is_none() {
+            return None;
+        }
+        let before = basis.next_revision();
+        let read = basis.read;
+        let state = fold_from(&self.decider, basis.state, events);
+        // A successful append wrote at least one event.
+        let last_revision = written.next_revision.saturating_sub(1);
+        let snapshot = self.snapshots.as_ref().and_then(|snapshots| {
+            snapshots
+                .policy()
+                .is_due(before, written.next_revision, read)
+                .then(|| snapshots.take(stream, last_revision, &state))
+                .flatten()
+        });
+        if let Some(cache) = &self.cache {
+            cache.insert(stream, Some(last_revision), state);
+        }
+        snapshot
+    }
+
+    /// Caches a state the command read and left as it was.
+    fn keep(&self, stream: &StreamId, basis: Basis<D::State>) {
+        if let Some(cache) = &self.cache {
+            cache.insert(stream, basis.last_revision, basis.state);
+        }
+    }
+
+    /// Drops the cached state of `stream` if it is not newer than `stale`.
+    fn forget(&self, stream: &StreamId, stale: Option<u64>) {
+        if let Some(cache) = &self.cache {
+            cache.remove_stale(stream, stale);
+        }
     }
 
     fn encode(
@@ -409,8 +681,41 @@ where
     }
 }
 
-struct LoadedFor<D: Decider> {
-    current: Loaded<D::State>,
+/// What a command is decided on: a state, the revision it is the fold of, and what is known of
+/// the command's idempotency key.
+struct Basis<S> {
+    state: S,
+    last_revision: Option<u64>,
+    /// Whether `state` was just read to the end of the stream, rather than taken from the
+    /// cache.
+    current: bool,
+    /// Whether every event folded into `state` was read by this command and searched for its
+    /// idempotency key; not so for a state from the cache or a snapshot.
+    searched: bool,
+    /// Events this command read from the store to build `state`.
+    read: u64,
+}
+
+impl<S> Basis<S> {
+    fn next_revision(&self) -> u64 {
+        self.last_revision.map_or(0, |last| last + 1)
+    }
+}
+
+/// Where the next attempt of a command gets its state.
+enum Next<S> {
+    /// Decide on this state.
+    Decide(Basis<S>),
+    /// Read the events after this state, then decide.
+    CatchUp(Basis<S>),
+    /// Read the stream, from the latest snapshot if `snapshot`.
+    Load { snapshot: bool },
+}
+
+/// A stream read into a basis, with the outcome of an earlier command with the same
+/// idempotency key if its events were read.
+struct Read<D: Decider> {
+    basis: Basis<D::State>,
     original: Option<CommandOutcome<D::Event>>,
 }
 

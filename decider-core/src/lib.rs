@@ -8,7 +8,9 @@
 //! - [`EventStore`]: the contract every store implements — optimistic-concurrency appends,
 //!   stream and global reads, catch-up-then-live subscriptions.
 //! - [`CommandHandler`]: load, fold, decide, append with the exact expected version, retry on
-//!   conflict, answer repeated commands from their idempotency key.
+//!   conflict, answer repeated commands from their idempotency key; optionally with a
+//!   [state cache](cache) (one round trip per command on a warm stream) and
+//!   [snapshots](snapshot) ([`SnapshotStore`]) for long streams.
 //! - [`JsonCodec`]: events as JSON, the enum variant name as event type, upcasters for old
 //!   payloads.
 //! - `testing` (feature `testing`): the given/when/then DSL.
@@ -63,6 +65,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod cache;
 pub mod clock;
 pub mod codec;
 pub mod combinators;
@@ -72,11 +75,13 @@ pub mod handler;
 pub mod metadata;
 pub mod projection;
 pub mod saga;
+pub mod snapshot;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod view;
 
+pub use cache::StateCache;
 pub use clock::{Clock, IdGenerator, ManualClock, RandomIds, SequentialIds, SystemClock};
 pub use codec::{Codec, CodecError, EncodedEvent, JsonCodec};
 pub use decider::{Decider, fold, fold_from};
@@ -87,6 +92,7 @@ pub use event::{
 pub use handler::{CommandHandler, CommandOutcome, HandlerError, Loaded, RetryPolicy};
 pub use metadata::Metadata;
 pub use saga::Saga;
+pub use snapshot::{Snapshot, SnapshotPolicy, SnapshotStore};
 pub use store::{
     AppendResult, Direction, EventFilter, EventStore, EventStream, StoreError, StreamFrom,
     Subscription, SubscriptionMessage,

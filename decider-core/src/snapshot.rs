@@ -143,7 +143,10 @@ impl SnapshotPolicy {
 /// store. Boxing a future costs an allocation, once per snapshot read or write, not per event.
 trait DynSnapshotStore: Send + Sync {
     fn save(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), StoreError>>;
-    fn load<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, Result<Option<Snapshot>, StoreError>>;
+    fn load<'a>(
+        &'a self,
+        stream: &'a StreamId,
+    ) -> BoxFuture<'a, Result<Option<Snapshot>, StoreError>>;
 }
 
 impl<T: SnapshotStore> DynSnapshotStore for T {
@@ -151,7 +154,10 @@ impl<T: SnapshotStore> DynSnapshotStore for T {
         Box::pin(SnapshotStore::save(self, snapshot))
     }
 
-    fn load<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, Result<Option<Snapshot>, StoreError>> {
+    fn load<'a>(
+        &'a self,
+        stream: &'a StreamId,
+    ) -> BoxFuture<'a, Result<Option<Snapshot>, StoreError>> {
         Box::pin(SnapshotStore::load(self, stream))
     }
 }
@@ -221,22 +227,26 @@ impl<S> Snapshots<S> {
         }
     }
 
-    /// Saves `state` as of `revision`; a failure is logged, not returned, since the command it
-    /// follows has succeeded.
-    pub(crate) async fn save(&self, stream: &StreamId, revision: u64, state: &S) {
-        let payload = match (self.encode)(state) {
-            Ok(payload) => Bytes::from(payload),
+    /// The snapshot of `state` as of `revision`, if the state encodes (a failure is logged).
+    pub(crate) fn take(&self, stream: &StreamId, revision: u64, state: &S) -> Option<Snapshot> {
+        match (self.encode)(state) {
+            Ok(payload) => Some(Snapshot {
+                stream: stream.clone(),
+                revision,
+                state_version: self.policy.state_version,
+                payload: Bytes::from(payload),
+            }),
             Err(error) => {
                 tracing::warn!(revision, %error, "the state does not encode; no snapshot taken");
-                return;
+                None
             }
-        };
-        let snapshot = Snapshot {
-            stream: stream.clone(),
-            revision,
-            state_version: self.policy.state_version,
-            payload,
-        };
+        }
+    }
+
+    /// Saves `snapshot`; a failure is logged, not returned, since the command it follows has
+    /// succeeded.
+    pub(crate) async fn save(&self, snapshot: Snapshot) {
+        let revision = snapshot.revision;
         if let Err(error) = self.store.save(snapshot).await {
             tracing::warn!(revision, %error, "cannot save the snapshot");
         }

@@ -3,181 +3,18 @@
 // Test code: a failed unwrap is a failed test, in helpers as much as in #[test] bodies.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 
 use decider_core::{
-    CommandHandler, Decider, Direction, EventData, EventFilter, EventStore, EventStream,
-    ExpectedVersion, HandlerError, Metadata, Position, RetryPolicy, SequentialIds, StoreError,
-    StreamFrom, StreamId, Subscription,
+    CommandHandler, EventData, EventStore, ExpectedVersion, HandlerError, Metadata, RetryPolicy,
+    SequentialIds, StoreError,
 };
 use decider_store_memory::MemoryStore;
-use futures::TryStreamExt;
-use serde::{Deserialize, Serialize};
+use support::{Account, Command, Error, Event, RacingStore, State, recorded, stream};
 use uuid::Uuid;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum Event {
-    Opened,
-    Deposited { amount: u64 },
-    Withdrawn { amount: u64 },
-    Closed,
-}
-
-#[derive(Debug, Clone)]
-enum Command {
-    Open,
-    Deposit(u64),
-    Withdraw(u64),
-    Close,
-    /// Opens and deposits in one command: two events.
-    OpenWith(u64),
-    /// Accepted, changes nothing.
-    Touch,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Error {
-    NotOpen,
-    AlreadyOpen,
-    InsufficientFunds { balance: u64 },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-enum State {
-    #[default]
-    New,
-    Open(u64),
-    Closed,
-}
-
-struct Account;
-
-impl Decider for Account {
-    type Command = Command;
-    type Event = Event;
-    type State = State;
-    type Error = Error;
-
-    fn initial_state(&self) -> State {
-        State::New
-    }
-
-    fn decide(&self, command: &Command, state: &State) -> Result<Vec<Event>, Error> {
-        match (command, *state) {
-            (Command::Open, State::New) => Ok(vec![Event::Opened]),
-            (Command::OpenWith(amount), State::New) => {
-                Ok(vec![Event::Opened, Event::Deposited { amount: *amount }])
-            }
-            (Command::Open | Command::OpenWith(_), _) => Err(Error::AlreadyOpen),
-            (_, State::New | State::Closed) => Err(Error::NotOpen),
-            (Command::Deposit(amount), State::Open(_)) => {
-                Ok(vec![Event::Deposited { amount: *amount }])
-            }
-            (Command::Withdraw(amount), State::Open(balance)) if *amount > balance => {
-                Err(Error::InsufficientFunds { balance })
-            }
-            (Command::Withdraw(amount), State::Open(_)) => {
-                Ok(vec![Event::Withdrawn { amount: *amount }])
-            }
-            (Command::Close, State::Open(_)) => Ok(vec![Event::Closed]),
-            (Command::Touch, State::Open(_)) => Ok(vec![]),
-        }
-    }
-
-    fn evolve(&self, state: State, event: &Event) -> State {
-        match (state, event) {
-            (_, Event::Opened) => State::Open(0),
-            (State::Open(b), Event::Deposited { amount }) => State::Open(b + amount),
-            (State::Open(b), Event::Withdrawn { amount }) => State::Open(b - amount),
-            (_, Event::Closed) => State::Closed,
-            (state, _) => state,
-        }
-    }
-
-    fn is_terminal(&self, state: &State) -> bool {
-        *state == State::Closed
-    }
-}
-
-fn stream() -> StreamId {
-    StreamId::new(format!("account-{}", Uuid::new_v4())).unwrap()
-}
-
-async fn recorded(store: &impl EventStore, stream: &StreamId) -> Vec<decider_core::RecordedEvent> {
-    store
-        .read_stream(stream, StreamFrom::Start, Direction::Forward, None)
-        .try_collect()
-        .await
-        .unwrap()
-}
-
-/// A store through which another writer slips one withdrawal of 60 in before each of the first
-/// `interleave` appends: a real optimistic-concurrency race, on demand.
-#[derive(Clone)]
-struct RacingStore {
-    inner: MemoryStore,
-    interleave: Arc<AtomicU32>,
-    appends: Arc<AtomicU32>,
-}
-
-impl RacingStore {
-    fn new(interleave: u32) -> Self {
-        Self {
-            inner: MemoryStore::new(),
-            interleave: Arc::new(AtomicU32::new(interleave)),
-            appends: Arc::new(AtomicU32::new(0)),
-        }
-    }
-}
-
-impl EventStore for RacingStore {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<EventData>,
-    ) -> Result<decider_core::AppendResult, StoreError> {
-        self.appends.fetch_add(1, Ordering::SeqCst);
-        if self
-            .interleave
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            let other = EventData::json("Withdrawn", r#"{"amount":60}"#);
-            self.inner
-                .append(stream, ExpectedVersion::Any, vec![other])
-                .await?;
-        }
-        self.inner.append(stream, expected, events).await
-    }
-    fn read_stream(
-        &self,
-        s: &StreamId,
-        f: StreamFrom,
-        d: Direction,
-        l: Option<u64>,
-    ) -> impl EventStream + use<> {
-        self.inner.read_stream(s, f, d, l)
-    }
-    fn read_all(
-        &self,
-        a: Option<Position>,
-        l: Option<u64>,
-        f: &EventFilter,
-    ) -> impl EventStream + use<> {
-        self.inner.read_all(a, l, f)
-    }
-    async fn head_position(&self) -> Result<Option<Position>, StoreError> {
-        self.inner.head_position().await
-    }
-    fn subscribe_all(&self, a: Option<Position>, f: &EventFilter) -> impl Subscription + use<> {
-        self.inner.subscribe_all(a, f)
-    }
-    fn subscribe_stream(&self, s: &StreamId, a: Option<u64>) -> impl Subscription + use<> {
-        self.inner.subscribe_stream(s, a)
-    }
-}
 
 #[tokio::test]
 async fn a_lost_race_is_decided_again_on_the_fresh_state() {

@@ -13,6 +13,8 @@
 //! For the runtime's own tests the store can inject faults ([`MemoryStore::fail_append`],
 //! [`MemoryStore::commit_then_fail_append`]).
 //!
+//! [`MemorySnapshotStore`] keeps the command handler's snapshots in memory.
+//!
 //! ```
 //! use decider_core::{EventData, EventFilter, EventStore, ExpectedVersion, StreamId, SubscriptionMessage};
 //! use decider_store_memory::MemoryStore;
@@ -34,6 +36,7 @@
 mod faults;
 mod log;
 mod reads;
+mod snapshots;
 
 use std::fmt;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -46,6 +49,8 @@ use tokio::sync::watch;
 
 use crate::faults::{Fault, Faults};
 use crate::log::Log;
+
+pub use crate::snapshots::MemorySnapshotStore;
 
 /// An event store held in memory. Clones share the same log.
 #[derive(Clone)]

@@ -13,6 +13,8 @@
 //! - **Live subscriptions** poll with backoff and are woken early by `LISTEN`; appends send a
 //!   debounced, empty `NOTIFY` after they commit (never inside the append's transaction, which
 //!   would serialise commits).
+//! - **Snapshots**: the store is also a [`SnapshotStore`](decider_core::SnapshotStore) for the
+//!   command handler, one row per stream in the `snapshots` table.
 //! - Everything lives in one schema (default `decider`), so tenants and tests are isolated.
 //!
 //! ```no_run
@@ -30,6 +32,7 @@ mod json;
 mod live;
 mod projection;
 mod reads;
+mod snapshots;
 mod sql;
 
 use std::fmt;
@@ -113,6 +116,8 @@ struct Queries {
     read_all_page: String,
     held_back_exists: String,
     head_position: String,
+    save_snapshot: String,
+    load_snapshot: String,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -186,6 +191,8 @@ impl PostgresStore {
             read_all_page: sql::in_schema(&sql::read_all_page(), &quoted),
             held_back_exists: sql::in_schema(&sql::held_back_exists(), &quoted),
             head_position: sql::in_schema(sql::HEAD_POSITION, &quoted),
+            save_snapshot: sql::in_schema(sql::SAVE_SNAPSHOT, &quoted),
+            load_snapshot: sql::in_schema(sql::LOAD_SNAPSHOT, &quoted),
         };
         let live = Live::new(format!("{schema}.events"), listen.clone());
         Ok(Self {

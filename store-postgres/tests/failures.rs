@@ -276,7 +276,11 @@ async fn migrations_run_at_once_by_several_processes_apply_once() {
     let (applied, distinct): (i64, i64) = (row.get(0), row.get(1));
     let (first, last): (i32, i32) = (row.get(2), row.get(3));
     assert_eq!(applied, distinct, "a migration was applied twice");
-    assert_eq!((first, i64::from(last)), (1, applied), "migrations are 1..n, each once");
+    assert_eq!(
+        (first, i64::from(last)),
+        (1, applied),
+        "migrations are 1..n, each once"
+    );
     drop(client);
     drop_store(store).await;
 }
