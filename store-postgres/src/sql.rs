@@ -71,111 +71,6 @@ CREATE FUNCTION {schema}.append_events(
 LANGUAGE plpgsql AS $$
 DECLARE
     v_last bigint;
-    v_expected_met boolean;
-    v_found bigint;
-    v_repeat boolean;
-    v_found_first bigint;
-    v_found_last bigint;
-    v_found_transaction bigint;
-    v_found_position bigint;
-BEGIN
-    -- One writer per stream at a time (and nobody else waits): the lock is per stream hash,
-    -- taken for the rest of this transaction.
-    PERFORM pg_advisory_xact_lock(hashtextextended('{schema}' || p_stream, 0));
-
-    -- An idempotent retry is recognised before the version check: after a lost reply the stream
-    -- has moved past p_expected because of this very batch. It is a repeat when the ids are
-    -- exactly one earlier append: all in this stream, at consecutive revisions in batch order,
-    -- written by one transaction, with no event of that transaction just before or after them.
-    SELECT count(*),
-           count(*) = cardinality(p_ids) AND bool_and(e.stream_id = p_stream)
-               AND min(e.revision - b.ord) = max(e.revision - b.ord)
-               AND min(e.transaction_id::text::bigint) = max(e.transaction_id::text::bigint),
-           min(e.revision), max(e.revision), max(e.transaction_id::text::bigint),
-           max(e.global_position)
-    INTO v_found, v_repeat, v_found_first, v_found_last, v_found_transaction, v_found_position
-    FROM unnest(p_ids) WITH ORDINALITY AS b(id, ord)
-    JOIN {schema}.events e ON e.event_id = b.id;
-    IF v_repeat THEN
-        v_repeat := NOT EXISTS (
-            SELECT 1 FROM {schema}.events e
-            WHERE e.stream_id = p_stream
-              AND e.revision IN (v_found_first - 1, v_found_last + 1)
-              AND e.transaction_id::text::bigint = v_found_transaction);
-    END IF;
-    IF v_found > 0 THEN
-        IF v_repeat THEN
-            RETURN QUERY SELECT 'repeat'::text, v_found_last + 1, v_found_transaction,
-                v_found_position;
-        ELSE
-            RETURN QUERY SELECT 'reused_ids'::text, NULL::bigint, NULL::bigint, NULL::bigint;
-        END IF;
-        RETURN;
-    END IF;
-
-    SELECT s.version INTO v_last FROM {schema}.streams s WHERE s.stream_id = p_stream;
-    v_expected_met := CASE p_expected_kind
-        WHEN 0 THEN true
-        WHEN 1 THEN v_last IS NULL
-        WHEN 2 THEN v_last IS NOT NULL
-        ELSE v_last IS NOT DISTINCT FROM p_expected_revision
-    END;
-    IF NOT v_expected_met THEN
-        RETURN QUERY SELECT 'conflict'::text, v_last + 1, NULL::bigint, NULL::bigint;
-        RETURN;
-    END IF;
-
-    v_last := coalesce(v_last, -1);
-    RETURN QUERY
-    WITH inserted AS (
-        INSERT INTO {schema}.events
-            (stream_id, revision, event_id, event_type, data, binary_data, metadata)
-        SELECT p_stream, v_last + b.ord, b.id, b.type, b.data, b.binary_data, b.metadata
-        FROM unnest(p_ids, p_types, p_data, p_binary_data, p_metadata)
-            WITH ORDINALITY AS b(id, type, data, binary_data, metadata, ord)
-        -- Identities follow this order, so positions increase with revisions.
-        ORDER BY b.ord
-        RETURNING events.transaction_id, events.global_position
-    )
-    SELECT 'ok'::text, v_last + cardinality(p_ids) + 1,
-        max(i.transaction_id::text::bigint), max(i.global_position)
-    FROM inserted i;
-
-    INSERT INTO {schema}.streams AS s (stream_id, version)
-    VALUES (p_stream, v_last + cardinality(p_ids))
-    ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version;
-END;
-$$;
-"#,
-    // 2: the latest snapshot of each stream's state (see `snapshots.rs`).
-    r#"
-CREATE TABLE {schema}.snapshots (
-    stream_id     text PRIMARY KEY,
-    -- The last revision folded into the state.
-    revision      bigint NOT NULL,
-    -- The version of the state's shape; a handler ignores snapshots of another version.
-    state_version int NOT NULL,
-    state         jsonb NOT NULL,
-    taken_at      timestamptz NOT NULL DEFAULT now()
-);
-"#,
-    // 3: the append function, same contract and outcomes, checking the expected version first
-    // and letting the unique index on event_id find earlier ids: migration 1's version looked
-    // every id up before every append, which halved its rate against a plain INSERT.
-    r#"
-CREATE OR REPLACE FUNCTION {schema}.append_events(
-    p_stream text,
-    p_expected_kind smallint,
-    p_expected_revision bigint,
-    p_ids uuid[],
-    p_types text[],
-    p_data jsonb[],
-    p_binary_data bytea[],
-    p_metadata jsonb[]
-) RETURNS TABLE (outcome text, next_revision bigint, transaction_id bigint, global_position bigint)
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_last bigint;
     v_inserted bigint;
     v_transaction bigint;
     v_position bigint;
@@ -238,8 +133,14 @@ BEGIN
            min(e.revision), max(e.revision), max(e.transaction_id::text::bigint),
            max(e.global_position)
     INTO v_found, v_repeat, v_found_first, v_found_last, v_found_transaction, v_found_position
+    -- LATERAL keeps the lookup on the event_id index: PL/pgSQL caches a generic plan per
+    -- connection, and a plain join planned while the table was small stays a hash join over a
+    -- sequential scan of every event (22 ms a call at 200k events, measured).
     FROM unnest(p_ids) WITH ORDINALITY AS b(id, ord)
-    JOIN {schema}.events e ON e.event_id = b.id;
+    CROSS JOIN LATERAL (
+        SELECT x.stream_id, x.revision, x.transaction_id, x.global_position
+        FROM {schema}.events x WHERE x.event_id = b.id
+    ) e;
     IF v_repeat THEN
         v_repeat := NOT EXISTS (
             SELECT 1 FROM {schema}.events e
@@ -257,6 +158,18 @@ BEGIN
     END IF;
 END;
 $$;
+"#,
+    // 2: the latest snapshot of each stream's state (see `snapshots.rs`).
+    r#"
+CREATE TABLE {schema}.snapshots (
+    stream_id     text PRIMARY KEY,
+    -- The last revision folded into the state.
+    revision      bigint NOT NULL,
+    -- The version of the state's shape; a handler ignores snapshots of another version.
+    state_version int NOT NULL,
+    state         jsonb NOT NULL,
+    taken_at      timestamptz NOT NULL DEFAULT now()
+);
 "#,
 ];
 
