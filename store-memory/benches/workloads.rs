@@ -1,9 +1,9 @@
-//! The in-memory store under the workloads of BENCHMARKS.md (W1–W4), printed one line each.
+//! The in-memory store under the workloads W2–W4 of BENCHMARKS.md, printed one line each.
 //!
-//! Run with `cargo bench -p decider-store-memory`. There is no database to compare with, so
-//! every line carries the nearest raw baseline measured in the same run: W1 beside bare
-//! `append`s of pre-encoded events (no load, fold, decide or encode), W3 beside a plain
-//! `read_all`.
+//! Run with `cargo bench -p decider-store-memory`. There is no database to compare with: W3 is
+//! printed beside a plain `read_all` of the same run. W1 (commands through the handler, with and
+//! without cache and snapshots, on every store) is `cargo run --release -p
+//! decider-store-postgres --example w1 -- memory`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark that fails should stop loudly
 
 use std::pin::pin;
@@ -11,37 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use decider_core::{
-    CommandHandler, Decider, EventData, EventFilter, EventStore, ExpectedVersion, StreamId,
-    SubscriptionMessage,
+    EventData, EventFilter, EventStore, ExpectedVersion, StreamId, SubscriptionMessage,
 };
 use decider_store_memory::MemoryStore;
 use futures::{StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
-
-#[derive(Serialize, Deserialize)]
-enum Event {
-    Deposited { amount: u64 },
-}
-
-struct Deposit(u64);
-
-struct Account;
-
-impl Decider for Account {
-    type Command = Deposit;
-    type Event = Event;
-    type State = u64;
-    type Error = std::convert::Infallible;
-    fn initial_state(&self) -> u64 {
-        0
-    }
-    fn decide(&self, Deposit(amount): &Deposit, _: &u64) -> Result<Vec<Event>, Self::Error> {
-        Ok(vec![Event::Deposited { amount: *amount }])
-    }
-    fn evolve(&self, balance: u64, Event::Deposited { amount }: &Event) -> u64 {
-        balance + amount
-    }
-}
 
 fn runtime(clients: usize) -> tokio::runtime::Runtime {
     if clients == 1 {
@@ -92,39 +65,6 @@ where
         }
         start.elapsed().as_secs_f64()
     })
-}
-
-fn w1(clients: usize, accounts_n: usize, deposits: usize) {
-    let commands = accounts_n * deposits;
-    let handler = Arc::new(CommandHandler::new(Account, MemoryStore::new()));
-    let streams = accounts("w1-", accounts_n);
-    let secs = drive(clients, accounts_n, deposits, move |a, _| {
-        let (handler, streams) = (handler.clone(), streams.clone());
-        async move {
-            handler.handle(&streams[a], Deposit(1)).await.unwrap();
-        }
-    });
-
-    let store = MemoryStore::new();
-    let streams = accounts("raw-", accounts_n);
-    let raw_secs = drive(clients, accounts_n, deposits, move |a, d| {
-        let (store, streams) = (store.clone(), streams.clone());
-        async move {
-            let event = EventData::json("Deposited", &br#"{"amount":1}"#[..]);
-            let expected = ExpectedVersion::from_last_revision(d.checked_sub(1).map(|r| r as u64));
-            store
-                .append(&streams[a], expected, vec![event])
-                .await
-                .unwrap();
-        }
-    });
-    let rate = commands as f64 / secs;
-    let raw = commands as f64 / raw_secs;
-    println!(
-        "W1 memory clients={clients} accounts={accounts_n} deposits={deposits} commands={commands} \
-         secs={secs:.3} commands/s={rate:.0} raw_append/s={raw:.0} ratio={:.2}",
-        rate / raw
-    );
 }
 
 fn w2(clients: usize, batch: usize, appends_per_client: usize) {
@@ -231,11 +171,6 @@ fn w4(rate_per_sec: u64, duration: Duration) {
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` would pass nothing of use. Either
     // way the whole run is bounded (well under a minute on two cores).
-    for (clients, accounts, deposits) in [(1, 500, 5), (4, 2_000, 5), (16, 2_000, 5)] {
-        w1(clients, accounts, deposits);
-    }
-    // W1 is short; a longer run at C=1 gives a steadier figure.
-    w1(1, 20_000, 5);
     for clients in [1, 4, 16] {
         w2(clients, 1, 20_000 / clients);
     }
