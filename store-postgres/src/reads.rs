@@ -59,17 +59,17 @@ impl PostgresStore {
 }
 
 impl PostgresStore {
-    /// Whether committed events after `after` are held back by an older transaction still
-    /// running (see [`sql::read_all_page`](crate::sql::read_all_page)).
-    async fn held_back(
+    /// The newest transaction whose committed events after `after` are held back by an older
+    /// transaction still running (see [`sql::read_all_page`](crate::sql::read_all_page)).
+    async fn newest_held_back(
         &self,
         after: Option<Position>,
         filter: &EventFilter,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<i64>, StoreError> {
         let (transaction, global) = position_params(after);
         let rows = self
             .query(
-                &self.shared.queries.held_back_exists,
+                &self.shared.queries.newest_held_back,
                 &[
                     &transaction,
                     &global,
@@ -78,26 +78,33 @@ impl PostgresStore {
                 ],
             )
             .await?;
-        let row = rows
-            .first()
-            .ok_or_else(|| StoreError::Backend("EXISTS returned no row".to_owned()))?;
-        Ok(row.get(0))
+        Ok(rows.first().and_then(|row| row.get(0)))
     }
 
-    /// Waits until nothing committed after `after` is held back, so that a finite read (or the
-    /// catch-up before `CaughtUp`) includes everything committed before it started. Returns at
-    /// once in the common case; otherwise polls while the older transaction finishes.
+    /// Waits until the events committed after `after` before this call are no longer held
+    /// back, so that a finite read (or the catch-up before `CaughtUp`) includes everything
+    /// committed before it started. Returns at once in the common case; otherwise polls while
+    /// the older transactions finish. Only transactions up to the newest one seen at the start
+    /// are waited for: under a steady stream of writes, later ones never extend the wait.
     pub(crate) async fn settle(
         &self,
         after: Option<Position>,
         filter: &EventFilter,
     ) -> Result<(), StoreError> {
+        let Some(newest) = self.newest_held_back(after, filter).await? else {
+            return Ok(());
+        };
         let mut interval = MIN_POLL_INTERVAL;
-        while self.held_back(after, filter).await? {
+        loop {
+            let rows = self
+                .query(&self.shared.queries.released, &[&newest])
+                .await?;
+            if rows.first().is_some_and(|row| row.get::<_, bool>(0)) {
+                return Ok(());
+            }
             tokio::time::sleep(interval).await;
             interval = (interval * 2).min(self.shared.options.max_poll_interval);
         }
-        Ok(())
     }
 }
 

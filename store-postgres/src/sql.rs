@@ -233,16 +233,20 @@ pub(crate) fn read_all_page() -> String {
     )
 }
 
-/// Whether committed events after `($1, $2)` that pass the filter are held back by an older
-/// transaction still running; a finite read waits for them instead of ending early.
-pub(crate) fn held_back_exists() -> String {
-    "SELECT EXISTS (SELECT 1 FROM {schema}.events \
+/// The newest transaction whose committed events after `($1, $2)` (passing the filter) are held
+/// back by an older transaction still running; NULL when none are.
+pub(crate) fn newest_held_back() -> String {
+    "SELECT max(transaction_id::text::bigint) FROM {schema}.events \
        WHERE (transaction_id, global_position) > ($1::bigint::text::xid8, $2) \
          AND transaction_id >= pg_snapshot_xmin(pg_current_snapshot()) \
          AND (cardinality($3::text[]) = 0 OR event_type = ANY ($3)) \
-         AND (cardinality($4::text[]) = 0 OR category = ANY ($4)))"
+         AND (cardinality($4::text[]) = 0 OR category = ANY ($4))"
         .to_owned()
 }
+
+/// Whether every transaction up to `$1` has finished, so its events are no longer held back.
+pub(crate) const RELEASED: &str =
+    "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint > $1";
 
 /// The newest position a global read would return now.
 pub(crate) const HEAD_POSITION: &str = "SELECT transaction_id::text::bigint AS transaction_number, global_position \

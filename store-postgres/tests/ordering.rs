@@ -197,3 +197,55 @@ async fn a_subscriber_in_another_process_is_woken_by_notify_not_by_polling() {
     );
     drop_store(writer).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_ends_while_writers_keep_committing() {
+    let store = fresh_store().await;
+    let category = format!("busy{}", Uuid::new_v4().simple());
+    let filter = EventFilter::all().with_categories([category.clone()]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Eight writers keep committing, so some committed event is nearly always held back behind
+    // one still in flight: waiting for "none held back" would never end.
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let (store, stop) = (store.clone(), stop.clone());
+            let stream = StreamId::new(format!("{category}-{w}")).unwrap();
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                while !stop.load(std::sync::atomic::Ordering::SeqCst)
+                    && started.elapsed() < Duration::from_secs(30)
+                {
+                    let event = EventData::json("Busy", "{}");
+                    store
+                        .append(&stream, ExpectedVersion::Any, vec![event])
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut subscription: Sub = Box::pin(store.subscribe_all(None, &filter));
+    let mut last = None;
+    let caught_up = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match subscription.next().await {
+                Some(Ok(SubscriptionMessage::Event(event))) => {
+                    assert!(last < Some(event.position), "out of order");
+                    last = Some(event.position);
+                }
+                Some(Ok(SubscriptionMessage::CaughtUp)) => return,
+                other => panic!("{other:?}"),
+            }
+        }
+    })
+    .await;
+    let still_writing = !stop.swap(true, std::sync::atomic::Ordering::SeqCst);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    assert!(caught_up.is_ok(), "no CaughtUp while the writers were busy");
+    assert!(still_writing, "CaughtUp only came once the writers stopped");
+    drop_store(store).await;
+}
