@@ -94,8 +94,7 @@ const RAW_COPY_LOG: &str = "INSERT INTO {schema}.raw_events (global_position, tr
          binary_data, metadata, recorded_at \
      FROM {schema}.events ORDER BY ctid";
 
-const EMPTY_TABLES: &str =
-    "TRUNCATE {schema}.events, {schema}.streams, {schema}.raw_events RESTART IDENTITY";
+const EMPTY_TABLES: &str = "TRUNCATE {schema}.events, {schema}.raw_events RESTART IDENTITY";
 
 const SERVER_SETTINGS: &str = "SELECT current_setting('server_version'), \
      current_setting('synchronous_commit'), current_setting('fsync'), \
@@ -467,7 +466,7 @@ async fn w3(bench: &Bench) {
     }
     let fill_secs = start.elapsed().as_secs_f64();
     bench.raw_batch(RAW_COPY_LOG).await;
-    for table in ["events", "streams", "raw_events"] {
+    for table in ["events", "raw_events"] {
         bench
             .raw_batch(&format!("VACUUM (ANALYZE) {{schema}}.{table}"))
             .await;

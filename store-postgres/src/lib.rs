@@ -3,9 +3,11 @@
 //! A PostgreSQL [`EventStore`] on `tokio-postgres` and `deadpool-postgres`: gap-free global
 //! order, one round trip per append, push-driven live subscriptions.
 //!
-//! - **Appends** are one call to a PL/pgSQL function: a per-stream advisory lock (writers of
-//!   different streams never wait for each other), the expected-version check against the
-//!   `streams` table, every event inserted with one `INSERT … SELECT unnest(…)`.
+//! - **Appends** are one round trip. `Exact` and `NoStream` appends are one `INSERT … SELECT
+//!   unnest(…)` guarded by the previous revision, with the primary key `(stream_id, revision)`
+//!   admitting one writer per revision; `Any` and `StreamExists` appends, and every fast-path
+//!   miss, call a PL/pgSQL function that takes a per-stream advisory lock (writers of different
+//!   streams never wait for each other) and tells a conflict from an idempotent repeat.
 //! - **Global order** is `(transaction_id, global_position)`, and every global read returns only
 //!   rows of transactions older than the oldest one still running. An event whose transaction
 //!   commits late is therefore never skipped by a reader that has moved on: it is held back until
@@ -110,6 +112,7 @@ struct Shared {
 
 /// The statements, with the schema filled in.
 struct Queries {
+    fast_append: String,
     append: String,
     read_stream_forward: String,
     read_stream_backward: String,
@@ -186,6 +189,7 @@ impl PostgresStore {
         }
         let quoted = format!("\"{schema}\"");
         let queries = Queries {
+            fast_append: sql::in_schema(sql::FAST_APPEND, &quoted),
             append: sql::in_schema(sql::APPEND, &quoted),
             read_stream_forward: sql::in_schema(&sql::read_stream_forward(), &quoted),
             read_stream_backward: sql::in_schema(&sql::read_stream_backward(), &quoted),
@@ -276,20 +280,40 @@ impl PostgresStore {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        self.query_raw(sql, params)
+            .await?
+            .map_err(|error| from_pg(&error))
+    }
+
+    /// Like [`query`](Self::query), but hands back the statement's own error for the caller to
+    /// read its SQLSTATE (the outer error is the pool's).
+    async fn query_raw(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>, StoreError> {
         let client = self.shared.pool.get().await.map_err(from_pool)?;
         let result = match client.prepare_cached(sql).await {
             Ok(statement) => client.query(&statement, params).await,
             Err(error) => Err(error),
         };
-        result.map_err(|error| {
-            let error = from_pg(&error);
-            if error.is_retryable() {
-                drop(deadpool_postgres::Object::take(client));
-            }
-            error
-        })
+        if result
+            .as_ref()
+            .is_err_and(|error| from_pg(error).is_retryable())
+        {
+            drop(deadpool_postgres::Object::take(client));
+        }
+        Ok(result)
     }
 }
+
+fn is_unique_violation(error: &tokio_postgres::Error) -> bool {
+    error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+}
+
+/// How often an `append_events` call is repeated when a fast-path append took the revision it
+/// chose (each repeat sees that append, so one is nearly always enough).
+const FUNCTION_ATTEMPTS: usize = 5;
 
 /// Checks that `schema` is a plain identifier, so it can be quoted into SQL safely.
 fn validate_schema(schema: &str) -> Result<(), StoreError> {
@@ -378,6 +402,15 @@ fn append_arrays<'a>(
     Ok(arrays)
 }
 
+/// The first revision a fast-path append writes, for the expectations that name it.
+fn fast_first_revision(expected: ExpectedVersion) -> Option<i64> {
+    match expected {
+        ExpectedVersion::NoStream => Some(0),
+        ExpectedVersion::Exact(last) => i64::try_from(last).ok()?.checked_add(1),
+        ExpectedVersion::Any | ExpectedVersion::StreamExists => None,
+    }
+}
+
 /// The append function's encoding of an expectation: (kind, revision).
 fn expected_kind(expected: ExpectedVersion) -> (i16, Option<i64>) {
     match expected {
@@ -398,22 +431,66 @@ impl EventStore for PostgresStore {
     ) -> Result<AppendResult, StoreError> {
         let arrays = append_arrays(stream, &events)?;
         let metadata: Vec<JsonText<'_>> = arrays.metadata.iter().map(|m| JsonText(m)).collect();
+        // The fast path: one INSERT with a version guard. It answers only success; anything
+        // else (a failed guard, a revision or an id already taken) is told apart by the function.
+        if let Some(first) = fast_first_revision(expected) {
+            let fast = self
+                .query_raw(
+                    &self.shared.queries.fast_append,
+                    &[
+                        &stream.as_str(),
+                        &first,
+                        &arrays.ids,
+                        &arrays.types,
+                        &arrays.data,
+                        &arrays.binary_data,
+                        &metadata,
+                    ],
+                )
+                .await?;
+            match fast {
+                Ok(rows) if rows.len() == events.len() => {
+                    let last = rows
+                        .iter()
+                        .map(|row| (row.get::<_, i64>(0), row.get::<_, i64>(1)))
+                        .max()
+                        .ok_or_else(|| StoreError::Backend("append returned no row".to_owned()))?;
+                    self.shared.live.appended(&self.shared.pool);
+                    return Ok(AppendResult {
+                        next_revision: (first as u64) + events.len() as u64,
+                        position: Position::new(last.0 as u64, last.1 as u64),
+                    });
+                }
+                Ok(_) => {}
+                Err(error) if is_unique_violation(&error) => {}
+                Err(error) => return Err(from_pg(&error)),
+            }
+        }
         let (kind, revision) = expected_kind(expected);
-        let rows = self
-            .query(
-                &self.shared.queries.append,
-                &[
-                    &stream.as_str(),
-                    &kind,
-                    &revision,
-                    &arrays.ids,
-                    &arrays.types,
-                    &arrays.data,
-                    &arrays.binary_data,
-                    &metadata,
-                ],
-            )
-            .await?;
+        let mut attempt = 0;
+        let rows = loop {
+            attempt += 1;
+            let called = self
+                .query_raw(
+                    &self.shared.queries.append,
+                    &[
+                        &stream.as_str(),
+                        &kind,
+                        &revision,
+                        &arrays.ids,
+                        &arrays.types,
+                        &arrays.data,
+                        &arrays.binary_data,
+                        &metadata,
+                    ],
+                )
+                .await?;
+            match called {
+                Ok(rows) => break rows,
+                Err(error) if is_unique_violation(&error) && attempt < FUNCTION_ATTEMPTS => {}
+                Err(error) => return Err(from_pg(&error)),
+            }
+        };
         let row = rows
             .first()
             .ok_or_else(|| StoreError::Backend("append returned no row".to_owned()))?;

@@ -4,7 +4,7 @@
 /// Migrations, in order; migration `n` (1-based) is `MIGRATIONS[n - 1]`. Never edit one that has
 /// shipped: add the next.
 pub(crate) const MIGRATIONS: &[&str] = &[
-    // 1: the log, the stream index, checkpoints, dead letters and the append function.
+    // 1: the log, checkpoints, dead letters and the append function.
     r#"
 CREATE TABLE {schema}.events (
     global_position bigint GENERATED ALWAYS AS IDENTITY,
@@ -26,12 +26,6 @@ CREATE TABLE {schema}.events (
     CHECK ((data IS NULL) <> (binary_data IS NULL))
 );
 CREATE INDEX events_global_order ON {schema}.events (transaction_id, global_position);
-
-CREATE TABLE {schema}.streams (
-    stream_id text PRIMARY KEY,
-    -- The last revision of the stream.
-    version   bigint NOT NULL
-);
 
 CREATE TABLE {schema}.checkpoints (
     projection      text PRIMARY KEY,
@@ -81,10 +75,13 @@ DECLARE
     v_found_transaction bigint;
     v_found_position bigint;
 BEGIN
-    -- One writer per stream at a time (and nobody else waits): the lock is per stream hash,
-    -- taken for the rest of this transaction.
+    -- One caller of this function per stream at a time (and nobody else waits): the lock is
+    -- per stream hash, taken for the rest of this transaction. Appends of the fast path
+    -- (`FAST_APPEND`) take no lock: if one takes the revision chosen here, the insert below
+    -- fails on the primary key and the caller calls again.
     PERFORM pg_advisory_xact_lock(hashtextextended('{schema}' || p_stream, 0));
-    SELECT s.version INTO v_last FROM {schema}.streams s WHERE s.stream_id = p_stream;
+    -- The stream's version is its last revision, read backwards off the primary key.
+    SELECT max(e.revision) INTO v_last FROM {schema}.events e WHERE e.stream_id = p_stream;
     IF (CASE p_expected_kind
         WHEN 0 THEN true
         WHEN 1 THEN v_last IS NULL
@@ -108,17 +105,17 @@ BEGIN
         INTO v_inserted, v_transaction, v_position
         FROM inserted i;
         IF v_inserted = cardinality(p_ids) THEN
-            INSERT INTO {schema}.streams AS s (stream_id, version)
-            VALUES (p_stream, coalesce(v_last, -1) + cardinality(p_ids))
-            ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version;
             RETURN QUERY SELECT 'ok'::text, coalesce(v_last, -1) + cardinality(p_ids) + 1,
                 v_transaction, v_position;
             RETURN;
         END IF;
         -- Some ids exist: the batch is a repeat or a mistake, not new events. Take back the
-        -- rows just inserted (nobody else has seen them) and answer as below.
+        -- rows just inserted (nobody else has seen them) and answer as below. Only this
+        -- transaction's own rows: a fast-path append may have committed rows past `v_last`
+        -- since it was read, and those are acknowledged events.
         DELETE FROM {schema}.events e
-        WHERE e.stream_id = p_stream AND e.revision > coalesce(v_last, -1);
+        WHERE e.stream_id = p_stream AND e.revision > coalesce(v_last, -1)
+          AND e.transaction_id = pg_current_xact_id();
     END IF;
 
     -- The expectation failed, or ids exist. An idempotent retry is recognised whatever the
@@ -190,6 +187,21 @@ pub(crate) const APPLIED_MIGRATIONS: &str =
 
 pub(crate) const RECORD_MIGRATION: &str =
     "INSERT INTO {schema}.schema_migrations (version) VALUES ($1)";
+
+/// The fast path of `Exact` and `NoStream` appends: one plain statement, no PL/pgSQL, no lock.
+/// `$2` is the first new revision (0 for a new stream). The primary key `(stream_id, revision)`
+/// admits one writer per revision, and the guard requires the revision before `$2` to exist;
+/// no row back (the guard failed) or a unique violation (another writer won, or the ids were
+/// appended before) sends the append to `append_events`, which tells which it was.
+pub(crate) const FAST_APPEND: &str = "INSERT INTO {schema}.events \
+     (stream_id, revision, event_id, event_type, data, binary_data, metadata) \
+     SELECT $1, $2 + b.ord - 1, b.id, b.type, b.data, b.binary_data, b.metadata \
+     FROM unnest($3::uuid[], $4::text[], $5::jsonb[], $6::bytea[], $7::jsonb[]) \
+         WITH ORDINALITY AS b(id, type, data, binary_data, metadata, ord) \
+     WHERE $2 = 0 OR EXISTS (SELECT 1 FROM {schema}.events e \
+         WHERE e.stream_id = $1 AND e.revision = $2 - 1) \
+     ORDER BY b.ord \
+     RETURNING transaction_id::text::bigint AS transaction_number, global_position";
 
 pub(crate) const APPEND: &str = "SELECT outcome, next_revision, transaction_id, global_position \
      FROM {schema}.append_events($1, $2, $3, $4, $5, $6, $7, $8)";

@@ -80,7 +80,7 @@ async fn a_backend_terminated_mid_append_writes_nothing_and_the_pool_recovers() 
         let rows = monitor
             .query(
                 "SELECT pid FROM pg_stat_activity \
-                 WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%append_events%'",
+                 WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%'",
                 &[&store.schema()],
             )
             .await

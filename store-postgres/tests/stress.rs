@@ -115,3 +115,66 @@ async fn many_writers_a_live_subscriber_and_a_restarted_reader_see_every_event_o
     check("restarted reader", &restarted.await.unwrap());
     drop_store(store).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_path_and_locked_appends_racing_on_one_stream_keep_every_acknowledged_event() {
+    let store = fresh_store_with(PostgresOptions::default()).await;
+    let stream = StreamId::new(format!("mixed-{}", Uuid::new_v4().simple())).unwrap();
+    // Exact appends take the one-statement fast path, Any appends the locked function; the
+    // two must agree on every revision and never undo each other's writes.
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let (store, stream) = (store.clone(), stream.clone());
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                while acknowledged.len() < 150 {
+                    let event = EventData::json("Mixed", format!(r#"{{"writer":{w}}}"#));
+                    let id = event.id;
+                    let expected = if w % 2 == 0 {
+                        ExpectedVersion::Any
+                    } else {
+                        let mut newest = pin!(store.read_stream(
+                            &stream,
+                            decider_core::StreamFrom::End,
+                            decider_core::Direction::Backward,
+                            Some(1),
+                        ));
+                        let last = newest.next().await.map(|e| e.unwrap().revision);
+                        ExpectedVersion::from_last_revision(last)
+                    };
+                    match store.append(&stream, expected, vec![event]).await {
+                        Ok(_) => acknowledged.push(id),
+                        Err(decider_core::StoreError::WrongExpectedVersion { .. }) => {}
+                        Err(other) => panic!("{other}"),
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    let mut acknowledged = HashSet::new();
+    for writer in writers {
+        acknowledged.extend(writer.await.unwrap());
+    }
+    let events: Vec<RecordedEvent> = futures::TryStreamExt::try_collect(store.read_stream(
+        &stream,
+        decider_core::StreamFrom::Start,
+        decider_core::Direction::Forward,
+        None,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(events.len(), 8 * 150);
+    assert!(
+        events
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.revision == i as u64)
+    );
+    let stored: HashSet<Uuid> = events.iter().map(|e| e.id).collect();
+    assert_eq!(
+        stored, acknowledged,
+        "an acknowledged event is missing, or an unacknowledged one is there"
+    );
+    drop_store(store).await;
+}
