@@ -18,10 +18,55 @@ pub async fn fresh_store_with(options: PostgresOptions) -> PostgresStore {
     store
 }
 
+/// Schemas this test process made, dropped by the panic hook if a test fails before its
+/// `drop_store`: a failing test leaves nothing behind either.
+static SCHEMAS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn drop_schemas_on_panic(schema: &str) {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    SCHEMAS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(schema.to_owned());
+    HOOK.call_once(|| {
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            report(info);
+            let schemas = std::mem::take(&mut *SCHEMAS.lock().unwrap_or_else(|p| p.into_inner()));
+            if schemas.is_empty() {
+                return;
+            }
+            // A thread of its own, with a runtime of its own: the panicking thread may be a
+            // runtime's. Best effort, and bounded: locks this process still holds time out.
+            let url = database_url();
+            let _ = std::thread::spawn(move || {
+                let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                    return;
+                };
+                runtime.block_on(async {
+                    let Ok((client, connection)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await else {
+                        return;
+                    };
+                    tokio::spawn(connection);
+                    for schema in schemas {
+                        let _ = client
+                            .batch_execute(&format!(
+                                "SET lock_timeout = '3s'; DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+                            ))
+                            .await;
+                    }
+                });
+            })
+            .join();
+        }));
+    });
+}
+
 /// A store on a schema that does not exist yet.
 pub async fn unmigrated_store(options: PostgresOptions) -> PostgresStore {
     let url = database_url();
     let schema = format!("decider_test_{}", uuid::Uuid::new_v4().simple());
+    drop_schemas_on_panic(&schema);
     PostgresStore::connect_with(&url, PostgresOptions { schema, ..options })
         .await
         .unwrap_or_else(|error| {
