@@ -202,6 +202,8 @@ pub struct CommandHandler<D: Decider, S, C = JsonCodec<<D as Decider>::Event>> {
     retry: RetryPolicy,
     cache: Option<StateCache<D::State>>,
     snapshots: Option<Snapshots<D::State>>,
+    /// Whether a stream the cache does not hold is first taken to be new.
+    assume_new: bool,
 }
 
 impl<D: Decider, S, C> fmt::Debug for CommandHandler<D, S, C> {
@@ -212,6 +214,7 @@ impl<D: Decider, S, C> fmt::Debug for CommandHandler<D, S, C> {
             .field("retry", &self.retry)
             .field("cache", &self.cache)
             .field("snapshots", &self.snapshots)
+            .field("assume_new", &self.assume_new)
             .finish_non_exhaustive()
     }
 }
@@ -232,6 +235,7 @@ where
             retry: RetryPolicy::default(),
             cache: None,
             snapshots: None,
+            assume_new: false,
         }
     }
 }
@@ -247,12 +251,25 @@ impl<D: Decider, S, C> CommandHandler<D, S, C> {
             retry: self.retry,
             cache: self.cache,
             snapshots: self.snapshots,
+            assume_new: self.assume_new,
         }
     }
 
     /// The same handler with another retry policy.
     pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// The same handler taking a stream it holds no cached state for to be new (Equinox's
+    /// "assume empty"): a command without an idempotency key is decided on the initial state and
+    /// appended expecting no stream, without a read. A new stream then costs one round trip; an
+    /// existing one fails that append, is read and decided again — one round trip more than
+    /// without this, and one retry of the budget. Commands with an idempotency key always read
+    /// first: the store's answer to a repeated batch would not tell an original outcome from
+    /// this one. Worth it where most commands create their stream.
+    pub fn assume_new_streams(mut self) -> Self {
+        self.assume_new = true;
         self
     }
 
@@ -368,6 +385,16 @@ where
             Some(cached) => Next::Decide(Basis {
                 state: cached.state,
                 last_revision: cached.last_revision,
+                current: false,
+                searched: false,
+                read: 0,
+            }),
+            // An assumption, like a cached state: not current, so a decision that writes
+            // nothing is checked against the stream itself, and an append to an existing stream
+            // fails and reads it.
+            None if self.assume_new && key.is_none() => Next::Decide(Basis {
+                state: self.decider.initial_state(),
+                last_revision: None,
                 current: false,
                 searched: false,
                 read: 0,

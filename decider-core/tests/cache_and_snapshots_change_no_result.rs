@@ -65,7 +65,7 @@ struct Variant {
 }
 
 fn variants() -> Vec<Variant> {
-    let build = |name, cache: bool, snapshot: bool| {
+    let build = |name, cache: bool, snapshot: bool, assume_new: bool| {
         let snapshots = MemorySnapshotStore::new();
         let mut handler =
             CommandHandler::new(Account, MemoryStore::new()).with_retry_policy(RetryPolicy {
@@ -79,6 +79,9 @@ fn variants() -> Vec<Variant> {
         if snapshot {
             handler = handler.with_snapshots(snapshots.clone(), SnapshotPolicy::every(3));
         }
+        if assume_new {
+            handler = handler.assume_new_streams();
+        }
         Variant {
             name,
             handler,
@@ -86,10 +89,13 @@ fn variants() -> Vec<Variant> {
         }
     };
     vec![
-        build("plain", false, false),
-        build("cache", true, false),
-        build("snapshots", false, true),
-        build("cache and snapshots", true, true),
+        build("plain", false, false, false),
+        build("cache", true, false, false),
+        build("snapshots", false, true, false),
+        build("cache and snapshots", true, true, false),
+        build("new streams assumed", false, false, true),
+        build("cache, new streams assumed", true, false, true),
+        build("everything", true, true, true),
     ]
 }
 

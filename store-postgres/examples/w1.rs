@@ -15,7 +15,9 @@
 //! round, for D rounds; every command is a `Deposit { amount: 1 }` deciding one `Deposited`.
 //! Modes: `none` (each command reads its whole stream, folds, decides, appends with `Exact`),
 //! `cache` (a state cache holding every account: the first command of an account reads it, the
-//! others decide on the cached state and only append), `snapshots` (a snapshot every 100
+//! others decide on the cached state and only append), `cache+assume-new` (the same, and the
+//! first command of an account, whose stream is new, appends without reading it: one round trip
+//! for every command), `snapshots` (a snapshot every 100
 //! events; each command reads the latest snapshot and the events after it).
 //!
 //! Raw baselines: on PostgreSQL, single-row `INSERT`s of the same rows (same payload, metadata
@@ -138,16 +140,23 @@ const LONG: Workload = Workload::new(16, 50, 1_000);
 enum Mode {
     None,
     Cache,
+    CacheAssumingNew,
     Snapshots,
 }
 
-const MODES: [Mode; 3] = [Mode::None, Mode::Cache, Mode::Snapshots];
+const MODES: [Mode; 4] = [
+    Mode::None,
+    Mode::Cache,
+    Mode::CacheAssumingNew,
+    Mode::Snapshots,
+];
 
 impl Mode {
     fn name(self) -> &'static str {
         match self {
             Self::None => "none",
             Self::Cache => "cache",
+            Self::CacheAssumingNew => "cache+assume-new",
             Self::Snapshots => "snapshots",
         }
     }
@@ -161,6 +170,7 @@ impl Mode {
         match self {
             Self::None => handler,
             Self::Cache => handler.with_cache(CACHE_ENTRIES),
+            Self::CacheAssumingNew => handler.with_cache(CACHE_ENTRIES).assume_new_streams(),
             Self::Snapshots => {
                 handler.with_snapshots(snapshots, SnapshotPolicy::every(SNAPSHOT_EVERY))
             }
