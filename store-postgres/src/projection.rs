@@ -379,11 +379,6 @@ impl<H> PgTransactionalSink<H> {
     }
 }
 
-/// The errors of beginning or committing a transaction.
-fn transaction_error(error: &tokio_postgres::Error) -> HandleError {
-    handle_error(error)
-}
-
 impl<H: TransactionalHandler> Sink for PgTransactionalSink<H> {
     async fn checkpoint(&self, projection: &str) -> Result<Option<Position>, HandleError> {
         Ok(self.store.checkpoints().load(projection).await?)
@@ -400,10 +395,7 @@ impl<H: TransactionalHandler> Sink for PgTransactionalSink<H> {
         };
         let queries = self.store.projection_queries();
         let mut client = self.store.shared.pool.get().await.map_err(from_pool)?;
-        let transaction = client
-            .transaction()
-            .await
-            .map_err(|e| transaction_error(&e))?;
+        let transaction = client.transaction().await.map_err(|e| handle_error(&e))?;
         self.handler.handle(&transaction, batch).await?;
         match save_checkpoint(&transaction, queries, projection, previous, last.position).await {
             Ok(()) => {}
@@ -414,10 +406,7 @@ impl<H: TransactionalHandler> Sink for PgTransactionalSink<H> {
             }
             Err(error) => return Err(error.into()),
         }
-        transaction
-            .commit()
-            .await
-            .map_err(|e| transaction_error(&e))
+        transaction.commit().await.map_err(|e| handle_error(&e))
     }
 
     async fn dead_letter(
@@ -429,10 +418,7 @@ impl<H: TransactionalHandler> Sink for PgTransactionalSink<H> {
     ) -> Result<(), HandleError> {
         let queries = self.store.projection_queries();
         let mut client = self.store.shared.pool.get().await.map_err(from_pool)?;
-        let transaction = client
-            .transaction()
-            .await
-            .map_err(|e| transaction_error(&e))?;
+        let transaction = client.transaction().await.map_err(|e| handle_error(&e))?;
         record_dead_letter(
             &transaction,
             queries,
@@ -440,10 +426,7 @@ impl<H: TransactionalHandler> Sink for PgTransactionalSink<H> {
         )
         .await?;
         save_checkpoint(&transaction, queries, projection, previous, event.position).await?;
-        transaction
-            .commit()
-            .await
-            .map_err(|e| transaction_error(&e))
+        transaction.commit().await.map_err(|e| handle_error(&e))
     }
 
     async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>, HandleError> {
@@ -453,10 +436,7 @@ impl<H: TransactionalHandler> Sink for PgTransactionalSink<H> {
     async fn redrive(&self, projection: &str, event: &RecordedEvent) -> Result<(), HandleError> {
         let queries = self.store.projection_queries();
         let mut client = self.store.shared.pool.get().await.map_err(from_pool)?;
-        let transaction = client
-            .transaction()
-            .await
-            .map_err(|e| transaction_error(&e))?;
+        let transaction = client.transaction().await.map_err(|e| handle_error(&e))?;
         self.handler
             .handle(&transaction, std::slice::from_ref(event))
             .await?;
@@ -466,24 +446,15 @@ impl<H: TransactionalHandler> Sink for PgTransactionalSink<H> {
             &[&projection, &event.id],
         )
         .await?;
-        transaction
-            .commit()
-            .await
-            .map_err(|e| transaction_error(&e))
+        transaction.commit().await.map_err(|e| handle_error(&e))
     }
 
     async fn reset(&self, projection: &str) -> Result<(), HandleError> {
         let queries = self.store.projection_queries();
         let mut client = self.store.shared.pool.get().await.map_err(from_pool)?;
-        let transaction = client
-            .transaction()
-            .await
-            .map_err(|e| transaction_error(&e))?;
+        let transaction = client.transaction().await.map_err(|e| handle_error(&e))?;
         self.handler.reset(&transaction).await?;
         execute(&transaction, &queries.delete_checkpoint, &[&projection]).await?;
-        transaction
-            .commit()
-            .await
-            .map_err(|e| transaction_error(&e))
+        transaction.commit().await.map_err(|e| handle_error(&e))
     }
 }
