@@ -8,8 +8,9 @@ use deadpool_postgres::PoolError;
 use decider_core::StoreError;
 use tokio_postgres::error::SqlState;
 
-/// Maps a driver error.
-pub(crate) fn from_pg(error: &tokio_postgres::Error) -> StoreError {
+/// Maps a driver error, for code that runs its own queries beside the store (read models,
+/// say) and wants the store's error classification.
+pub fn from_pg(error: &tokio_postgres::Error) -> StoreError {
     let Some(code) = error.code() else {
         // No SQLSTATE: the connection closed or its socket failed, or a value did not convert.
         let io = error
@@ -63,8 +64,8 @@ pub(crate) fn from_pg(error: &tokio_postgres::Error) -> StoreError {
     StoreError::Backend(format!("PostgreSQL: {message} ({})", code.code()))
 }
 
-/// Maps a failure to get a connection from the pool.
-pub(crate) fn from_pool(error: PoolError) -> StoreError {
+/// Maps a failure to get a connection from the store's pool ([`PostgresStore::pool`](crate::PostgresStore::pool)).
+pub fn from_pool(error: PoolError) -> StoreError {
     match error {
         PoolError::Backend(error) => from_pg(&error),
         PoolError::Timeout(kind) => StoreError::Unavailable(format!(

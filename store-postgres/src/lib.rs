@@ -54,6 +54,7 @@ use crate::json::JsonText;
 use crate::live::Live;
 use crate::projection::ProjectionQueries;
 
+pub use crate::error::{from_pg as store_error, from_pool as pool_error};
 pub use crate::projection::{
     PgCheckpoints, PgDeadLetters, PgLeases, PgTransactionalSink, TransactionalHandler, handle_error,
 };

@@ -1,0 +1,732 @@
+//! The account: open, deposit, withdraw, take part in transfers, close.
+//!
+//! A pure [`Decider`]: the rules are in [`Account::decide`], the history in [`Account::evolve`],
+//! and nothing here touches a store. The balance may go below zero only down to the overdraft
+//! limit chosen at opening; a closed account is terminal; money a transfer took out stays
+//! "in flight" until the transfer settles or refunds it, and an account cannot close while any is.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use decider_core::{Decider, StreamId};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::money::{Amount, Currency};
+use crate::transfer::TransferId;
+
+/// An account's identity; its events live in the stream `account-<uuid>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AccountId(pub Uuid);
+
+impl AccountId {
+    /// The stream that holds this account's events.
+    pub fn stream(self) -> StreamId {
+        // A category and a UUID: always a valid stream id.
+        StreamId::new(format!("account-{}", self.0)).unwrap_or_else(|_| unreachable!())
+    }
+
+    /// The account whose stream is `stream`, if it is an account stream.
+    pub fn from_stream(stream: &StreamId) -> Option<Self> {
+        let id = stream.as_str().strip_prefix("account-")?;
+        Uuid::parse_str(id).ok().map(Self)
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What can happen to an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AccountEvent {
+    /// The account was opened.
+    Opened {
+        /// Who holds it.
+        owner: String,
+        /// The only currency it holds.
+        currency: Currency,
+        /// How far below zero its balance may go; `None` for not at all.
+        overdraft_limit: Option<Amount>,
+    },
+    /// Money was paid in.
+    Deposited {
+        /// How much.
+        amount: Amount,
+    },
+    /// Money was paid out.
+    Withdrawn {
+        /// How much.
+        amount: Amount,
+    },
+    /// A transfer took money out; it is in flight until settled or refunded.
+    TransferDebited {
+        /// The transfer.
+        transfer: TransferId,
+        /// How much.
+        amount: Amount,
+        /// The account it is going to.
+        to: AccountId,
+    },
+    /// A transfer paid money in.
+    TransferCredited {
+        /// The transfer.
+        transfer: TransferId,
+        /// How much.
+        amount: Amount,
+        /// The account it came from.
+        from: AccountId,
+    },
+    /// A transfer that could not be completed gave back what it had taken out.
+    TransferRefunded {
+        /// The transfer.
+        transfer: TransferId,
+        /// How much.
+        amount: Amount,
+    },
+    /// A transfer this account paid for reached its destination.
+    TransferSettled {
+        /// The transfer.
+        transfer: TransferId,
+    },
+    /// The account was closed; it takes no more commands.
+    Closed,
+}
+
+/// What an account can be asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountCommand {
+    /// Open the account.
+    Open {
+        /// Who holds it; not blank.
+        owner: String,
+        /// The only currency it will hold.
+        currency: Currency,
+        /// How far below zero its balance may go.
+        overdraft_limit: Option<Amount>,
+    },
+    /// Pay money in.
+    Deposit {
+        /// How much.
+        amount: Amount,
+    },
+    /// Pay money out, within the balance and the overdraft limit.
+    Withdraw {
+        /// How much.
+        amount: Amount,
+    },
+    /// Take money out for a transfer (the transfer's first step).
+    DebitTransfer {
+        /// The transfer.
+        transfer: TransferId,
+        /// How much.
+        amount: Amount,
+        /// The transfer's currency, which must be the account's.
+        currency: Currency,
+        /// Where it is going.
+        to: AccountId,
+    },
+    /// Pay in the money of a transfer (its second step).
+    CreditTransfer {
+        /// The transfer.
+        transfer: TransferId,
+        /// How much.
+        amount: Amount,
+        /// The transfer's currency, which must be the account's.
+        currency: Currency,
+        /// Where it comes from.
+        from: AccountId,
+    },
+    /// Give back what `transfer` took out (its compensation).
+    RefundTransfer {
+        /// The transfer.
+        transfer: TransferId,
+    },
+    /// Mark what `transfer` took out as delivered.
+    SettleTransfer {
+        /// The transfer.
+        transfer: TransferId,
+    },
+    /// Close the account; only at a zero balance and with no transfer in flight.
+    Close,
+}
+
+/// Why an account refused a command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccountError {
+    /// The account has not been opened.
+    #[error("the account does not exist")]
+    NotOpen,
+    /// Opening an account that is already open.
+    #[error("the account is already open")]
+    AlreadyOpen,
+    /// A blank owner.
+    #[error("the owner must not be blank")]
+    BlankOwner,
+    /// Paying out more than the balance and overdraft allow.
+    #[error(
+        "insufficient funds: balance {balance}, overdraft limit {overdraft_limit}, requested {requested}"
+    )]
+    InsufficientFunds {
+        /// The balance, in minor units.
+        balance: i64,
+        /// How far below zero it may go.
+        overdraft_limit: i64,
+        /// What was asked for.
+        requested: Amount,
+    },
+    /// The balance would not fit in 64 bits.
+    #[error("the balance would overflow")]
+    BalanceOverflow,
+    /// A transfer in another currency than the account's.
+    #[error("currency mismatch: the account holds {account}, the transfer is in {transfer}")]
+    CurrencyMismatch {
+        /// The account's currency.
+        account: Currency,
+        /// The transfer's.
+        transfer: Currency,
+    },
+    /// Refunding or settling a transfer that has no money in flight here.
+    #[error("transfer {0} has no money in flight on this account")]
+    NoTransferInFlight(TransferId),
+    /// Debiting for the same transfer twice.
+    #[error("transfer {0} already took money out of this account")]
+    TransferAlreadyDebited(TransferId),
+    /// Closing with money in the account (or owed).
+    #[error("the balance is {0}; an account closes only at zero")]
+    NonZeroBalance(i64),
+    /// Closing while a transfer's money is in flight.
+    #[error("{0} transfer(s) in flight; the account closes when they settle")]
+    TransfersInFlight(usize),
+}
+
+/// An open account, as its events tell it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenAccount {
+    /// Its currency.
+    pub currency: Currency,
+    /// Its balance in minor units; below zero only within the overdraft limit.
+    pub balance: i64,
+    /// How far below zero the balance may go.
+    pub overdraft_limit: i64,
+    /// Money out for transfers that have not settled yet.
+    pub in_flight: BTreeMap<TransferId, Amount>,
+}
+
+/// An account's state.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AccountState {
+    /// Never opened.
+    #[default]
+    Unopened,
+    /// Open.
+    Open(OpenAccount),
+    /// Closed, for good.
+    Closed,
+}
+
+/// The account decider.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Account;
+
+impl Decider for Account {
+    type Command = AccountCommand;
+    type Event = AccountEvent;
+    type State = AccountState;
+    type Error = AccountError;
+
+    fn initial_state(&self) -> AccountState {
+        AccountState::Unopened
+    }
+
+    fn decide(
+        &self,
+        command: &AccountCommand,
+        state: &AccountState,
+    ) -> Result<Vec<AccountEvent>, AccountError> {
+        use AccountCommand as C;
+        use AccountEvent as E;
+        let account = match (command, state) {
+            (C::Open { .. }, AccountState::Open(_) | AccountState::Closed) => {
+                return Err(AccountError::AlreadyOpen);
+            }
+            (
+                C::Open {
+                    owner,
+                    currency,
+                    overdraft_limit,
+                },
+                AccountState::Unopened,
+            ) => {
+                if owner.trim().is_empty() {
+                    return Err(AccountError::BlankOwner);
+                }
+                return Ok(vec![E::Opened {
+                    owner: owner.clone(),
+                    currency: *currency,
+                    overdraft_limit: *overdraft_limit,
+                }]);
+            }
+            (_, AccountState::Open(account)) => account,
+            // The command handler never lets a command reach a closed (terminal) account.
+            (_, AccountState::Unopened | AccountState::Closed) => {
+                return Err(AccountError::NotOpen);
+            }
+        };
+        let event = match *command {
+            C::Open { .. } => unreachable!("handled above"),
+            C::Deposit { amount } => {
+                account.credited(amount)?;
+                E::Deposited { amount }
+            }
+            C::Withdraw { amount } => {
+                account.debited(amount)?;
+                E::Withdrawn { amount }
+            }
+            C::DebitTransfer {
+                transfer,
+                amount,
+                currency,
+                to,
+            } => {
+                account.check_currency(currency)?;
+                if account.in_flight.contains_key(&transfer) {
+                    return Err(AccountError::TransferAlreadyDebited(transfer));
+                }
+                account.debited(amount)?;
+                E::TransferDebited {
+                    transfer,
+                    amount,
+                    to,
+                }
+            }
+            C::CreditTransfer {
+                transfer,
+                amount,
+                currency,
+                from,
+            } => {
+                account.check_currency(currency)?;
+                account.credited(amount)?;
+                E::TransferCredited {
+                    transfer,
+                    amount,
+                    from,
+                }
+            }
+            C::RefundTransfer { transfer } => {
+                let amount = account.in_flight_amount(transfer)?;
+                account.credited(amount)?;
+                E::TransferRefunded { transfer, amount }
+            }
+            C::SettleTransfer { transfer } => {
+                account.in_flight_amount(transfer)?;
+                E::TransferSettled { transfer }
+            }
+            C::Close if account.balance != 0 => {
+                return Err(AccountError::NonZeroBalance(account.balance));
+            }
+            C::Close if !account.in_flight.is_empty() => {
+                return Err(AccountError::TransfersInFlight(account.in_flight.len()));
+            }
+            C::Close => E::Closed,
+        };
+        Ok(vec![event])
+    }
+
+    fn evolve(&self, state: AccountState, event: &AccountEvent) -> AccountState {
+        use AccountEvent as E;
+        let mut account = match (state, event) {
+            (
+                AccountState::Unopened,
+                E::Opened {
+                    currency,
+                    overdraft_limit,
+                    ..
+                },
+            ) => {
+                return AccountState::Open(OpenAccount {
+                    currency: *currency,
+                    balance: 0,
+                    overdraft_limit: overdraft_limit.map_or(0, Amount::minor_units),
+                    in_flight: BTreeMap::new(),
+                });
+            }
+            (AccountState::Open(_), E::Closed) => return AccountState::Closed,
+            (AccountState::Open(account), _) => account,
+            // Events that `decide` never produces in these states: the history stands as it is.
+            (other, _) => return other,
+        };
+        // `decide` checked every sum before the event was written; saturating keeps `evolve`
+        // total for histories it did not write.
+        match *event {
+            E::Deposited { amount }
+            | E::TransferCredited { amount, .. }
+            | E::TransferRefunded { amount, .. } => {
+                account.balance = account.balance.saturating_add(amount.minor_units());
+                if let E::TransferRefunded { transfer, .. } = event {
+                    account.in_flight.remove(transfer);
+                }
+            }
+            E::Withdrawn { amount } => {
+                account.balance = account.balance.saturating_sub(amount.minor_units());
+            }
+            E::TransferDebited {
+                transfer, amount, ..
+            } => {
+                account.balance = account.balance.saturating_sub(amount.minor_units());
+                account.in_flight.insert(transfer, amount);
+            }
+            E::TransferSettled { transfer } => {
+                account.in_flight.remove(&transfer);
+            }
+            E::Opened { .. } | E::Closed => {}
+        }
+        AccountState::Open(account)
+    }
+
+    fn is_terminal(&self, state: &AccountState) -> bool {
+        matches!(state, AccountState::Closed)
+    }
+}
+
+impl OpenAccount {
+    fn credited(&self, amount: Amount) -> Result<i64, AccountError> {
+        self.balance
+            .checked_add(amount.minor_units())
+            .ok_or(AccountError::BalanceOverflow)
+    }
+
+    fn debited(&self, amount: Amount) -> Result<i64, AccountError> {
+        let insufficient = || AccountError::InsufficientFunds {
+            balance: self.balance,
+            overdraft_limit: self.overdraft_limit,
+            requested: amount,
+        };
+        let balance = self
+            .balance
+            .checked_sub(amount.minor_units())
+            .ok_or_else(insufficient)?;
+        if balance < -self.overdraft_limit {
+            return Err(insufficient());
+        }
+        Ok(balance)
+    }
+
+    fn check_currency(&self, currency: Currency) -> Result<(), AccountError> {
+        if currency == self.currency {
+            Ok(())
+        } else {
+            Err(AccountError::CurrencyMismatch {
+                account: self.currency,
+                transfer: currency,
+            })
+        }
+    }
+
+    fn in_flight_amount(&self, transfer: TransferId) -> Result<Amount, AccountError> {
+        self.in_flight
+            .get(&transfer)
+            .copied()
+            .ok_or(AccountError::NoTransferInFlight(transfer))
+    }
+}
+
+#[cfg(test)]
+mod specs {
+    #![allow(clippy::unwrap_used)]
+
+    use decider_core::testing::spec;
+
+    use super::*;
+
+    fn amount(units: u64) -> Amount {
+        Amount::new(units).unwrap()
+    }
+
+    fn eur() -> Currency {
+        "EUR".parse().unwrap()
+    }
+
+    fn opened(limit: Option<u64>) -> AccountEvent {
+        AccountEvent::Opened {
+            owner: "Ada".into(),
+            currency: eur(),
+            overdraft_limit: limit.map(amount),
+        }
+    }
+
+    fn deposited(units: u64) -> AccountEvent {
+        AccountEvent::Deposited {
+            amount: amount(units),
+        }
+    }
+
+    const T1: TransferId = TransferId(Uuid::from_u128(1));
+    const OTHER: AccountId = AccountId(Uuid::from_u128(2));
+
+    #[test]
+    fn opens_once() {
+        spec(Account)
+            .when(AccountCommand::Open {
+                owner: "Ada".into(),
+                currency: eur(),
+                overdraft_limit: None,
+            })
+            .then([opened(None)]);
+        spec(Account)
+            .given([opened(None)])
+            .when(AccountCommand::Open {
+                owner: "Ada".into(),
+                currency: eur(),
+                overdraft_limit: None,
+            })
+            .then_error(AccountError::AlreadyOpen);
+    }
+
+    #[test]
+    fn refuses_a_blank_owner() {
+        spec(Account)
+            .when(AccountCommand::Open {
+                owner: "  ".into(),
+                currency: eur(),
+                overdraft_limit: None,
+            })
+            .then_error(AccountError::BlankOwner);
+    }
+
+    #[test]
+    fn takes_nothing_before_it_is_opened() {
+        spec(Account)
+            .when(AccountCommand::Deposit { amount: amount(5) })
+            .then_error(AccountError::NotOpen);
+        spec(Account)
+            .when(AccountCommand::Close)
+            .then_error(AccountError::NotOpen);
+    }
+
+    #[test]
+    fn deposits_and_withdraws_within_the_balance() {
+        spec(Account)
+            .given([opened(None)])
+            .when(AccountCommand::Deposit {
+                amount: amount(100),
+            })
+            .then([deposited(100)]);
+        spec(Account)
+            .given([opened(None), deposited(100)])
+            .when(AccountCommand::Withdraw {
+                amount: amount(100),
+            })
+            .then([AccountEvent::Withdrawn {
+                amount: amount(100),
+            }]);
+        spec(Account)
+            .given([opened(None), deposited(100)])
+            .when(AccountCommand::Withdraw {
+                amount: amount(101),
+            })
+            .then_error(AccountError::InsufficientFunds {
+                balance: 100,
+                overdraft_limit: 0,
+                requested: amount(101),
+            });
+    }
+
+    #[test]
+    fn goes_below_zero_only_down_to_the_overdraft_limit() {
+        spec(Account)
+            .given([opened(Some(50)), deposited(10)])
+            .when(AccountCommand::Withdraw { amount: amount(60) })
+            .then([AccountEvent::Withdrawn { amount: amount(60) }]);
+        spec(Account)
+            .given([opened(Some(50)), deposited(10)])
+            .when(AccountCommand::Withdraw { amount: amount(61) })
+            .then_error_matches(|e| matches!(e, AccountError::InsufficientFunds { .. }));
+    }
+
+    #[test]
+    fn a_balance_never_overflows() {
+        let max = amount(i64::MAX as u64);
+        spec(Account)
+            .given([opened(None), AccountEvent::Deposited { amount: max }])
+            .when(AccountCommand::Deposit { amount: amount(1) })
+            .then_error(AccountError::BalanceOverflow);
+        // The largest overdraft and the largest withdrawal: i64::MIN is not reached by wrapping.
+        spec(Account)
+            .given([opened(Some(i64::MAX as u64))])
+            .when(AccountCommand::Withdraw { amount: max })
+            .then([AccountEvent::Withdrawn { amount: max }]);
+        spec(Account)
+            .given([
+                opened(Some(i64::MAX as u64)),
+                AccountEvent::Withdrawn { amount: max },
+            ])
+            .when(AccountCommand::Withdraw { amount: amount(2) })
+            .then_error_matches(|e| matches!(e, AccountError::InsufficientFunds { .. }));
+    }
+
+    #[test]
+    fn closes_only_at_zero_with_nothing_in_flight() {
+        spec(Account)
+            .given([opened(None), deposited(5)])
+            .when(AccountCommand::Close)
+            .then_error(AccountError::NonZeroBalance(5));
+        spec(Account)
+            .given([opened(None)])
+            .when(AccountCommand::Close)
+            .then([AccountEvent::Closed]);
+        spec(Account)
+            .given([
+                opened(None),
+                deposited(5),
+                AccountEvent::TransferDebited {
+                    transfer: T1,
+                    amount: amount(5),
+                    to: OTHER,
+                },
+            ])
+            .when(AccountCommand::Close)
+            .then_error(AccountError::TransfersInFlight(1));
+    }
+
+    #[test]
+    fn a_closed_account_is_terminal() {
+        let closed = fold_state([opened(None), AccountEvent::Closed]);
+        assert!(Account.is_terminal(&closed));
+        assert!(!Account.is_terminal(&fold_state([opened(None)])));
+    }
+
+    #[test]
+    fn a_transfer_debit_checks_currency_funds_and_repeats() {
+        let debit = |units, currency: &str| AccountCommand::DebitTransfer {
+            transfer: T1,
+            amount: amount(units),
+            currency: currency.parse().unwrap(),
+            to: OTHER,
+        };
+        spec(Account)
+            .given([opened(None), deposited(10)])
+            .when(debit(10, "EUR"))
+            .then([AccountEvent::TransferDebited {
+                transfer: T1,
+                amount: amount(10),
+                to: OTHER,
+            }]);
+        spec(Account)
+            .given([opened(None), deposited(10)])
+            .when(debit(10, "USD"))
+            .then_error(AccountError::CurrencyMismatch {
+                account: eur(),
+                transfer: "USD".parse().unwrap(),
+            });
+        spec(Account)
+            .given([opened(None), deposited(10)])
+            .when(debit(11, "EUR"))
+            .then_error_matches(|e| matches!(e, AccountError::InsufficientFunds { .. }));
+        spec(Account)
+            .given([
+                opened(None),
+                deposited(20),
+                AccountEvent::TransferDebited {
+                    transfer: T1,
+                    amount: amount(10),
+                    to: OTHER,
+                },
+            ])
+            .when(debit(10, "EUR"))
+            .then_error(AccountError::TransferAlreadyDebited(T1));
+    }
+
+    #[test]
+    fn a_transfer_credit_checks_currency() {
+        let credit = |currency: &str| AccountCommand::CreditTransfer {
+            transfer: T1,
+            amount: amount(7),
+            currency: currency.parse().unwrap(),
+            from: OTHER,
+        };
+        spec(Account)
+            .given([opened(None)])
+            .when(credit("EUR"))
+            .then([AccountEvent::TransferCredited {
+                transfer: T1,
+                amount: amount(7),
+                from: OTHER,
+            }]);
+        spec(Account)
+            .given([opened(None)])
+            .when(credit("GBP"))
+            .then_error_matches(|e| matches!(e, AccountError::CurrencyMismatch { .. }));
+        spec(Account)
+            .when(credit("EUR"))
+            .then_error(AccountError::NotOpen);
+    }
+
+    #[test]
+    fn refunds_and_settles_only_money_in_flight() {
+        let debited = AccountEvent::TransferDebited {
+            transfer: T1,
+            amount: amount(10),
+            to: OTHER,
+        };
+        spec(Account)
+            .given([opened(None), deposited(10), debited.clone()])
+            .when(AccountCommand::RefundTransfer { transfer: T1 })
+            .then([AccountEvent::TransferRefunded {
+                transfer: T1,
+                amount: amount(10),
+            }]);
+        spec(Account)
+            .given([opened(None), deposited(10), debited.clone()])
+            .when(AccountCommand::SettleTransfer { transfer: T1 })
+            .then([AccountEvent::TransferSettled { transfer: T1 }]);
+        spec(Account)
+            .given([
+                opened(None),
+                deposited(10),
+                debited,
+                AccountEvent::TransferSettled { transfer: T1 },
+            ])
+            .when(AccountCommand::RefundTransfer { transfer: T1 })
+            .then_error(AccountError::NoTransferInFlight(T1));
+        spec(Account)
+            .given([opened(None)])
+            .when(AccountCommand::SettleTransfer { transfer: T1 })
+            .then_error(AccountError::NoTransferInFlight(T1));
+    }
+
+    #[test]
+    fn a_refund_restores_the_balance_and_lets_the_account_close() {
+        let state = fold_state([
+            opened(None),
+            deposited(10),
+            AccountEvent::TransferDebited {
+                transfer: T1,
+                amount: amount(10),
+                to: OTHER,
+            },
+            AccountEvent::TransferRefunded {
+                transfer: T1,
+                amount: amount(10),
+            },
+            AccountEvent::Withdrawn { amount: amount(10) },
+        ]);
+        let AccountState::Open(account) = &state else {
+            panic!("not open: {state:?}");
+        };
+        assert_eq!((account.balance, account.in_flight.len()), (0, 0));
+        assert_eq!(
+            Account.decide(&AccountCommand::Close, &state),
+            Ok(vec![AccountEvent::Closed])
+        );
+    }
+
+    fn fold_state(events: impl IntoIterator<Item = AccountEvent>) -> AccountState {
+        let events: Vec<_> = events.into_iter().collect();
+        decider_core::fold(&Account, &events)
+    }
+}

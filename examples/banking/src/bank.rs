@@ -1,0 +1,488 @@
+//! The application: command handlers for accounts and transfers, the read models, and the two
+//! projections that keep them moving (the read models and the transfer process manager).
+//!
+//! The HTTP API and the demo both talk to a [`Bank`]; it knows nothing of HTTP. Every write takes
+//! a [`Request`] context (idempotency key, correlation id) and answers with a [`Receipt`] whose
+//! position a later read can wait for (read-your-writes).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use decider_core::projection::{
+    CheckpointedSink, Lease, MemoryCheckpoints, MemoryDeadLetters, PoisonPolicy, Projection,
+    ProjectionError, ProjectionRunner, ProjectionStatus, RunnerOptions, Sink, StatusHandle,
+};
+use decider_core::{
+    CommandHandler, CommandOutcome, EventFilter, EventStore, HandlerError, Metadata, Position,
+    StoreError,
+};
+use decider_store_memory::MemoryStore;
+use decider_store_postgres::{PgTransactionalSink, PostgresOptions, PostgresStore};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::account::{Account, AccountCommand, AccountError, AccountId};
+use crate::money::{Amount, Currency};
+use crate::process::TransferProcess;
+use crate::read_model::memory::MemoryReadModels;
+use crate::read_model::postgres::PgReadModels;
+use crate::read_model::{AccountView, LedgerEntry, PROJECTION, ReadModels};
+use crate::transfer::{
+    Transfer, TransferCommand, TransferError, TransferId, TransferRequest, TransferState,
+};
+
+/// The name of the transfer process manager's projection.
+pub const TRANSFER_PROCESS: &str = "banking-transfer-process";
+
+/// Ids made from idempotency keys live in this namespace (a v5 UUID of a fixed name), so that
+/// the same key always names the same account or transfer.
+const KEY_NAMESPACE: Uuid = Uuid::from_u128(0x6c1f_4b0e_2a57_5d7c_9e0a_b1d2_c3e4_f506);
+
+/// Why the bank did not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum BankError {
+    /// The account refused the command (a business rule).
+    #[error(transparent)]
+    Account(AccountError),
+    /// The transfer refused the command.
+    #[error(transparent)]
+    Transfer(TransferError),
+    /// The account is closed and takes no more commands.
+    #[error("the account is closed")]
+    AccountClosed,
+    /// No such account, or no such transfer.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// Other writers kept changing the stream; every retry lost.
+    #[error("the stream kept changing under the command: {0}")]
+    Conflict(StoreError),
+    /// The store cannot be reached.
+    #[error("the event store is unavailable: {0}")]
+    Unavailable(String),
+    /// The read model did not reach the position asked for in time.
+    #[error("the read model has not reached position {wanted} within {waited:?}")]
+    ReadModelBehind {
+        /// The position waited for.
+        wanted: Position,
+        /// How long.
+        waited: Duration,
+    },
+    /// Anything else: a bug or a broken store.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for BankError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            error if error.is_wrong_expected_version() => Self::Conflict(error),
+            error if error.is_retryable() => Self::Unavailable(error.to_string()),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl<E> From<HandlerError<E>> for BankError
+where
+    BankError: From<E>,
+{
+    fn from(error: HandlerError<E>) -> Self {
+        match error {
+            HandlerError::Rejected(refusal) => refusal.into(),
+            HandlerError::Terminal { .. } => Self::AccountClosed,
+            HandlerError::Store(error) => error.into(),
+            HandlerError::Codec(error) => Self::Internal(error.to_string()),
+        }
+    }
+}
+
+impl From<AccountError> for BankError {
+    fn from(error: AccountError) -> Self {
+        match error {
+            AccountError::NotOpen => Self::NotFound("account"),
+            refusal => Self::Account(refusal),
+        }
+    }
+}
+
+impl From<TransferError> for BankError {
+    fn from(error: TransferError) -> Self {
+        Self::Transfer(error)
+    }
+}
+
+/// Who asks, for idempotency and tracing.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// The client's idempotency key: the same key gets the first outcome again, once.
+    pub idempotency_key: Option<String>,
+    /// Ties the events of one request together in the logs and the log of events.
+    pub correlation_id: Option<Uuid>,
+}
+
+impl Request {
+    /// The metadata of an `operation`'s events. The key is scoped to the operation, so a
+    /// deposit and a withdrawal sent with the same key are two requests.
+    fn metadata(&self, operation: &str) -> Metadata {
+        Metadata {
+            correlation_id: self.correlation_id,
+            idempotency_key: self
+                .idempotency_key
+                .as_ref()
+                .map(|key| format!("{operation}:{key}")),
+            ..Metadata::default()
+        }
+    }
+
+    /// The id an `operation` creates: from the key when there is one, else fresh.
+    fn new_id(&self, operation: &str) -> Uuid {
+        match &self.idempotency_key {
+            Some(key) => Uuid::new_v5(&KEY_NAMESPACE, format!("{operation}:{key}").as_bytes()),
+            None => Uuid::new_v4(),
+        }
+    }
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Receipt {
+    /// The stream's revision after the write.
+    pub version: Option<u64>,
+    /// The global position of the write; wait for it to read your own write.
+    pub position: Option<Position>,
+    /// Whether this is the outcome of an earlier request with the same idempotency key.
+    pub replayed: bool,
+}
+
+impl<E> From<CommandOutcome<E>> for Receipt {
+    fn from(outcome: CommandOutcome<E>) -> Self {
+        Self {
+            version: outcome.last_revision,
+            position: outcome.position,
+            replayed: outcome.replayed,
+        }
+    }
+}
+
+/// How long a read may wait for the read model to catch up with a write.
+#[derive(Debug, Clone, Copy)]
+pub struct Consistency {
+    /// The position of the write.
+    pub after: Position,
+    /// How long to wait at most.
+    pub timeout: Duration,
+}
+
+/// The application over a store `S` with read models `R`.
+#[derive(Debug)]
+pub struct Bank<S: EventStore, R> {
+    accounts: Arc<CommandHandler<Account, S>>,
+    transfers: Arc<CommandHandler<Transfer, S>>,
+    read_models: R,
+    store: S,
+    projections: Vec<StatusHandle>,
+}
+
+impl<S: EventStore + Clone, R: ReadModels> Bank<S, R> {
+    /// Opens an account; its id comes from the idempotency key when there is one.
+    pub async fn open_account(
+        &self,
+        request: &Request,
+        owner: String,
+        currency: Currency,
+        overdraft_limit: Option<Amount>,
+    ) -> Result<(AccountId, Receipt), BankError> {
+        let id = AccountId(request.new_id("open"));
+        let command = AccountCommand::Open {
+            owner,
+            currency,
+            overdraft_limit,
+        };
+        let receipt = self.account_command(request, "open", id, command).await?;
+        Ok((id, receipt))
+    }
+
+    /// Runs `command` on account `id`.
+    pub async fn account_command(
+        &self,
+        request: &Request,
+        operation: &str,
+        id: AccountId,
+        command: AccountCommand,
+    ) -> Result<Receipt, BankError> {
+        let outcome = self
+            .accounts
+            .handle_with(&id.stream(), command, request.metadata(operation))
+            .await?;
+        Ok(outcome.into())
+    }
+
+    /// Asks for a transfer; the process manager carries it out. Its id comes from the
+    /// idempotency key when there is one, so a retried request moves money once.
+    pub async fn request_transfer(
+        &self,
+        request: &Request,
+        transfer: TransferRequest,
+    ) -> Result<(TransferId, Receipt), BankError> {
+        let id = TransferId(request.new_id("transfer"));
+        let outcome = self
+            .transfers
+            .handle_with(
+                &id.stream(),
+                TransferCommand::Request(transfer),
+                request.metadata("transfer"),
+            )
+            .await?;
+        Ok((id, outcome.into()))
+    }
+
+    /// Where transfer `id` is, read from its stream; with `wait`, waits up to that long for it
+    /// to complete or fail.
+    pub async fn transfer(
+        &self,
+        id: TransferId,
+        wait: Option<Duration>,
+    ) -> Result<(TransferState, Option<u64>), BankError> {
+        let deadline = wait.map(|wait| Instant::now() + wait);
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let loaded = self.transfers.load(&id.stream()).await?;
+            if loaded.last_revision.is_none() {
+                return Err(BankError::NotFound("transfer"));
+            }
+            let settled = matches!(
+                loaded.state,
+                TransferState::Completed(_) | TransferState::Failed { .. }
+            );
+            if settled || deadline.is_none_or(|deadline| Instant::now() >= deadline) {
+                return Ok((loaded.state, loaded.last_revision));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// The account's view from the read model, after waiting for `consistency` if given.
+    pub async fn account(
+        &self,
+        id: AccountId,
+        consistency: Option<Consistency>,
+    ) -> Result<AccountView, BankError> {
+        self.caught_up(consistency).await?;
+        self.read_models
+            .account(id)
+            .await?
+            .ok_or(BankError::NotFound("account"))
+    }
+
+    /// The account's ledger from the read model, after waiting for `consistency` if given.
+    pub async fn ledger(
+        &self,
+        id: AccountId,
+        consistency: Option<Consistency>,
+    ) -> Result<Vec<LedgerEntry>, BankError> {
+        self.caught_up(consistency).await?;
+        if self.read_models.account(id).await?.is_none() {
+            return Err(BankError::NotFound("account"));
+        }
+        Ok(self.read_models.ledger(id).await?)
+    }
+
+    async fn caught_up(&self, consistency: Option<Consistency>) -> Result<(), BankError> {
+        let Some(Consistency { after, timeout }) = consistency else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        while self.read_models.position().await? < Some(after) {
+            if started.elapsed() >= timeout {
+                return Err(BankError::ReadModelBehind {
+                    wanted: after,
+                    waited: timeout,
+                });
+            }
+            tokio::time::sleep(pause.min(timeout.saturating_sub(started.elapsed()))).await;
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// The status of the bank's projections.
+    pub fn projections(&self) -> Vec<ProjectionStatus> {
+        self.projections.iter().map(StatusHandle::get).collect()
+    }
+
+    /// Whether the store answers.
+    pub async fn check_store(&self) -> Result<Option<Position>, BankError> {
+        Ok(self.store.head_position().await?)
+    }
+
+    /// The account command handler, for what the HTTP API does not cover (tests, tools).
+    pub fn accounts(&self) -> &CommandHandler<Account, S> {
+        &self.accounts
+    }
+
+    /// The read models.
+    pub fn read_models(&self) -> &R {
+        &self.read_models
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+}
+
+/// A bank with its projections running; [`stop`](Self::stop) ends them.
+#[derive(Debug)]
+pub struct Running<S: EventStore, R> {
+    bank: Arc<Bank<S, R>>,
+    shutdown: watch::Sender<bool>,
+    runners: Vec<JoinHandle<Result<(), ProjectionError>>>,
+}
+
+impl<S: EventStore + Clone, R: ReadModels> Running<S, R> {
+    /// Starts the projections of a bank over `store`: the read models into `read_models_sink`
+    /// and the transfer process with `process_checkpoints`.
+    fn start<K1, K2, L>(
+        store: S,
+        read_models: R,
+        read_models_sink: K1,
+        process_sink: impl FnOnce(TransferProcess<S>) -> K2,
+        lease: L,
+    ) -> Self
+    where
+        K1: Sink,
+        K2: Sink,
+        L: Lease + Clone,
+    {
+        let accounts = Arc::new(CommandHandler::new(Account, store.clone()).with_cache(100_000));
+        let transfers = Arc::new(CommandHandler::new(Transfer, store.clone()).with_cache(100_000));
+        let (shutdown, stopped) = watch::channel(false);
+        let options = RunnerOptions {
+            max_linger: Duration::from_millis(1),
+            ..RunnerOptions::default()
+        };
+        let read_side = ProjectionRunner::new(
+            store.clone(),
+            Projection::new(PROJECTION)
+                .with_filter(EventFilter::all().with_categories(["account"])),
+            read_models_sink,
+        )
+        .with_options(RunnerOptions {
+            poison: PoisonPolicy::Stop,
+            ..options.clone()
+        })
+        .with_lease(lease.clone());
+        let process = ProjectionRunner::new(
+            store.clone(),
+            Projection::new(TRANSFER_PROCESS)
+                .with_filter(EventFilter::all().with_categories(["transfer"])),
+            process_sink(TransferProcess::new(accounts.clone(), transfers.clone())),
+        )
+        .with_options(RunnerOptions {
+            poison: PoisonPolicy::DeadLetter,
+            ..options
+        })
+        .with_lease(lease);
+        let projections = vec![read_side.status_handle(), process.status_handle()];
+        let runners = vec![spawn(read_side, stopped.clone()), spawn(process, stopped)];
+        let bank = Arc::new(Bank {
+            accounts,
+            transfers,
+            read_models,
+            store,
+            projections,
+        });
+        Self {
+            bank,
+            shutdown,
+            runners,
+        }
+    }
+
+    /// The bank.
+    pub fn bank(&self) -> &Arc<Bank<S, R>> {
+        &self.bank
+    }
+
+    /// Stops the projections (each finishes and checkpoints the batch in hand).
+    pub async fn stop(self) -> Result<(), BankError> {
+        self.shutdown.send_replace(true);
+        for runner in self.runners {
+            runner
+                .await
+                .map_err(|error| BankError::Internal(error.to_string()))?
+                .map_err(|error| BankError::Internal(error.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+fn spawn<S, K, L>(
+    runner: ProjectionRunner<S, K, L>,
+    mut stopped: watch::Receiver<bool>,
+) -> JoinHandle<Result<(), ProjectionError>>
+where
+    S: EventStore + Clone,
+    K: Sink,
+    L: Lease,
+{
+    tokio::spawn(async move {
+        runner
+            .run(async move {
+                // A dropped sender stops the runner too.
+                let _ = stopped.wait_for(|stop| *stop).await;
+            })
+            .await
+    })
+}
+
+/// A bank on the in-memory store, with in-memory read models.
+pub fn in_memory() -> Running<MemoryStore, MemoryReadModels> {
+    in_memory_on(MemoryStore::new())
+}
+
+/// A bank on `store`, with in-memory read models.
+pub fn in_memory_on(store: MemoryStore) -> Running<MemoryStore, MemoryReadModels> {
+    let read_models = MemoryReadModels::new();
+    Running::start(
+        store,
+        read_models.clone(),
+        CheckpointedSink::new(
+            read_models,
+            MemoryCheckpoints::default(),
+            MemoryDeadLetters::default(),
+        ),
+        |process| {
+            CheckpointedSink::new(
+                process,
+                MemoryCheckpoints::default(),
+                MemoryDeadLetters::default(),
+            )
+        },
+        decider_core::projection::Unleased,
+    )
+}
+
+/// A bank on PostgreSQL: events, read models, checkpoints and dead letters in `options.schema`
+/// (created and migrated as needed); projections leased, so that several processes may serve
+/// the same bank.
+pub async fn on_postgres(
+    url: &str,
+    options: PostgresOptions,
+) -> Result<Running<PostgresStore, PgReadModels>, StoreError> {
+    let store = PostgresStore::connect_with(url, options).await?;
+    store.migrate().await?;
+    let read_models = PgReadModels::new(store.clone()).await?;
+    let leases = store.leases()?;
+    Ok(Running::start(
+        store.clone(),
+        read_models.clone(),
+        PgTransactionalSink::new(store.clone(), read_models),
+        |process| CheckpointedSink::new(process, store.checkpoints(), store.dead_letters()),
+        leases,
+    ))
+}

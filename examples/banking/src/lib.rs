@@ -1,0 +1,17 @@
+//! A bank built with decider: the example to read first, and to copy.
+//!
+//! - [`account`] and [`transfer`]: the domain, as pure deciders with their specifications.
+//! - [`process`]: the transfer process manager that moves money between accounts, compensating
+//!   when the destination refuses.
+//! - [`read_model`]: balances and ledgers, kept by a projection runner.
+//! - [`bank`]: the application that wires them to a store; [`http`] and [`demo`] use it.
+//!
+//! `cargo run -p banking -- demo` runs a scripted day at the bank on the in-memory store;
+//! `cargo run -p banking -- serve` serves the HTTP API (see the README).
+
+pub mod account;
+pub mod bank;
+pub mod money;
+pub mod process;
+pub mod read_model;
+pub mod transfer;

@@ -1,0 +1,143 @@
+//! The transfer process manager: runs each requested transfer's steps against the accounts.
+//!
+//! It is a projection over the `transfer` category. For each transfer an event batch mentions,
+//! it loads the transfer, asks [`next_step`] what comes next, sends that account command, records
+//! the outcome on the transfer, and goes on until the transfer waits for nothing. Delivery is at
+//! least once (a crash between two steps redelivers the batch), so every command carries an
+//! idempotency key of the transfer id and the step: a step that already happened is answered
+//! from the stream, never done twice.
+//!
+//! Two managers must not drive one transfer at the same time (one could record a refused debit
+//! while the other's retry of it succeeds); the application runs one per store, behind a lease
+//! where the store has them.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use decider_core::projection::{EventHandler, HandleError};
+use decider_core::{CommandHandler, EventStore, HandlerError, Metadata, RecordedEvent, fold_from};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::account::Account;
+use crate::transfer::{
+    StepOutcome, Transfer, TransferCommand, TransferError, TransferId, TransferState, next_step,
+    waiting_for,
+};
+
+/// How many transfers one manager drives at once.
+const CONCURRENT_TRANSFERS: usize = 32;
+
+/// The process manager; an [`EventHandler`] for a runner over the `transfer` category.
+#[derive(Debug)]
+pub struct TransferProcess<S: EventStore> {
+    accounts: Arc<CommandHandler<Account, S>>,
+    transfers: Arc<CommandHandler<Transfer, S>>,
+}
+
+impl<S: EventStore> TransferProcess<S> {
+    /// A manager sending its commands through these handlers.
+    pub fn new(
+        accounts: Arc<CommandHandler<Account, S>>,
+        transfers: Arc<CommandHandler<Transfer, S>>,
+    ) -> Self {
+        Self {
+            accounts,
+            transfers,
+        }
+    }
+
+    /// Takes `transfer` through every step it waits for; returns where it ends.
+    async fn drive(&self, transfer: TransferId, cause: &RecordedEvent) -> Result<(), Halt> {
+        let stream = transfer.stream();
+        let mut state = self.load(transfer).await?;
+        while let (Some((account, command)), Some(step)) =
+            (next_step(&state, transfer), waiting_for(&state))
+        {
+            let key = format!("{transfer}/{step:?}");
+            let metadata = |key: String| Metadata {
+                correlation_id: cause.metadata.correlation_id,
+                causation_id: Some(cause.id),
+                idempotency_key: Some(key),
+                ..Metadata::default()
+            };
+            let result = match self
+                .accounts
+                .handle_with(&account.stream(), command, metadata(key.clone()))
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(HandlerError::Rejected(refusal)) => Err(refusal.to_string()),
+                Err(HandlerError::Terminal { .. }) => Err("the account is closed".to_owned()),
+                Err(error) => return Err(Halt::from_handler(error)),
+            };
+            tracing::debug!(%transfer, ?step, ?result, "transfer step");
+            let record = TransferCommand::Record(StepOutcome { step, result });
+            state = match self
+                .transfers
+                .handle_with(&stream, record, metadata(format!("{key}/recorded")))
+                .await
+            {
+                Ok(outcome) if !outcome.replayed => fold_from(&Transfer, state, &outcome.events),
+                // Recorded before, or by someone else meanwhile: the stream knows where it is.
+                Ok(_) | Err(HandlerError::Rejected(TransferError::UnexpectedStep { .. })) => {
+                    self.load(transfer).await?
+                }
+                Err(HandlerError::Rejected(bug)) => return Err(Halt::Poison(bug.to_string())),
+                Err(error) => return Err(Halt::from_handler(error)),
+            };
+        }
+        Ok(())
+    }
+
+    async fn load(&self, transfer: TransferId) -> Result<TransferState, Halt> {
+        match self.transfers.load(&transfer.stream()).await {
+            Ok(loaded) => Ok(loaded.state),
+            Err(error) => Err(Halt::from_handler(error)),
+        }
+    }
+}
+
+/// Why driving a transfer stopped short.
+enum Halt {
+    Retryable(String),
+    Poison(String),
+}
+
+impl Halt {
+    fn from_handler<E: std::fmt::Display>(error: HandlerError<E>) -> Self {
+        if error.is_retryable() {
+            Self::Retryable(error.to_string())
+        } else {
+            Self::Poison(error.to_string())
+        }
+    }
+}
+
+impl<S: EventStore> EventHandler for TransferProcess<S> {
+    async fn handle(&self, batch: &[RecordedEvent]) -> Result<(), HandleError> {
+        // One drive per transfer takes it as far as it goes, so later events of the same
+        // transfer in this batch have nothing left to do.
+        let mut seen = HashSet::new();
+        let transfers: Vec<(usize, TransferId)> = batch
+            .iter()
+            .enumerate()
+            .filter_map(|(index, event)| {
+                TransferId::from_stream(&event.stream)
+                    .filter(|transfer| seen.insert(*transfer))
+                    .map(|transfer| (index, transfer))
+            })
+            .collect();
+        futures::stream::iter(transfers)
+            .map(|(index, transfer)| async move {
+                self.drive(transfer, &batch[index])
+                    .await
+                    .map_err(|halt| match halt {
+                        Halt::Retryable(reason) => HandleError::Retryable(reason),
+                        Halt::Poison(reason) => HandleError::Poison { index, reason },
+                    })
+            })
+            .buffer_unordered(CONCURRENT_TRANSFERS)
+            .try_collect()
+            .await
+    }
+}

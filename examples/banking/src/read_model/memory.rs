@@ -1,0 +1,94 @@
+//! The read models in process memory, for the memory store (and for EventStoreDB, where they
+//! are rebuilt from the log at start).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use decider_core::projection::{EventHandler, HandleError};
+use decider_core::{Codec, JsonCodec, Position, RecordedEvent, StoreError};
+
+use crate::account::{AccountEvent, AccountId};
+use crate::read_model::{AccountView, LedgerEntry, ReadModels, apply};
+
+/// Balances and ledgers in memory; an [`EventHandler`] for the projection runner. Cheap to
+/// clone: clones share the data.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryReadModels {
+    inner: Arc<RwLock<Models>>,
+}
+
+#[derive(Debug, Default)]
+struct Models {
+    accounts: HashMap<AccountId, AccountView>,
+    ledgers: HashMap<AccountId, Vec<LedgerEntry>>,
+    position: Option<Position>,
+}
+
+impl MemoryReadModels {
+    /// Empty read models.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Models> {
+        // A panic while holding the lock leaves whole entries only: each is replaced at once.
+        self.inner
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Models> {
+        self.inner
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl EventHandler for MemoryReadModels {
+    async fn handle(&self, batch: &[RecordedEvent]) -> Result<(), HandleError> {
+        let codec = JsonCodec::<AccountEvent>::new();
+        let events = batch
+            .iter()
+            .enumerate()
+            .map(|(index, recorded)| {
+                codec.decode(recorded).map_err(|error| HandleError::Poison {
+                    index,
+                    reason: error.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut models = self.write();
+        for (recorded, event) in batch.iter().zip(&events) {
+            let Some(id) = AccountId::from_stream(&recorded.stream) else {
+                continue;
+            };
+            if let Some((view, entry)) = apply(models.accounts.get(&id), recorded, event) {
+                models.accounts.insert(id, view);
+                if let Some(entry) = entry {
+                    models.ledgers.entry(id).or_default().push(entry);
+                }
+            }
+            models.position = models.position.max(Some(recorded.position));
+        }
+        Ok(())
+    }
+
+    async fn reset(&self) -> Result<(), HandleError> {
+        *self.write() = Models::default();
+        Ok(())
+    }
+}
+
+impl ReadModels for MemoryReadModels {
+    async fn account(&self, id: AccountId) -> Result<Option<AccountView>, StoreError> {
+        Ok(self.read().accounts.get(&id).cloned())
+    }
+
+    async fn ledger(&self, id: AccountId) -> Result<Vec<LedgerEntry>, StoreError> {
+        Ok(self.read().ledgers.get(&id).cloned().unwrap_or_default())
+    }
+
+    async fn position(&self) -> Result<Option<Position>, StoreError> {
+        Ok(self.read().position)
+    }
+}

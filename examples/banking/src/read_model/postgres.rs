@@ -1,0 +1,324 @@
+//! The read models as PostgreSQL tables beside the store's own, written by a
+//! [`PgTransactionalSink`](decider_store_postgres::PgTransactionalSink): each batch's rows and the
+//! projection's checkpoint commit together, so every event is applied exactly once.
+
+use std::collections::{HashMap, HashSet};
+
+use decider_core::projection::{CheckpointStore, HandleError};
+use decider_core::{Codec, JsonCodec, Position, RecordedEvent, StoreError};
+use decider_store_postgres::{
+    PgCheckpoints, PostgresStore, TransactionalHandler, handle_error, pool_error, store_error,
+};
+use tokio_postgres::{GenericClient, Row, Transaction};
+use uuid::Uuid;
+
+use crate::account::{AccountEvent, AccountId};
+use crate::read_model::{AccountView, LedgerEntry, MovementKind, PROJECTION, ReadModels, apply};
+use crate::transfer::TransferId;
+
+/// The statements, for the schema `{schema}` of the store.
+mod sql {
+    pub(super) const CREATE: &str = "
+        SELECT pg_advisory_xact_lock(hashtext('{schema}.banking_read_models'));
+        CREATE TABLE IF NOT EXISTS {schema}.banking_accounts (
+            account_id uuid PRIMARY KEY,
+            owner text NOT NULL,
+            currency text NOT NULL,
+            overdraft_limit bigint NOT NULL,
+            balance bigint NOT NULL,
+            closed boolean NOT NULL,
+            version bigint NOT NULL,
+            position_commit bigint NOT NULL,
+            position_prepare bigint NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS {schema}.banking_ledger (
+            account_id uuid NOT NULL,
+            revision bigint NOT NULL,
+            kind text NOT NULL,
+            amount bigint NOT NULL,
+            balance bigint NOT NULL,
+            transfer_id uuid,
+            counterparty uuid,
+            recorded_at_ms bigint NOT NULL,
+            PRIMARY KEY (account_id, revision)
+        );";
+
+    pub(super) const ACCOUNTS: &str = "
+        SELECT account_id, owner, currency, overdraft_limit, balance, closed, version,
+               position_commit, position_prepare
+        FROM {schema}.banking_accounts WHERE account_id = ANY($1)";
+
+    pub(super) const UPSERT_ACCOUNTS: &str = "
+        INSERT INTO {schema}.banking_accounts
+        SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
+                             $6::boolean[], $7::bigint[], $8::bigint[], $9::bigint[])
+        ON CONFLICT (account_id) DO UPDATE SET
+            balance = excluded.balance, closed = excluded.closed, version = excluded.version,
+            position_commit = excluded.position_commit,
+            position_prepare = excluded.position_prepare";
+
+    pub(super) const INSERT_LEDGER: &str = "
+        INSERT INTO {schema}.banking_ledger
+        SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[],
+                             $6::uuid[], $7::uuid[], $8::bigint[])";
+
+    pub(super) const LEDGER: &str = "
+        SELECT revision, kind, amount, balance, transfer_id, counterparty, recorded_at_ms
+        FROM {schema}.banking_ledger WHERE account_id = $1 ORDER BY revision";
+
+    pub(super) const RESET: &str = "TRUNCATE {schema}.banking_accounts, {schema}.banking_ledger";
+}
+
+/// Balances and ledgers in the tables `banking_accounts` and `banking_ledger` of the store's
+/// schema; a [`TransactionalHandler`] for the projection runner.
+#[derive(Debug, Clone)]
+pub struct PgReadModels {
+    store: PostgresStore,
+    statements: Statements,
+}
+
+#[derive(Debug, Clone)]
+struct Statements {
+    accounts: String,
+    upsert_accounts: String,
+    insert_ledger: String,
+    ledger: String,
+    reset: String,
+}
+
+impl PgReadModels {
+    /// Creates the tables if they are missing (safe to race from several processes).
+    pub async fn new(store: PostgresStore) -> Result<Self, StoreError> {
+        let schema = store.schema().to_owned();
+        let in_schema = |statement: &str| statement.replace("{schema}", &schema);
+        let client = store.pool().get().await.map_err(pool_error)?;
+        client
+            .batch_execute(&format!("BEGIN; {} COMMIT;", in_schema(sql::CREATE)))
+            .await
+            .map_err(|error| store_error(&error))?;
+        let statements = Statements {
+            accounts: in_schema(sql::ACCOUNTS),
+            upsert_accounts: in_schema(sql::UPSERT_ACCOUNTS),
+            insert_ledger: in_schema(sql::INSERT_LEDGER),
+            ledger: in_schema(sql::LEDGER),
+            reset: in_schema(sql::RESET),
+        };
+        Ok(Self { store, statements })
+    }
+
+    async fn views(
+        &self,
+        client: &impl GenericClient,
+        ids: &[Uuid],
+    ) -> Result<HashMap<AccountId, AccountView>, tokio_postgres::Error> {
+        let rows = client.query(&self.statements.accounts, &[&ids]).await?;
+        rows.iter()
+            .map(|row| {
+                let view = account_view(row)?;
+                Ok((view.id, view))
+            })
+            .collect()
+    }
+}
+
+fn account_view(row: &Row) -> Result<AccountView, tokio_postgres::Error> {
+    Ok(AccountView {
+        id: AccountId(row.try_get(0)?),
+        owner: row.try_get(1)?,
+        currency: row.try_get(2)?,
+        overdraft_limit: row.try_get(3)?,
+        balance: row.try_get(4)?,
+        closed: row.try_get(5)?,
+        version: row.try_get::<_, i64>(6)? as u64,
+        position: Position::new(
+            row.try_get::<_, i64>(7)? as u64,
+            row.try_get::<_, i64>(8)? as u64,
+        ),
+    })
+}
+
+impl TransactionalHandler for PgReadModels {
+    async fn handle(
+        &self,
+        transaction: &Transaction<'_>,
+        batch: &[RecordedEvent],
+    ) -> Result<(), HandleError> {
+        let codec = JsonCodec::<AccountEvent>::new();
+        let mut decoded = Vec::with_capacity(batch.len());
+        for (index, recorded) in batch.iter().enumerate() {
+            let event = codec
+                .decode(recorded)
+                .map_err(|error| HandleError::Poison {
+                    index,
+                    reason: error.to_string(),
+                })?;
+            if let Some(id) = AccountId::from_stream(&recorded.stream) {
+                decoded.push((id, recorded, event));
+            }
+        }
+        let ids: Vec<Uuid> = decoded
+            .iter()
+            .map(|(id, ..)| id.0)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let mut views = self
+            .views(transaction, &ids)
+            .await
+            .map_err(|error| handle_error(&error))?;
+        let mut changed = HashSet::new();
+        let mut ledger = Ledger::default();
+        for (id, recorded, event) in &decoded {
+            if let Some((view, entry)) = apply(views.get(id), recorded, event) {
+                views.insert(*id, view);
+                changed.insert(*id);
+                if let Some(entry) = entry {
+                    ledger.push(*id, entry);
+                }
+            }
+        }
+        let mut accounts = Accounts::default();
+        for view in changed.iter().filter_map(|id| views.get(id)) {
+            accounts.push(view);
+        }
+        transaction
+            .execute(
+                &self.statements.upsert_accounts,
+                &[
+                    &accounts.ids,
+                    &accounts.owners,
+                    &accounts.currencies,
+                    &accounts.overdraft_limits,
+                    &accounts.balances,
+                    &accounts.closed,
+                    &accounts.versions,
+                    &accounts.commits,
+                    &accounts.prepares,
+                ],
+            )
+            .await
+            .map_err(|error| handle_error(&error))?;
+        transaction
+            .execute(
+                &self.statements.insert_ledger,
+                &[
+                    &ledger.accounts,
+                    &ledger.revisions,
+                    &ledger.kinds,
+                    &ledger.amounts,
+                    &ledger.balances,
+                    &ledger.transfers,
+                    &ledger.counterparties,
+                    &ledger.recorded_at_ms,
+                ],
+            )
+            .await
+            .map_err(|error| handle_error(&error))?;
+        Ok(())
+    }
+
+    async fn reset(&self, transaction: &Transaction<'_>) -> Result<(), HandleError> {
+        transaction
+            .batch_execute(&self.statements.reset)
+            .await
+            .map_err(|error| handle_error(&error))
+    }
+}
+
+impl ReadModels for PgReadModels {
+    async fn account(&self, id: AccountId) -> Result<Option<AccountView>, StoreError> {
+        let client = self.store.pool().get().await.map_err(pool_error)?;
+        let mut views = self
+            .views(&**client, &[id.0])
+            .await
+            .map_err(|error| store_error(&error))?;
+        Ok(views.remove(&id))
+    }
+
+    async fn ledger(&self, id: AccountId) -> Result<Vec<LedgerEntry>, StoreError> {
+        let client = self.store.pool().get().await.map_err(pool_error)?;
+        let rows = client
+            .query(&self.statements.ledger, &[&id.0])
+            .await
+            .map_err(|error| store_error(&error))?;
+        rows.iter()
+            .map(|row| ledger_entry(row).map_err(|error| store_error(&error)))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| StoreError::Backend("unknown movement kind in the ledger".into()))
+    }
+
+    async fn position(&self) -> Result<Option<Position>, StoreError> {
+        PgCheckpoints::load(&self.store.checkpoints(), PROJECTION).await
+    }
+}
+
+fn ledger_entry(row: &Row) -> Result<Option<LedgerEntry>, tokio_postgres::Error> {
+    let Some(kind) = MovementKind::from_name(row.try_get(1)?) else {
+        return Ok(None);
+    };
+    Ok(Some(LedgerEntry {
+        revision: row.try_get::<_, i64>(0)? as u64,
+        kind,
+        amount: row.try_get(2)?,
+        balance: row.try_get(3)?,
+        transfer: row.try_get::<_, Option<Uuid>>(4)?.map(TransferId),
+        counterparty: row.try_get::<_, Option<Uuid>>(5)?.map(AccountId),
+        recorded_at_ms: row.try_get::<_, i64>(6)? as u64,
+    }))
+}
+
+/// Account views as columns, for one `unnest` upsert.
+#[derive(Default)]
+struct Accounts {
+    ids: Vec<Uuid>,
+    owners: Vec<String>,
+    currencies: Vec<String>,
+    overdraft_limits: Vec<i64>,
+    balances: Vec<i64>,
+    closed: Vec<bool>,
+    versions: Vec<i64>,
+    commits: Vec<i64>,
+    prepares: Vec<i64>,
+}
+
+impl Accounts {
+    fn push(&mut self, view: &AccountView) {
+        self.ids.push(view.id.0);
+        self.owners.push(view.owner.clone());
+        self.currencies.push(view.currency.clone());
+        self.overdraft_limits.push(view.overdraft_limit);
+        self.balances.push(view.balance);
+        self.closed.push(view.closed);
+        self.versions.push(view.version as i64);
+        self.commits.push(view.position.commit() as i64);
+        self.prepares.push(view.position.prepare() as i64);
+    }
+}
+
+/// Ledger lines as columns, for one `unnest` insert.
+#[derive(Default)]
+struct Ledger {
+    accounts: Vec<Uuid>,
+    revisions: Vec<i64>,
+    kinds: Vec<&'static str>,
+    amounts: Vec<i64>,
+    balances: Vec<i64>,
+    transfers: Vec<Option<Uuid>>,
+    counterparties: Vec<Option<Uuid>>,
+    recorded_at_ms: Vec<i64>,
+}
+
+impl Ledger {
+    fn push(&mut self, account: AccountId, entry: LedgerEntry) {
+        self.accounts.push(account.0);
+        self.revisions.push(entry.revision as i64);
+        self.kinds.push(entry.kind.as_str());
+        self.amounts.push(entry.amount);
+        self.balances.push(entry.balance);
+        self.transfers.push(entry.transfer.map(|t| t.0));
+        self.counterparties.push(entry.counterparty.map(|a| a.0));
+        self.recorded_at_ms.push(entry.recorded_at_ms as i64);
+    }
+}
