@@ -13,17 +13,18 @@ use decider_core::projection::{
     ProjectionError, ProjectionRunner, ProjectionStatus, RunnerOptions, Sink, StatusHandle,
 };
 use decider_core::{
-    CommandHandler, CommandOutcome, EventFilter, EventStore, HandlerError, Metadata, Position,
-    StoreError,
+    CommandHandler, CommandOutcome, Direction, EventFilter, EventStore, HandlerError, Metadata,
+    Position, StoreError, StreamFrom,
 };
 use decider_store_memory::MemoryStore;
 use decider_store_postgres::{PgTransactionalSink, PostgresOptions, PostgresStore};
+use futures::TryStreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::account::{Account, AccountCommand, AccountError, AccountId};
+use crate::account::{Account, AccountCommand, AccountError, AccountId, AccountState};
 use crate::money::{Amount, Currency};
 use crate::process::TransferProcess;
 use crate::read_model::memory::MemoryReadModels;
@@ -226,6 +227,14 @@ impl<S: EventStore + Clone, R: ReadModels> Bank<S, R> {
         request: &Request,
         transfer: TransferRequest,
     ) -> Result<(TransferId, Receipt), BankError> {
+        // Unknown accounts are the caller's mistake, told at once; a closed destination or
+        // another currency is found by the process, which then refunds the source.
+        for account in [transfer.from, transfer.to] {
+            let loaded = self.accounts.load(&account.stream()).await?;
+            if loaded.state == AccountState::Unopened {
+                return Err(BankError::NotFound("account"));
+            }
+        }
         let id = TransferId(request.new_id("transfer"));
         let outcome = self
             .transfers
@@ -288,6 +297,29 @@ impl<S: EventStore + Clone, R: ReadModels> Bank<S, R> {
             return Err(BankError::NotFound("account"));
         }
         Ok(self.read_models.ledger(id).await?)
+    }
+
+    /// The account's view once the read model holds every event of the account written so far
+    /// (waiting up to `timeout`): for tools and tests that need the read model to be current.
+    pub async fn account_now(
+        &self,
+        id: AccountId,
+        timeout: Duration,
+    ) -> Result<AccountView, BankError> {
+        let mut last = std::pin::pin!(self.store.read_stream(
+            &id.stream(),
+            StreamFrom::End,
+            Direction::Backward,
+            Some(1)
+        ));
+        let Some(last) = last.try_next().await? else {
+            return Err(BankError::NotFound("account"));
+        };
+        let consistency = Consistency {
+            after: last.position,
+            timeout,
+        };
+        self.account(id, Some(consistency)).await
     }
 
     async fn caught_up(&self, consistency: Option<Consistency>) -> Result<(), BankError> {

@@ -11,7 +11,10 @@
 
 pub mod account;
 pub mod bank;
+pub mod demo;
+pub mod http;
 pub mod money;
 pub mod process;
 pub mod read_model;
+pub mod store_url;
 pub mod transfer;

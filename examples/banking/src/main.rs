@@ -1,1 +1,86 @@
-fn main() {}
+//! `banking demo` runs a scripted day at the bank; `banking serve` serves the HTTP API.
+//! Both take `--store`: nothing for the in-memory store, or a `postgres://` URL.
+
+use std::error::Error;
+use std::net::SocketAddr;
+
+use banking::bank::{self, Running};
+use banking::read_model::ReadModels;
+use banking::store_url::StoreUrl;
+use banking::{demo, http};
+use clap::{Parser, Subcommand};
+use decider_core::EventStore;
+use decider_store_postgres::PostgresOptions;
+use tracing_subscriber::EnvFilter;
+
+/// A bank built with decider: accounts, transfers with compensation, read models.
+#[derive(Debug, Parser)]
+#[command(name = "banking", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// The event store: "memory" (the default) or a postgres:// URL.
+    #[arg(long, global = true, default_value = "memory")]
+    store: StoreUrl,
+    /// On PostgreSQL, the schema holding the bank's tables (created if missing).
+    #[arg(long, global = true, default_value = "banking")]
+    schema: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API.
+    Serve {
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        listen: SocketAddr,
+    },
+    /// Run a scripted scenario and print the balances and a ledger.
+    Demo,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn Error>> {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Serve { .. } => "info",
+        Command::Demo => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
+        )
+        .init();
+    match &cli.store {
+        StoreUrl::Memory => run(cli.command, bank::in_memory()).await,
+        StoreUrl::Postgres(url) => {
+            let options = PostgresOptions {
+                schema: cli.schema.clone(),
+                ..PostgresOptions::default()
+            };
+            run(cli.command, bank::on_postgres(url, options).await?).await
+        }
+    }
+}
+
+async fn run<S: EventStore + Clone, R: ReadModels>(
+    command: Command,
+    running: Running<S, R>,
+) -> Result<(), Box<dyn Error>> {
+    match command {
+        Command::Serve { listen } => {
+            let listener = tokio::net::TcpListener::bind(listen).await?;
+            tracing::info!(address = %listener.local_addr()?, "serving the bank's HTTP API");
+            let shutdown = async {
+                let _ = tokio::signal::ctrl_c().await;
+                tracing::info!("shutting down");
+            };
+            http::serve(listener, http::router(running.bank().clone()), shutdown).await?;
+        }
+        Command::Demo => {
+            demo::run(running.bank(), &mut std::io::stdout().lock()).await?;
+        }
+    }
+    running.stop().await?;
+    Ok(())
+}
