@@ -14,7 +14,7 @@ use decider_core::projection::{
 };
 use decider_core::{
     CommandHandler, CommandOutcome, Direction, EventFilter, EventStore, HandlerError, Metadata,
-    Position, StoreError, StreamFrom,
+    Position, RetryPolicy, StoreError, StreamFrom,
 };
 use decider_store_memory::MemoryStore;
 use decider_store_postgres::{PgTransactionalSink, PostgresOptions, PostgresStore};
@@ -390,8 +390,22 @@ impl<S: EventStore + Clone, R: ReadModels> Running<S, R> {
         K2: Sink,
         L: Lease + Clone,
     {
-        let accounts = Arc::new(CommandHandler::new(Account, store.clone()).with_cache(100_000));
-        let transfers = Arc::new(CommandHandler::new(Transfer, store.clone()).with_cache(100_000));
+        // A busy account sees many writers (its owner, transfers both ways): retry more than the
+        // default before answering 409.
+        let retry = RetryPolicy {
+            max_retries: 10,
+            ..RetryPolicy::default()
+        };
+        let accounts = Arc::new(
+            CommandHandler::new(Account, store.clone())
+                .with_cache(100_000)
+                .with_retry_policy(retry),
+        );
+        let transfers = Arc::new(
+            CommandHandler::new(Transfer, store.clone())
+                .with_cache(100_000)
+                .with_retry_policy(retry),
+        );
         let (shutdown, stopped) = watch::channel(false);
         let options = RunnerOptions {
             max_linger: Duration::from_millis(1),
@@ -506,7 +520,13 @@ pub async fn on_postgres(
     url: &str,
     options: PostgresOptions,
 ) -> Result<Running<PostgresStore, PgReadModels>, StoreError> {
-    let store = PostgresStore::connect_with(url, options).await?;
+    on_postgres_store(PostgresStore::connect_with(url, options).await?).await
+}
+
+/// A bank on `store` (migrated here if needed); see [`on_postgres`].
+pub async fn on_postgres_store(
+    store: PostgresStore,
+) -> Result<Running<PostgresStore, PgReadModels>, StoreError> {
     store.migrate().await?;
     let read_models = PgReadModels::new(store.clone()).await?;
     let leases = store.leases()?;

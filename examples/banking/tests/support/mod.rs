@@ -1,0 +1,139 @@
+//! Test support: the bank served over real HTTP on a loopback port, on each store.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use banking::bank::{self, Bank, Running};
+use banking::http;
+use banking::read_model::ReadModels;
+use banking::read_model::memory::MemoryReadModels;
+use banking::read_model::postgres::PgReadModels;
+use decider_core::EventStore;
+use decider_store_memory::MemoryStore;
+use decider_store_postgres::{PostgresOptions, PostgresStore};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The store-postgres test support: a fresh schema per test, dropped also when the test fails,
+/// and a clear message when no database answers.
+#[path = "../../../../store-postgres/tests/support/mod.rs"]
+pub mod pg;
+
+pub fn memory_bank() -> Running<MemoryStore, MemoryReadModels> {
+    bank::in_memory()
+}
+
+/// A bank on a fresh schema; returns the store too, to drop its schema at the end.
+pub async fn postgres_bank() -> (Running<PostgresStore, PgReadModels>, PostgresStore) {
+    let store = pg::unmigrated_store(PostgresOptions {
+        pool_size: 16,
+        ..PostgresOptions::default()
+    })
+    .await;
+    let running = bank::on_postgres_store(store.clone())
+        .await
+        .expect("start the bank on PostgreSQL");
+    (running, store)
+}
+
+/// The API served on a loopback port, and a client for it.
+pub struct Server {
+    base: String,
+    client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+/// A response: the status and the JSON body (`Null` when there is none).
+pub type Answer = (u16, Value);
+
+impl Server {
+    pub async fn start<S: EventStore + Clone, R: ReadModels>(bank: &Arc<Bank<S, R>>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(http::serve(listener, http::router(bank.clone()), async {
+            stopped.await.ok();
+        }));
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        Self {
+            base,
+            client,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// POSTs `body` as JSON, with `key` as the `Idempotency-Key`.
+    pub async fn post(&self, path: &str, body: Value, key: Option<&str>) -> Answer {
+        let mut request = self.client.post(self.url(path)).json(&body);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        answer(request.send().await.unwrap()).await
+    }
+
+    /// POSTs a raw body with the given content type.
+    pub async fn post_raw(&self, path: &str, body: &'static str, content_type: &str) -> Answer {
+        let request = self
+            .client
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body);
+        answer(request.send().await.unwrap()).await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        answer(self.client.get(self.url(path)).send().await.unwrap()).await
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop.send(()).ok();
+        }
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+pub async fn answer(response: reqwest::Response) -> Answer {
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.unwrap();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
+    };
+    (status, body)
+}
+
+/// The `error.code` of an error answer.
+pub fn code(answer: &Answer) -> &str {
+    answer.1["error"]["code"].as_str().unwrap_or("<none>")
+}
+
+/// Opens an account over HTTP and returns its id.
+pub async fn open(server: &Server, owner: &str, currency: &str, limit: Option<i64>) -> String {
+    let answer = server
+        .post(
+            "/accounts",
+            serde_json::json!({ "owner": owner, "currency": currency, "overdraft_limit": limit }),
+            None,
+        )
+        .await;
+    assert_eq!(answer.0, 201, "open {owner}: {answer:?}");
+    answer.1["id"].as_str().unwrap().to_owned()
+}
