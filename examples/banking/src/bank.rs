@@ -13,8 +13,9 @@ use decider_core::projection::{
     ProjectionError, ProjectionRunner, ProjectionStatus, RunnerOptions, Sink, StatusHandle,
 };
 use decider_core::{
-    CommandHandler, CommandOutcome, Direction, EventFilter, EventStore, HandlerError, Metadata,
-    Position, RetryPolicy, StoreError, StreamFrom,
+    Codec, CommandHandler, CommandOutcome, Decider, Direction, EventFilter, EventStore,
+    HandlerError, Loaded, Metadata, Position, RetryPolicy, StoreError, StreamFrom,
+    SubscriptionMessage,
 };
 use decider_store_memory::MemoryStore;
 use decider_store_postgres::{PgTransactionalSink, PostgresOptions, PostgresStore};
@@ -247,30 +248,46 @@ impl<S: EventStore + Clone, R: ReadModels> Bank<S, R> {
         Ok((id, outcome.into()))
     }
 
-    /// Where transfer `id` is, read from its stream; with `wait`, waits up to that long for it
-    /// to complete or fail.
+    /// Where transfer `id` is, read from its stream; with `wait`, follows the stream up to that
+    /// long for the transfer to complete or fail.
     pub async fn transfer(
         &self,
         id: TransferId,
         wait: Option<Duration>,
     ) -> Result<(TransferState, Option<u64>), BankError> {
-        let deadline = wait.map(|wait| Instant::now() + wait);
-        let mut pause = Duration::from_millis(1);
-        loop {
-            let loaded = self.transfers.load(&id.stream()).await?;
-            if loaded.last_revision.is_none() {
-                return Err(BankError::NotFound("transfer"));
-            }
-            let settled = matches!(
-                loaded.state,
-                TransferState::Completed(_) | TransferState::Failed { .. }
-            );
-            if settled || deadline.is_none_or(|deadline| Instant::now() >= deadline) {
-                return Ok((loaded.state, loaded.last_revision));
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(50));
+        let stream = id.stream();
+        let Loaded {
+            mut state,
+            last_revision: mut last,
+        } = self.transfers.load(&stream).await?;
+        if last.is_none() {
+            return Err(BankError::NotFound("transfer"));
         }
+        let Some(wait) = wait else {
+            return Ok((state, last));
+        };
+        let mut events = std::pin::pin!(self.store.subscribe_stream(&stream, last));
+        let mut deadline = std::pin::pin!(tokio::time::sleep(wait));
+        while !Transfer.is_terminal(&state) {
+            let next = tokio::select! {
+                next = events.try_next() => next?,
+                () = &mut deadline => break,
+            };
+            match next {
+                Some(SubscriptionMessage::Event(recorded)) => {
+                    let event = self
+                        .transfers
+                        .codec()
+                        .decode(&recorded)
+                        .map_err(|error| BankError::Internal(error.to_string()))?;
+                    state = Transfer.evolve(state, &event);
+                    last = Some(recorded.revision);
+                }
+                Some(SubscriptionMessage::CaughtUp) => {}
+                None => break,
+            }
+        }
+        Ok((state, last))
     }
 
     /// The account's view from the read model, after waiting for `consistency` if given.
@@ -407,8 +424,10 @@ impl<S: EventStore + Clone, R: ReadModels> Running<S, R> {
                 .with_retry_policy(retry),
         );
         let (shutdown, stopped) = watch::channel(false);
+        // No lingering for fuller batches: a transfer waits on both projections, and events that
+        // arrive while a batch is applied make the next batch anyway.
         let options = RunnerOptions {
-            max_linger: Duration::from_millis(1),
+            max_linger: Duration::ZERO,
             ..RunnerOptions::default()
         };
         let read_side = ProjectionRunner::new(
@@ -424,8 +443,13 @@ impl<S: EventStore + Clone, R: ReadModels> Running<S, R> {
         .with_lease(lease.clone());
         let process = ProjectionRunner::new(
             store.clone(),
-            Projection::new(TRANSFER_PROCESS)
-                .with_filter(EventFilter::all().with_categories(["transfer"])),
+            // Each transfer is driven to its end from its request; the later events of the
+            // transfer are the manager's own records and need no reaction.
+            Projection::new(TRANSFER_PROCESS).with_filter(
+                EventFilter::all()
+                    .with_categories(["transfer"])
+                    .with_event_types(["Requested"]),
+            ),
             process_sink(TransferProcess::new(accounts.clone(), transfers.clone())),
         )
         .with_options(RunnerOptions {

@@ -9,6 +9,9 @@
 //! `cargo run -p banking -- demo` runs a scripted day at the bank on the in-memory store;
 //! `cargo run -p banking -- serve` serves the HTTP API (see the README).
 
+// Amounts are minor units written the way money reads: `100_00` is 100.00.
+#![allow(clippy::inconsistent_digit_grouping)]
+
 pub mod account;
 pub mod bank;
 pub mod demo;

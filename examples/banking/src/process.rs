@@ -1,8 +1,9 @@
 //! The transfer process manager: runs each requested transfer's steps against the accounts.
 //!
-//! It is a projection over the `transfer` category. For each transfer an event batch mentions,
-//! it loads the transfer, asks [`next_step`] what comes next, sends that account command, records
-//! the outcome on the transfer, and goes on until the transfer waits for nothing. Delivery is at
+//! It is a projection over the requests of transfers. For each, it loads the transfer, asks
+//! [`next_step`] what comes next, sends that account command, records the outcome on the
+//! transfer, and goes on until the transfer waits for nothing; the checkpoint moves past the
+//! request only then. Delivery is at
 //! least once (a crash between two steps redelivers the batch), so every command carries an
 //! idempotency key of the transfer id and the step: a step that already happened is answered
 //! from the stream, never done twice.
@@ -11,7 +12,6 @@
 //! while the other's retry of it succeeds); the application runs one per store, behind a lease
 //! where the store has them.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use decider_core::projection::{EventHandler, HandleError};
@@ -46,7 +46,7 @@ impl<S: EventStore> TransferProcess<S> {
         }
     }
 
-    /// Takes `transfer` through every step it waits for; returns where it ends.
+    /// Takes `transfer` through every step it waits for.
     async fn drive(&self, transfer: TransferId, cause: &RecordedEvent) -> Result<(), Halt> {
         let stream = transfer.stream();
         let mut state = self.load(transfer).await?;
@@ -115,16 +115,11 @@ impl Halt {
 
 impl<S: EventStore> EventHandler for TransferProcess<S> {
     async fn handle(&self, batch: &[RecordedEvent]) -> Result<(), HandleError> {
-        // One drive per transfer takes it as far as it goes, so later events of the same
-        // transfer in this batch have nothing left to do.
-        let mut seen = HashSet::new();
         let transfers: Vec<(usize, TransferId)> = batch
             .iter()
             .enumerate()
             .filter_map(|(index, event)| {
-                TransferId::from_stream(&event.stream)
-                    .filter(|transfer| seen.insert(*transfer))
-                    .map(|transfer| (index, transfer))
+                TransferId::from_stream(&event.stream).map(|transfer| (index, transfer))
             })
             .collect();
         futures::stream::iter(transfers)
