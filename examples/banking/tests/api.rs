@@ -1,7 +1,11 @@
 //! The HTTP API's answers, on each store: bad input of every kind gets its status and code and
 //! writes nothing; reads can wait for their own writes; correlation ids travel onto the events;
 //! a store that fails answers 503, a conflict that outlasts the retries 409.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::inconsistent_digit_grouping)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::inconsistent_digit_grouping
+)]
 
 mod support;
 
@@ -29,7 +33,14 @@ async fn bad_input_on_postgres_is_refused_and_writes_nothing() {
 }
 
 /// What is wrong, the path, the body, the idempotency key, the status and code expected.
-type Case<'a> = (&'a str, String, serde_json::Value, Option<&'a str>, u16, &'a str);
+type Case<'a> = (
+    &'a str,
+    String,
+    serde_json::Value,
+    Option<&'a str>,
+    u16,
+    &'a str,
+);
 
 async fn bad_input<S: EventStore + Clone, R: ReadModels>(running: Running<S, R>) {
     let bank = running.bank().clone();

@@ -1,5 +1,9 @@
 //! The transfer process under failure, and the demo on each store.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::inconsistent_digit_grouping)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::inconsistent_digit_grouping
+)]
 
 mod support;
 

@@ -3,7 +3,11 @@
 //! no balance is below its limit, every transfer completed or failed and was compensated, the
 //! read models equal a fresh fold of every stream, ledgers add up, and replaying the log into
 //! fresh read models gives the same read models again.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::inconsistent_digit_grouping)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::inconsistent_digit_grouping
+)]
 
 mod support;
 
