@@ -15,6 +15,9 @@ use uuid::Uuid;
 use crate::money::{Amount, Currency};
 use crate::transfer::TransferId;
 
+/// The longest owner name an account takes.
+pub const MAX_OWNER_CHARS: usize = 200;
+
 /// An account's identity; its events live in the stream `account-<uuid>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -101,7 +104,7 @@ pub enum AccountEvent {
 pub enum AccountCommand {
     /// Open the account.
     Open {
-        /// Who holds it; not blank.
+        /// Who holds it; not blank, at most [`MAX_OWNER_CHARS`] characters.
         owner: String,
         /// The only currency it will hold.
         currency: Currency,
@@ -163,9 +166,9 @@ pub enum AccountError {
     /// Opening an account that is already open.
     #[error("the account is already open")]
     AlreadyOpen,
-    /// A blank owner.
-    #[error("the owner must not be blank")]
-    BlankOwner,
+    /// A blank owner, or one longer than [`MAX_OWNER_CHARS`].
+    #[error("the owner must be 1 to {MAX_OWNER_CHARS} characters, not blank")]
+    InvalidOwner,
     /// Paying out more than the balance and overdraft allow.
     #[error(
         "insufficient funds: balance {balance}, overdraft limit {overdraft_limit}, requested {requested}"
@@ -261,8 +264,8 @@ impl Decider for Account {
                 },
                 AccountState::Unopened,
             ) => {
-                if owner.trim().is_empty() {
-                    return Err(AccountError::BlankOwner);
+                if owner.trim().is_empty() || owner.chars().count() > MAX_OWNER_CHARS {
+                    return Err(AccountError::InvalidOwner);
                 }
                 return Ok(vec![E::Opened {
                     owner: owner.clone(),
@@ -488,14 +491,21 @@ mod specs {
     }
 
     #[test]
-    fn refuses_a_blank_owner() {
+    fn refuses_a_blank_or_overlong_owner() {
         spec(Account)
             .when(AccountCommand::Open {
                 owner: "  ".into(),
                 currency: eur(),
                 overdraft_limit: None,
             })
-            .then_error(AccountError::BlankOwner);
+            .then_error(AccountError::InvalidOwner);
+        spec(Account)
+            .when(AccountCommand::Open {
+                owner: "x".repeat(MAX_OWNER_CHARS + 1),
+                currency: eur(),
+                overdraft_limit: None,
+            })
+            .then_error(AccountError::InvalidOwner);
     }
 
     #[test]
@@ -728,5 +738,99 @@ mod specs {
     fn fold_state(events: impl IntoIterator<Item = AccountEvent>) -> AccountState {
         let events: Vec<_> = events.into_iter().collect();
         decider_core::fold(&Account, &events)
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    #![allow(clippy::unwrap_used)]
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn command() -> impl Strategy<Value = AccountCommand> {
+        let amount = prop_oneof![1..1_000_i64, Just(i64::MAX), Just(i64::MAX / 2 + 1)]
+            .prop_map(|units| Amount::try_from(units).unwrap());
+        let transfer = (0..3_u128).prop_map(|n| TransferId(Uuid::from_u128(n)));
+        let currency = prop_oneof![Just("EUR"), Just("USD")].prop_map(|c| c.parse().unwrap());
+        let other = AccountId(Uuid::from_u128(99));
+        prop_oneof![
+            amount
+                .clone()
+                .prop_map(|amount| AccountCommand::Deposit { amount }),
+            amount
+                .clone()
+                .prop_map(|amount| AccountCommand::Withdraw { amount }),
+            (transfer.clone(), amount.clone(), currency.clone()).prop_map(
+                move |(transfer, amount, currency)| AccountCommand::DebitTransfer {
+                    transfer,
+                    amount,
+                    currency,
+                    to: other,
+                }
+            ),
+            (transfer.clone(), amount, currency).prop_map(move |(transfer, amount, currency)| {
+                AccountCommand::CreditTransfer {
+                    transfer,
+                    amount,
+                    currency,
+                    from: other,
+                }
+            }),
+            transfer
+                .clone()
+                .prop_map(|transfer| AccountCommand::RefundTransfer { transfer }),
+            transfer.prop_map(|transfer| AccountCommand::SettleTransfer { transfer }),
+            Just(AccountCommand::Close),
+        ]
+    }
+
+    proptest! {
+        /// Whatever is asked, in whatever order: the balance stays within the overdraft limit,
+        /// equals the sum of the movements, never wraps, and an account closes only when empty.
+        #[test]
+        fn no_command_sequence_breaks_the_account_rules(
+            limit in prop_oneof![Just(None), (1..500_i64).prop_map(Some), Just(Some(i64::MAX))],
+            commands in proptest::collection::vec(command(), 0..60),
+        ) {
+            let open = AccountCommand::Open {
+                owner: "Ada".into(),
+                currency: "EUR".parse().unwrap(),
+                overdraft_limit: limit.map(|l| Amount::try_from(l).unwrap()),
+            };
+            let mut state = Account.evolve(
+                AccountState::Unopened,
+                &Account.decide(&open, &AccountState::Unopened).unwrap()[0],
+            );
+            let mut moved: i128 = 0;
+            for command in &commands {
+                if Account.is_terminal(&state) {
+                    break;
+                }
+                let Ok(events) = Account.decide(command, &state) else { continue };
+                prop_assert_eq!(Account.decide(command, &state), Ok(events.clone()), "decide is pure");
+                for event in &events {
+                    moved += match event {
+                        AccountEvent::Deposited { amount }
+                        | AccountEvent::TransferCredited { amount, .. }
+                        | AccountEvent::TransferRefunded { amount, .. } => i128::from(amount.minor_units()),
+                        AccountEvent::Withdrawn { amount }
+                        | AccountEvent::TransferDebited { amount, .. } => -i128::from(amount.minor_units()),
+                        _ => 0,
+                    };
+                    if matches!(event, AccountEvent::Closed) {
+                        prop_assert_eq!(moved, 0, "closed with money in it");
+                    }
+                    state = Account.evolve(state, event);
+                }
+                if let AccountState::Open(account) = &state {
+                    prop_assert_eq!(i128::from(account.balance), moved);
+                    prop_assert!(account.balance >= -limit.unwrap_or(0));
+                    let in_flight: i128 = account.in_flight.values().map(|a| i128::from(a.minor_units())).sum();
+                    prop_assert!(in_flight >= 0);
+                }
+            }
+        }
     }
 }

@@ -13,7 +13,9 @@
 //! | `GET /health` | the store and the projections |
 //!
 //! Every POST takes an `Idempotency-Key` header: a request sent again with the same key gets the
-//! first outcome (`"replayed": true`) and changes nothing. Every write answers with the
+//! first outcome (`"replayed": true`) and changes nothing. Keys are the client's to make unique
+//! (a UUID per intended operation): this example has no users to scope them by, so the same key
+//! sent by two clients names one account or one transfer. Every write answers with the
 //! `position` of its events; `GET /accounts/{id}?after=<position>&wait_ms=<n>` waits up to `n`
 //! ms for the read model to reach it (read-your-writes), and `GET /transfers/{id}?wait_ms=<n>`
 //! waits for the transfer to finish. `X-Correlation-Id` (a UUID) is taken from the request or
@@ -165,7 +167,7 @@ impl From<BankError> for ApiError {
                 AccountError::TransfersInFlight(_) => {
                     (S::UNPROCESSABLE_ENTITY, "transfers_in_flight")
                 }
-                AccountError::BlankOwner => (S::BAD_REQUEST, "invalid_owner"),
+                AccountError::InvalidOwner => (S::BAD_REQUEST, "invalid_owner"),
                 AccountError::AlreadyOpen => (S::CONFLICT, "account_exists"),
                 AccountError::NotOpen => (S::NOT_FOUND, "account_not_found"),
                 AccountError::NoTransferInFlight(_) | AccountError::TransferAlreadyDebited(_) => {
