@@ -28,7 +28,7 @@
 //!
 //! ```no_run
 //! # async fn example() {
-//! let double = decider_eventstoredb_double::ProtocolDouble::start().await;
+//! let double = decider_eventstoredb_double::ProtocolDouble::start();
 //! let url = double.url(); // esdb://127.0.0.1:PORT?tls=false
 //! # let _ = url;
 //! double.stop().await;
@@ -117,7 +117,7 @@ impl ProtocolDouble {
     ///
     /// # Panics
     /// If no loopback port can be bound: the test cannot run at all then.
-    pub async fn start() -> Self {
+    pub fn start() -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap_or_else(|error| panic!("cannot bind a loopback port for the double: {error}"));
         let address = listener
