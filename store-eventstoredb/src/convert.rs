@@ -38,10 +38,14 @@ fn invalid_json(event: &EventData) -> StoreError {
 }
 
 /// An event read from the server.
-pub(crate) fn from_resolved(resolved: &kurrentdb::ResolvedEvent) -> Result<RecordedEvent, StoreError> {
+pub(crate) fn from_resolved(
+    resolved: &kurrentdb::ResolvedEvent,
+) -> Result<RecordedEvent, StoreError> {
     let event = resolved.get_original_event();
     let stream = StreamId::new(event.stream_id()).map_err(|error| {
-        StoreError::Backend(format!("EventStoreDB returned an event of an invalid stream id: {error}"))
+        StoreError::Backend(format!(
+            "EventStoreDB returned an event of an invalid stream id: {error}"
+        ))
     })?;
     Ok(RecordedEvent {
         revision: event.revision,
@@ -79,10 +83,20 @@ fn metadata(stream: &StreamId, revision: u64, bytes: &[u8]) -> Metadata {
 pub(crate) fn server_filter(filter: &EventFilter) -> Option<SubscriptionFilter> {
     if !filter.event_types.is_empty() {
         let server = SubscriptionFilter::on_event_type();
-        Some(filter.event_types.iter().fold(server, |server, event_type| server.add_prefix(event_type)))
+        Some(
+            filter
+                .event_types
+                .iter()
+                .fold(server, |server, event_type| server.add_prefix(event_type)),
+        )
     } else if !filter.categories.is_empty() {
         let server = SubscriptionFilter::on_stream_name();
-        Some(filter.categories.iter().fold(server, |server, category| server.add_prefix(category)))
+        Some(
+            filter
+                .categories
+                .iter()
+                .fold(server, |server, category| server.add_prefix(category)),
+        )
     } else {
         None
     }

@@ -12,9 +12,9 @@ use tonic::Code;
 /// Maps a client error of an operation on `stream` (`None`: on `$all`).
 pub(crate) fn from_client(error: Error, stream: Option<&StreamId>) -> StoreError {
     match error {
-        Error::ServerError(message) => {
-            StoreError::Unavailable(format!("EventStoreDB server error or lost connection: {message}"))
-        }
+        Error::ServerError(message) => StoreError::Unavailable(format!(
+            "EventStoreDB server error or lost connection: {message}"
+        )),
         Error::ConnectionClosed => {
             StoreError::Unavailable("the EventStoreDB client's connection is closed".to_owned())
         }
@@ -58,5 +58,8 @@ pub(crate) fn from_client(error: Error, stream: Option<&StreamId>) -> StoreError
 /// next call can reach the server (the `kurrentdb` client gives up for good when its first
 /// connection attempt fails).
 pub(crate) fn needs_new_client(error: &Error) -> bool {
-    matches!(error, Error::ConnectionClosed | Error::GrpcConnectionError(_))
+    matches!(
+        error,
+        Error::ConnectionClosed | Error::GrpcConnectionError(_)
+    )
 }

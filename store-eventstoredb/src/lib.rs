@@ -133,7 +133,8 @@ impl EventStoreDbStore {
 
     /// The last revision of `stream` (`None`: no stream).
     async fn last_revision(&self, stream: &StreamId) -> Result<Option<u64>, StoreError> {
-        let mut last = std::pin::pin!(self.read_stream(stream, StreamFrom::End, Direction::Backward, Some(1)));
+        let mut last =
+            std::pin::pin!(self.read_stream(stream, StreamFrom::End, Direction::Backward, Some(1)));
         match last.next().await {
             Some(event) => Ok(Some(event?.revision)),
             None => Ok(None),
@@ -142,15 +143,18 @@ impl EventStoreDbStore {
 }
 
 fn new_client(settings: &ClientSettings) -> Result<Client, StoreError> {
-    Client::new(settings.clone())
-        .map_err(|error| StoreError::Backend(format!("cannot build the EventStoreDB client: {error}")))
+    Client::new(settings.clone()).map_err(|error| {
+        StoreError::Backend(format!("cannot build the EventStoreDB client: {error}"))
+    })
 }
 
 /// Refuses what the server would accept but the contract does not: an empty batch, and an id
 /// twice in one batch.
 fn validate(events: &[EventData]) -> Result<(), StoreError> {
     if events.is_empty() {
-        return Err(StoreError::InvalidInput("an append needs at least one event".to_owned()));
+        return Err(StoreError::InvalidInput(
+            "an append needs at least one event".to_owned(),
+        ));
     }
     let mut seen = HashSet::with_capacity(events.len());
     if let Some(twice) = events.iter().find(|event| !seen.insert(event.id)) {
@@ -178,10 +182,13 @@ fn stream_state(expected: ExpectedVersion) -> Option<StreamState> {
 }
 
 fn limit_to_count(limit: Option<u64>) -> usize {
-    limit.map_or(usize::MAX, |limit| usize::try_from(limit).unwrap_or(usize::MAX))
+    limit.map_or(usize::MAX, |limit| {
+        usize::try_from(limit).unwrap_or(usize::MAX)
+    })
 }
 
-/// What a read is doing.
+/// What a read is doing. One per read, moved only between polls: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Reader<F> {
     Opening(std::pin::Pin<Box<F>>),
     Open(kurrentdb::ReadStream),
@@ -208,43 +215,47 @@ where
         keep,
         limit.unwrap_or(u64::MAX),
     );
-    futures::stream::unfold(state, |(store, stream, mut reader, mut keep, mut remaining)| async move {
-        loop {
-            if remaining == 0 {
-                return None;
-            }
-            let failed = match std::mem::replace(&mut reader, Reader::Done) {
-                Reader::Done => return None,
-                Reader::Opening(open) => match open.await {
-                    Ok(opened) => {
-                        reader = Reader::Open(opened);
-                        continue;
-                    }
-                    Err(kurrentdb::Error::ResourceNotFound) => return None,
-                    Err(error) => store.failed(error, stream.as_ref()),
-                },
-                Reader::Open(mut open) => match open.next().await {
-                    Ok(Some(resolved)) => match from_resolved(&resolved) {
-                        Ok(event) => {
-                            reader = Reader::Open(open);
-                            if !keep(&event) {
-                                continue;
-                            }
-                            remaining -= 1;
-                            return Some((Ok(event), (store, stream, reader, keep, remaining)));
+    futures::stream::unfold(
+        state,
+        |(store, stream, mut reader, mut keep, mut remaining)| async move {
+            loop {
+                if remaining == 0 {
+                    return None;
+                }
+                let failed = match std::mem::replace(&mut reader, Reader::Done) {
+                    Reader::Done => return None,
+                    Reader::Opening(open) => match open.await {
+                        Ok(opened) => {
+                            reader = Reader::Open(opened);
+                            continue;
                         }
-                        Err(error) => error,
+                        Err(kurrentdb::Error::ResourceNotFound) => return None,
+                        Err(error) => store.failed(error, stream.as_ref()),
                     },
-                    Ok(None) | Err(kurrentdb::Error::ResourceNotFound) => return None,
-                    Err(error) => store.failed(error, stream.as_ref()),
-                },
-            };
-            return Some((Err(failed), (store, stream, Reader::Done, keep, remaining)));
-        }
-    })
+                    Reader::Open(mut open) => match open.next().await {
+                        Ok(Some(resolved)) => match from_resolved(&resolved) {
+                            Ok(event) => {
+                                reader = Reader::Open(open);
+                                if !keep(&event) {
+                                    continue;
+                                }
+                                remaining -= 1;
+                                return Some((Ok(event), (store, stream, reader, keep, remaining)));
+                            }
+                            Err(error) => error,
+                        },
+                        Ok(None) | Err(kurrentdb::Error::ResourceNotFound) => return None,
+                        Err(error) => store.failed(error, stream.as_ref()),
+                    },
+                };
+                return Some((Err(failed), (store, stream, Reader::Done, keep, remaining)));
+            }
+        },
+    )
 }
 
-/// What a subscription is doing.
+/// What a subscription is doing. One per subscription: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Follower<F> {
     Subscribing(std::pin::Pin<Box<F>>),
     Following(kurrentdb::Subscription),
@@ -264,47 +275,65 @@ where
     F: Future<Output = kurrentdb::Subscription> + Send + 'static,
     K: FnMut(&RecordedEvent) -> bool + Send + 'static,
 {
-    let state = (store, stream, Follower::Subscribing(Box::pin(subscribe)), keep, false);
-    futures::stream::unfold(state, |(store, stream, mut follower, mut keep, mut caught_up)| async move {
-        loop {
-            let failed = match std::mem::replace(&mut follower, Follower::Done) {
-                Follower::Done => return None,
-                Follower::Subscribing(subscribe) => {
-                    follower = Follower::Following(subscribe.await);
-                    continue;
-                }
-                Follower::Following(mut subscription) => {
-                    match subscription.next_subscription_event().await {
-                        Ok(SubscriptionEvent::EventAppeared(resolved)) => {
-                            match from_resolved(&resolved) {
-                                Ok(event) => {
-                                    follower = Follower::Following(subscription);
-                                    if !keep(&event) {
-                                        continue;
-                                    }
-                                    let message = SubscriptionMessage::Event(event);
-                                    return Some((Ok(message), (store, stream, follower, keep, caught_up)));
-                                }
-                                Err(error) => error,
-                            }
-                        }
-                        Ok(SubscriptionEvent::CaughtUp(_)) if !caught_up => {
-                            caught_up = true;
-                            follower = Follower::Following(subscription);
-                            let message = SubscriptionMessage::CaughtUp;
-                            return Some((Ok(message), (store, stream, follower, keep, caught_up)));
-                        }
-                        Ok(_) => {
-                            follower = Follower::Following(subscription);
-                            continue;
-                        }
-                        Err(error) => store.failed(error, stream.as_ref()),
+    let state = (
+        store,
+        stream,
+        Follower::Subscribing(Box::pin(subscribe)),
+        keep,
+        false,
+    );
+    futures::stream::unfold(
+        state,
+        |(store, stream, mut follower, mut keep, mut caught_up)| async move {
+            loop {
+                let failed = match std::mem::replace(&mut follower, Follower::Done) {
+                    Follower::Done => return None,
+                    Follower::Subscribing(subscribe) => {
+                        follower = Follower::Following(subscribe.await);
+                        continue;
                     }
-                }
-            };
-            return Some((Err(failed), (store, stream, Follower::Done, keep, caught_up)));
-        }
-    })
+                    Follower::Following(mut subscription) => {
+                        match subscription.next_subscription_event().await {
+                            Ok(SubscriptionEvent::EventAppeared(resolved)) => {
+                                match from_resolved(&resolved) {
+                                    Ok(event) => {
+                                        follower = Follower::Following(subscription);
+                                        if !keep(&event) {
+                                            continue;
+                                        }
+                                        let message = SubscriptionMessage::Event(event);
+                                        return Some((
+                                            Ok(message),
+                                            (store, stream, follower, keep, caught_up),
+                                        ));
+                                    }
+                                    Err(error) => error,
+                                }
+                            }
+                            Ok(SubscriptionEvent::CaughtUp(_)) if !caught_up => {
+                                caught_up = true;
+                                follower = Follower::Following(subscription);
+                                let message = SubscriptionMessage::CaughtUp;
+                                return Some((
+                                    Ok(message),
+                                    (store, stream, follower, keep, caught_up),
+                                ));
+                            }
+                            Ok(_) => {
+                                follower = Follower::Following(subscription);
+                                continue;
+                            }
+                            Err(error) => store.failed(error, stream.as_ref()),
+                        }
+                    }
+                };
+                return Some((
+                    Err(failed),
+                    (store, stream, Follower::Done, keep, caught_up),
+                ));
+            }
+        },
+    )
 }
 
 impl EventStore for EventStoreDbStore {
@@ -324,7 +353,10 @@ impl EventStore for EventStoreDbStore {
                 actual,
             });
         };
-        let data = events.iter().map(to_event_data).collect::<Result<Vec<_>, _>>()?;
+        let data = events
+            .iter()
+            .map(to_event_data)
+            .collect::<Result<Vec<_>, _>>()?;
         let options = AppendToStreamOptions::default().stream_state(state);
         let written = match self
             .client()
@@ -349,7 +381,12 @@ impl EventStore for EventStoreDbStore {
         // reports as 0/0 (where no event of a real log lies): the position is that of the last
         // event written back then.
         let position = if written.position == kurrentdb::Position::start() {
-            let mut at = std::pin::pin!(self.read_stream(stream, StreamFrom::Revision(last), Direction::Forward, Some(1)));
+            let mut at = std::pin::pin!(self.read_stream(
+                stream,
+                StreamFrom::Revision(last),
+                Direction::Forward,
+                Some(1)
+            ));
             match at.next().await {
                 Some(event) => event?.position,
                 None => {
@@ -385,7 +422,9 @@ impl EventStore for EventStoreDbStore {
             StreamFrom::End => StreamPosition::End,
             StreamFrom::Revision(revision) => StreamPosition::Position(revision),
         };
-        let options = ReadStreamOptions::default().position(position).max_count(limit_to_count(limit));
+        let options = ReadStreamOptions::default()
+            .position(position)
+            .max_count(limit_to_count(limit));
         let options = match direction {
             Direction::Forward => options.forwards(),
             Direction::Backward => options.backwards(),
@@ -404,7 +443,9 @@ impl EventStore for EventStoreDbStore {
         filter: &EventFilter,
     ) -> impl EventStream + use<> {
         let mut options = ReadAllOptions::default().forwards().position(
-            after.map_or(StreamPosition::Start, |after| StreamPosition::Position(to_client_position(after))),
+            after.map_or(StreamPosition::Start, |after| {
+                StreamPosition::Position(to_client_position(after))
+            }),
         );
         if let Some(server) = server_filter(filter) {
             options = options.filter(server);
@@ -423,10 +464,18 @@ impl EventStore for EventStoreDbStore {
     }
 
     async fn head_position(&self) -> Result<Option<Position>, StoreError> {
-        let options = ReadAllOptions::default().backwards().position(StreamPosition::End);
+        let options = ReadAllOptions::default()
+            .backwards()
+            .position(StreamPosition::End);
         let client = self.client();
         let open = async move { client.read_all(&options).await };
-        let mut newest = std::pin::pin!(events_of(self.clone(), None, open, |event| passes(&EventFilter::all(), event), Some(1)));
+        let mut newest = std::pin::pin!(events_of(
+            self.clone(),
+            None,
+            open,
+            |event| passes(&EventFilter::all(), event),
+            Some(1)
+        ));
         match newest.next().await {
             Some(event) => Ok(Some(event?.position)),
             None => Ok(None),
@@ -439,7 +488,9 @@ impl EventStore for EventStoreDbStore {
         filter: &EventFilter,
     ) -> impl Subscription + use<> {
         let mut options = SubscribeToAllOptions::default().position(
-            after.map_or(StreamPosition::Start, |after| StreamPosition::Position(to_client_position(after))),
+            after.map_or(StreamPosition::Start, |after| {
+                StreamPosition::Position(to_client_position(after))
+            }),
         );
         if let Some(server) = server_filter(filter) {
             options = options.filter(server);
@@ -459,11 +510,7 @@ impl EventStore for EventStoreDbStore {
         messages_of(self.clone(), None, subscribe, keep)
     }
 
-    fn subscribe_stream(
-        &self,
-        stream: &StreamId,
-        after: Option<u64>,
-    ) -> impl Subscription + use<> {
+    fn subscribe_stream(&self, stream: &StreamId, after: Option<u64>) -> impl Subscription + use<> {
         let options = SubscribeToStreamOptions::default()
             .start_from(after.map_or(StreamPosition::Start, StreamPosition::Position));
         let client = self.client();

@@ -30,12 +30,22 @@ async fn a_double_stopped_mid_subscription_ends_it_with_unavailable_and_the_next
     let store = EventStoreDbStore::connect(&double.url()).await.unwrap();
     let stream = stream();
     store
-        .append(&stream, ExpectedVersion::NoStream, vec![EventData::json("A", "{}")])
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![EventData::json("A", "{}")],
+        )
         .await
         .unwrap();
     let mut subscription = Box::pin(store.subscribe_stream(&stream, None));
-    assert!(matches!(subscription.next().await, Some(Ok(SubscriptionMessage::Event(_)))));
-    assert_eq!(subscription.next().await, Some(Ok(SubscriptionMessage::CaughtUp)));
+    assert!(matches!(
+        subscription.next().await,
+        Some(Ok(SubscriptionMessage::Event(_)))
+    ));
+    assert_eq!(
+        subscription.next().await,
+        Some(Ok(SubscriptionMessage::CaughtUp))
+    );
 
     double.stop().await;
     match subscription.next().await {
@@ -44,7 +54,11 @@ async fn a_double_stopped_mid_subscription_ends_it_with_unavailable_and_the_next
     }
     double.restart().await;
     let result = store
-        .append(&stream, ExpectedVersion::Exact(0), vec![EventData::json("B", "{}")])
+        .append(
+            &stream,
+            ExpectedVersion::Exact(0),
+            vec![EventData::json("B", "{}")],
+        )
         .await
         .unwrap();
     assert_eq!(result.next_revision, 2);
@@ -56,7 +70,11 @@ async fn a_double_stopped_mid_append_gives_unavailable_and_writes_nothing() {
     let store = EventStoreDbStore::connect(&double.url()).await.unwrap();
     let stream = stream();
     store
-        .append(&stream, ExpectedVersion::NoStream, vec![EventData::json("A", "{}")])
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![EventData::json("A", "{}")],
+        )
         .await
         .unwrap();
     let before = double.event_count();
@@ -65,17 +83,31 @@ async fn a_double_stopped_mid_append_gives_unavailable_and_writes_nothing() {
     let batch = vec![EventData::json("B", "{}"), EventData::json("C", "{}")];
     let append = tokio::spawn({
         let (store, stream, batch) = (store.clone(), stream.clone(), batch.clone());
-        async move { store.append(&stream, ExpectedVersion::Exact(0), batch).await }
+        async move {
+            store
+                .append(&stream, ExpectedVersion::Exact(0), batch)
+                .await
+        }
     });
     double.append_held().await;
     double.stop().await;
-    assert!(matches!(append.await.unwrap(), Err(StoreError::Unavailable(_))));
-    assert_eq!(double.event_count(), before, "a lost append left events behind");
+    assert!(matches!(
+        append.await.unwrap(),
+        Err(StoreError::Unavailable(_))
+    ));
+    assert_eq!(
+        double.event_count(),
+        before,
+        "a lost append left events behind"
+    );
 
     double.hold_appends(None);
     double.restart().await;
     assert_eq!(read(&store, &stream).await.len(), 1);
-    let result = store.append(&stream, ExpectedVersion::Exact(0), batch).await.unwrap();
+    let result = store
+        .append(&stream, ExpectedVersion::Exact(0), batch)
+        .await
+        .unwrap();
     assert_eq!(result.next_revision, 3);
 }
 
@@ -89,15 +121,25 @@ async fn an_append_whose_reply_was_lost_is_retried_idempotently_after_a_restart(
     double.hold_appends(Some(Fault::AfterCommit));
     let append = tokio::spawn({
         let (store, stream, batch) = (store.clone(), stream.clone(), batch.clone());
-        async move { store.append(&stream, ExpectedVersion::NoStream, batch).await }
+        async move {
+            store
+                .append(&stream, ExpectedVersion::NoStream, batch)
+                .await
+        }
     });
     double.append_held().await;
     double.stop().await;
-    assert!(matches!(append.await.unwrap(), Err(StoreError::Unavailable(_))));
+    assert!(matches!(
+        append.await.unwrap(),
+        Err(StoreError::Unavailable(_))
+    ));
 
     double.hold_appends(None);
     double.restart().await;
-    let retried = store.append(&stream, ExpectedVersion::NoStream, batch).await.unwrap();
+    let retried = store
+        .append(&stream, ExpectedVersion::NoStream, batch)
+        .await
+        .unwrap();
     let events = read(&store, &stream).await;
     assert_eq!(events.len(), 2, "the retry wrote the batch twice");
     assert_eq!(retried.next_revision, 2);
@@ -111,12 +153,23 @@ async fn a_store_made_while_the_double_is_down_works_once_it_is_up() {
     let store = EventStoreDbStore::connect(&double.url()).await.unwrap();
     let stream = stream();
     let refused = store
-        .append(&stream, ExpectedVersion::NoStream, vec![EventData::json("A", "{}")])
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![EventData::json("A", "{}")],
+        )
         .await;
-    assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(StoreError::Unavailable(_))),
+        "{refused:?}"
+    );
     double.restart().await;
     store
-        .append(&stream, ExpectedVersion::NoStream, vec![EventData::json("A", "{}")])
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![EventData::json("A", "{}")],
+        )
         .await
         .unwrap();
 }
@@ -138,7 +191,10 @@ async fn json_and_binary_payloads_and_metadata_round_trip() {
         }
         .with_metadata(metadata),
     ];
-    store.append(&stream, ExpectedVersion::NoStream, written.clone()).await.unwrap();
+    store
+        .append(&stream, ExpectedVersion::NoStream, written.clone())
+        .await
+        .unwrap();
     let read = read(&store, &stream).await;
     for (recorded, expected) in read.iter().zip(&written) {
         assert_eq!(recorded.payload, expected.payload, "payload bytes");
@@ -148,6 +204,11 @@ async fn json_and_binary_payloads_and_metadata_round_trip() {
         assert_eq!(recorded.id, expected.id);
     }
     let not_json = EventData::json("Broken", "{not json");
-    let refused = store.append(&stream, ExpectedVersion::Any, vec![not_json]).await;
-    assert!(matches!(refused, Err(StoreError::InvalidInput(_))), "{refused:?}");
+    let refused = store
+        .append(&stream, ExpectedVersion::Any, vec![not_json])
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::InvalidInput(_))),
+        "{refused:?}"
+    );
 }

@@ -173,7 +173,11 @@ impl ProtocolDouble {
 
     /// Holds every append from now on at `point` (`None`: lets them through again).
     pub fn hold_appends(&self, point: Option<Fault>) {
-        *self.shared.fault.lock().unwrap_or_else(PoisonError::into_inner) = point;
+        *self
+            .shared
+            .fault
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = point;
     }
 
     /// Waits until an append is being held.

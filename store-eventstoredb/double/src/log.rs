@@ -134,12 +134,13 @@ impl Log {
         let wrong = AppendOutcome::WrongExpectedVersion { current };
         match expected {
             Expected::StreamExists if current.is_none() => wrong,
-            Expected::Any | Expected::StreamExists => match self.repeated_anywhere(stream, &proposed)
-            {
-                Repeat::New => self.write(stream, current, proposed),
-                Repeat::Whole { last_revision } => AppendOutcome::Idempotent { last_revision },
-                Repeat::Partial => wrong,
-            },
+            Expected::Any | Expected::StreamExists => {
+                match self.repeated_anywhere(stream, &proposed) {
+                    Repeat::New => self.write(stream, current, proposed),
+                    Repeat::Whole { last_revision } => AppendOutcome::Idempotent { last_revision },
+                    Repeat::Partial => wrong,
+                }
+            }
             Expected::NoStream => self.check_revision(stream, None, current, proposed),
             Expected::Revision(revision) => {
                 self.check_revision(stream, Some(revision), current, proposed)
@@ -193,7 +194,7 @@ impl Log {
             self.ids
                 .get(&event.id)
                 .map(|&index| &self.records[index])
-                .filter(|record| &record.stream == stream)
+                .filter(|record| record.stream == stream)
                 .map(|record| record.revision)
         };
         let Some(first) = proposed.first() else {
@@ -212,6 +213,8 @@ impl Log {
         Repeat::Whole { last_revision }
     }
 
+    // The revision and the position advance together, one event at a time.
+    #[allow(clippy::explicit_counter_loop)]
     fn write(
         &mut self,
         stream: &Bytes,
@@ -227,7 +230,8 @@ impl Log {
         let mut position = self.next_position();
         let mut outcome = AppendOutcome::WrongExpectedVersion { current };
         for event in proposed {
-            let size = RECORD_OVERHEAD + event.data.len() as u64 + event.custom_metadata.len() as u64;
+            let size =
+                RECORD_OVERHEAD + event.data.len() as u64 + event.custom_metadata.len() as u64;
             let record = Record {
                 stream: stream.clone(),
                 revision: next_revision,
@@ -293,7 +297,13 @@ mod tests {
         let stream = Bytes::from_static(b"s-1");
         let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         let written = log.append(&stream, Expected::NoStream, proposed(&[a, b]));
-        assert!(matches!(written, AppendOutcome::Written { last_revision: 1, .. }));
+        assert!(matches!(
+            written,
+            AppendOutcome::Written {
+                last_revision: 1,
+                ..
+            }
+        ));
         // A stale expectation with the same ids: idempotent.
         assert_eq!(
             log.append(&stream, Expected::NoStream, proposed(&[a, b])),
@@ -311,7 +321,10 @@ mod tests {
         // The current revision writes, even ids the stream already holds (as the server does).
         assert!(matches!(
             log.append(&stream, Expected::Revision(1), proposed(&[a])),
-            AppendOutcome::Written { last_revision: 2, .. }
+            AppendOutcome::Written {
+                last_revision: 2,
+                ..
+            }
         ));
         assert_eq!(
             log.append(&stream, Expected::Revision(7), proposed(&[c])),

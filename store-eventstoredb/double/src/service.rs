@@ -2,15 +2,18 @@
 //! forwards and backwards, filtered, and subscriptions) and `ServerFeatures`. Every other method
 //! answers `UNIMPLEMENTED`.
 
+// `Status` is what every handler returns; boxing it in the helpers would only be unboxed again.
+#![allow(clippy::result_large_err)]
+
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use ::uuid::Uuid;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
-use ::uuid::Uuid;
 
 use crate::Shared;
 use crate::log::{AppendOutcome, Expected, Log, Proposed, Record};
@@ -92,7 +95,9 @@ impl Streams for StreamsService {
             content: Some(append_req::Content::Options(options)),
         })) = messages.next().await
         else {
-            return Err(Status::invalid_argument("an append starts with its options"));
+            return Err(Status::invalid_argument(
+                "an append starts with its options",
+            ));
         };
         let stream = stream_name(options.stream_identifier)?;
         let expected = expected(options.expected_stream_revision)?;
@@ -112,21 +117,27 @@ impl Streams for StreamsService {
     }
 
     async fn delete(&self, _request: Request<DeleteReq>) -> Result<Response<DeleteResp>, Status> {
-        Err(Status::unimplemented("the protocol double does not delete streams"))
+        Err(Status::unimplemented(
+            "the protocol double does not delete streams",
+        ))
     }
 
     async fn tombstone(
         &self,
         _request: Request<TombstoneReq>,
     ) -> Result<Response<TombstoneResp>, Status> {
-        Err(Status::unimplemented("the protocol double does not tombstone streams"))
+        Err(Status::unimplemented(
+            "the protocol double does not tombstone streams",
+        ))
     }
 
     async fn batch_append(
         &self,
         _request: Request<Streaming<BatchAppendReq>>,
     ) -> Result<Response<Self::BatchAppendStream>, Status> {
-        Err(Status::unimplemented("the protocol double does not batch-append"))
+        Err(Status::unimplemented(
+            "the protocol double does not batch-append",
+        ))
     }
 }
 
@@ -347,12 +358,18 @@ impl Read {
                     Some(AllOption::Start(_)) | None => From::Start,
                 },
             },
-            None => return Err(Status::invalid_argument("a read of neither a stream nor $all")),
+            None => {
+                return Err(Status::invalid_argument(
+                    "a read of neither a stream nor $all",
+                ));
+            }
         };
         let filter = match options.filter_option {
             Some(FilterOption::Filter(filter)) => {
                 let (on_stream, expression) = match filter.filter {
-                    Some(filter_options::Filter::StreamIdentifier(expression)) => (true, expression),
+                    Some(filter_options::Filter::StreamIdentifier(expression)) => {
+                        (true, expression)
+                    }
                     Some(filter_options::Filter::EventType(expression)) => (false, expression),
                     None => return Err(Status::invalid_argument("a filter without a criterion")),
                 };
@@ -382,7 +399,11 @@ impl Read {
         let count = match options.count_option {
             Some(CountOption::Count(count)) => Some(count),
             Some(CountOption::Subscription(_)) => None,
-            None => return Err(Status::invalid_argument("neither a count nor a subscription")),
+            None => {
+                return Err(Status::invalid_argument(
+                    "neither a count nor a subscription",
+                ));
+            }
         };
         let structured_ids = matches!(
             options.uuid_option.and_then(|option| option.content),
@@ -463,8 +484,15 @@ impl Read {
                 if remaining == 0 {
                     break;
                 }
-                if self.filter.as_ref().is_none_or(|filter| filter.passes(&record)) {
-                    sender.send(Ok(self.event(&record))).await.map_err(|_| Closed)?;
+                if self
+                    .filter
+                    .as_ref()
+                    .is_none_or(|filter| filter.passes(&record))
+                {
+                    sender
+                        .send(Ok(self.event(&record)))
+                        .await
+                        .map_err(|_| Closed)?;
                     remaining -= 1;
                 }
             }
@@ -505,8 +533,15 @@ impl Read {
             }
             cursor = next;
             for record in records {
-                if self.filter.as_ref().is_none_or(|filter| filter.passes(&record)) {
-                    sender.send(Ok(self.event(&record))).await.map_err(|_| Closed)?;
+                if self
+                    .filter
+                    .as_ref()
+                    .is_none_or(|filter| filter.passes(&record))
+                {
+                    sender
+                        .send(Ok(self.event(&record)))
+                        .await
+                        .map_err(|_| Closed)?;
                 }
                 if let Some(filter) = &self.filter {
                     scanned += 1;
@@ -582,7 +617,9 @@ impl Read {
                 }
                 (From::At(position), false) => Cursor::All(log.index_at_or_after(*position)),
                 // Backwards from a position: the records before it.
-                (From::At(position), true) => Cursor::AllBackwards(log.index_at_or_after(*position)),
+                (From::At(position), true) => {
+                    Cursor::AllBackwards(log.index_at_or_after(*position))
+                }
             }),
         }
     }

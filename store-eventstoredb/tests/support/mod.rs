@@ -8,8 +8,7 @@ use decider_eventstoredb_double::ProtocolDouble;
 use decider_store_eventstoredb::EventStoreDbStore;
 
 /// The reason the real-server tests give when they are not run.
-pub const REAL_SERVER: &str =
-    "set EVENTSTORE_URL=esdb://HOST:2113?tls=false to run against a real EventStoreDB/KurrentDB server";
+pub const REAL_SERVER: &str = "set EVENTSTORE_URL=esdb://HOST:2113?tls=false to run against a real EventStoreDB/KurrentDB server";
 
 /// The protocol double of this test process.
 pub fn double() -> &'static ProtocolDouble {
