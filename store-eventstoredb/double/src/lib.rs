@@ -39,6 +39,7 @@
 
 mod log;
 mod proto;
+mod quickack;
 mod service;
 
 use std::net::SocketAddr;
@@ -51,6 +52,7 @@ use tokio::sync::{Notify, watch};
 use crate::log::{AppendOutcome, Expected, Log, Proposed};
 use crate::proto::event_store::client::server_features::server_features_server::ServerFeaturesServer;
 use crate::proto::event_store::client::streams::streams_server::StreamsServer;
+use crate::quickack::QuickAck;
 use crate::service::{FeaturesService, StreamsService};
 
 /// Where an append may be held, for fault tests.
@@ -217,7 +219,7 @@ impl ProtocolDouble {
                 let accepted = listener.accept().await.map(|(socket, _)| {
                     // Small request/response exchanges must not wait for Nagle's algorithm.
                     let _ = socket.set_nodelay(true);
-                    socket
+                    QuickAck::new(socket)
                 });
                 Some((accepted, listener))
             });
