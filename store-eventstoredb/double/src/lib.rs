@@ -3,7 +3,7 @@
 //! **A protocol double of EventStoreDB/KurrentDB, for tests** — not a server. It speaks the
 //! server's gRPC protocol, generated at build time from the `.proto` files the `kurrentdb` client
 //! ships (vendored in `proto/`), on a loopback port, so the real `kurrentdb` client can connect
-//! to it with `esdb://127.0.0.1:PORT?tls=false`. Results obtained against it are results against
+//! to it with `esdb://127.0.0.1:PORT?tls=false&discoveryInterval=10`. Results obtained against it are results against
 //! a double and are labelled so.
 //!
 //! What it implements, following the server's documented behaviour:
@@ -29,7 +29,7 @@
 //! ```no_run
 //! # async fn example() {
 //! let double = decider_eventstoredb_double::ProtocolDouble::start();
-//! let url = double.url(); // esdb://127.0.0.1:PORT?tls=false
+//! let url = double.url(); // esdb://127.0.0.1:PORT?tls=false&discoveryInterval=10
 //! # let _ = url;
 //! double.stop().await;
 //! double.restart().await; // same port, same events
@@ -140,9 +140,12 @@ impl ProtocolDouble {
         double
     }
 
-    /// The connection string for the `kurrentdb` client: one node, no TLS.
+    /// The connection string for the `kurrentdb` client: one node, no TLS, and a discovery
+    /// interval of 10 ms. The client waits one discovery interval (500 ms by default) before its
+    /// first attempt to reach even a single node, and between attempts; on loopback that wait
+    /// is all the time a connection takes, so every new client (one per test) paid half a second.
     pub fn url(&self) -> String {
-        format!("esdb://{}?tls=false", self.address)
+        format!("esdb://{}?tls=false&discoveryInterval=10", self.address)
     }
 
     /// Stops the double as a killed server would: every connection is dropped at once, every
