@@ -220,7 +220,9 @@ impl ProtocolDouble {
             };
             let incoming = futures::stream::unfold(listener, |listener| async move {
                 let accepted = listener.accept().await.map(|(socket, _)| {
-                    // Small request/response exchanges must not wait for Nagle's algorithm.
+                    // Small request/response exchanges must not wait for Nagle's algorithm: not
+                    // the double's writes (no delay), nor the client's, which keeps Nagle on and
+                    // so must be acknowledged at once (`quickack.rs`).
                     let _ = socket.set_nodelay(true);
                     QuickAck::new(socket)
                 });
