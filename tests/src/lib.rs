@@ -90,14 +90,53 @@ pub const CHECK_TIME_LIMIT: Duration = Duration::from_secs(300);
 ///
 /// Call it at module level of an integration test file; see the [crate docs](crate) for an
 /// example.
+///
+/// Two more forms report checks as *ignored* instead of running them, with a reason that
+/// `cargo nextest run --run-ignored only` (or `cargo test -- --ignored`) shows:
+///
+/// - `conformance_tests!(factory, teardown, ignore = "reason")` ignores every check — for a
+///   store whose server is not available by default (an environment variable names it);
+/// - `conformance_tests!(factory, teardown, each = my_macro)` calls a macro of yours once per
+///   check, as `my_macro! { [] factory, teardown; module::check }`, so that it can match some
+///   checks by name — contract points a store's server does not meet — and make them ignored
+///   tests with the reason, passing the rest to [`conformance_test!`]:
+///
+/// ```
+/// # use decider_store_memory::MemoryStore;
+/// # async fn fresh_store() -> MemoryStore { MemoryStore::new() }
+/// # async fn drop_store(_: MemoryStore) {}
+/// macro_rules! with_known_differences {
+///     ($attrs:tt $f:path, $t:path;
+///         append :: append_reusing_ids_of_another_stream_is_invalid_input) => {
+///         decider_tests::conformance_test! {
+///             [ignore = "no index of event ids across streams"] $f, $t;
+///             append :: append_reusing_ids_of_another_stream_is_invalid_input
+///         }
+///     };
+///     ($attrs:tt $f:path, $t:path; $module:ident :: $check:ident) => {
+///         decider_tests::conformance_test! { $attrs $f, $t; $module :: $check }
+///     };
+/// }
+/// decider_tests::conformance_tests!(fresh_store, drop_store, each = with_known_differences);
+/// # fn main() {}
+/// ```
 #[macro_export]
 macro_rules! conformance_tests {
     ($factory:path $(,)?) => {
         $crate::conformance_tests!($factory, $crate::__private::no_teardown);
     };
     ($factory:path, $teardown:path $(,)?) => {
+        $crate::conformance_tests!(@tests conformance_test, [] $factory, $teardown);
+    };
+    ($factory:path, $teardown:path, ignore = $reason:literal $(,)?) => {
+        $crate::conformance_tests!(@tests conformance_test, [ignore = $reason] $factory, $teardown);
+    };
+    ($factory:path, $teardown:path, each = $callback:ident $(,)?) => {
+        $crate::conformance_tests!(@tests $callback, [] $factory, $teardown);
+    };
+    (@tests $callback:ident, $attrs:tt $factory:path, $teardown:path) => {
         $crate::__conformance_tests! {
-            $factory, $teardown;
+            $callback, $attrs $factory, $teardown;
             append::append_with_any_creates_a_new_stream,
             append::append_with_any_extends_an_existing_stream,
             append::append_with_no_stream_creates_a_new_stream,
@@ -161,18 +200,32 @@ macro_rules! conformance_tests {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_tests {
-    ($factory:path, $teardown:path; $($module:ident :: $check:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $check() {
-                $crate::__private::run_check(
-                    ::core::stringify!($check),
-                    $factory,
-                    $teardown,
-                    $crate::conformance::$module::$check,
-                );
-            }
-        )*
+    (conformance_test, $attrs:tt $factory:path, $teardown:path;
+        $($module:ident :: $check:ident),* $(,)?) => {
+        $( $crate::conformance_test! { $attrs $factory, $teardown; $module :: $check } )*
+    };
+    ($callback:ident, $attrs:tt $factory:path, $teardown:path;
+        $($module:ident :: $check:ident),* $(,)?) => {
+        $( $callback! { $attrs $factory, $teardown; $module :: $check } )*
+    };
+}
+
+/// One test of [`conformance_tests!`]: `conformance_test! { [attributes] factory, teardown;
+/// module::check }` expands to a `#[test]` named after the check, with the attributes in brackets
+/// (for instance `ignore = "reason"`). Meant for the `each` form of [`conformance_tests!`].
+#[macro_export]
+macro_rules! conformance_test {
+    ([$($attr:meta),* $(,)?] $factory:path, $teardown:path; $module:ident :: $check:ident) => {
+        #[test]
+        $(#[$attr])*
+        fn $check() {
+            $crate::__private::run_check(
+                ::core::stringify!($check),
+                $factory,
+                $teardown,
+                $crate::conformance::$module::$check,
+            );
+        }
     };
 }
 

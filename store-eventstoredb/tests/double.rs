@@ -1,0 +1,214 @@
+//! The adapter against the **protocol double** when the double goes away mid-call, and the
+//! round trip of payloads and metadata of both content types.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use bytes::Bytes;
+use decider_core::{
+    ContentType, Direction, EventData, EventStore, ExpectedVersion, Metadata, StoreError,
+    StreamFrom, StreamId, SubscriptionMessage,
+};
+use decider_eventstoredb_double::{Fault, ProtocolDouble};
+use decider_store_eventstoredb::EventStoreDbStore;
+use futures::{StreamExt, TryStreamExt};
+use uuid::Uuid;
+
+fn stream() -> StreamId {
+    StreamId::new(format!("fault-{}", Uuid::new_v4().simple())).unwrap()
+}
+
+async fn read(store: &EventStoreDbStore, stream: &StreamId) -> Vec<decider_core::RecordedEvent> {
+    store
+        .read_stream(stream, StreamFrom::Start, Direction::Forward, None)
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_double_stopped_mid_subscription_ends_it_with_unavailable_and_the_next_call_works() {
+    let double = ProtocolDouble::start();
+    let store = EventStoreDbStore::connect(&double.url()).await.unwrap();
+    let stream = stream();
+    store
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![EventData::json("A", "{}")],
+        )
+        .await
+        .unwrap();
+    let mut subscription = Box::pin(store.subscribe_stream(&stream, None));
+    assert!(matches!(
+        subscription.next().await,
+        Some(Ok(SubscriptionMessage::Event(_)))
+    ));
+    assert_eq!(
+        subscription.next().await,
+        Some(Ok(SubscriptionMessage::CaughtUp))
+    );
+
+    double.stop().await;
+    match subscription.next().await {
+        Some(Err(StoreError::Unavailable(_))) => {}
+        other => panic!("a subscription whose server went away gave {other:?}"),
+    }
+    double.restart().await;
+    let result = store
+        .append(
+            &stream,
+            ExpectedVersion::Exact(0),
+            vec![EventData::json("B", "{}")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(result.next_revision, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_double_stopped_mid_append_gives_unavailable_and_writes_nothing() {
+    let double = ProtocolDouble::start();
+    let store = EventStoreDbStore::connect(&double.url()).await.unwrap();
+    let stream = stream();
+    store
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![EventData::json("A", "{}")],
+        )
+        .await
+        .unwrap();
+    let before = double.event_count();
+
+    double.hold_appends(Some(Fault::BeforeCommit));
+    let batch = vec![EventData::json("B", "{}"), EventData::json("C", "{}")];
+    let append = tokio::spawn({
+        let (store, stream, batch) = (store.clone(), stream.clone(), batch.clone());
+        async move {
+            store
+                .append(&stream, ExpectedVersion::Exact(0), batch)
+                .await
+        }
+    });
+    double.append_held().await;
+    double.stop().await;
+    assert!(matches!(
+        append.await.unwrap(),
+        Err(StoreError::Unavailable(_))
+    ));
+    assert_eq!(
+        double.event_count(),
+        before,
+        "a lost append left events behind"
+    );
+
+    double.hold_appends(None);
+    double.restart().await;
+    assert_eq!(read(&store, &stream).await.len(), 1);
+    let result = store
+        .append(&stream, ExpectedVersion::Exact(0), batch)
+        .await
+        .unwrap();
+    assert_eq!(result.next_revision, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_whose_reply_was_lost_is_retried_idempotently_after_a_restart() {
+    let double = ProtocolDouble::start();
+    let store = EventStoreDbStore::connect(&double.url()).await.unwrap();
+    let stream = stream();
+    let batch = vec![EventData::json("A", "{}"), EventData::json("B", "{}")];
+
+    double.hold_appends(Some(Fault::AfterCommit));
+    let append = tokio::spawn({
+        let (store, stream, batch) = (store.clone(), stream.clone(), batch.clone());
+        async move {
+            store
+                .append(&stream, ExpectedVersion::NoStream, batch)
+                .await
+        }
+    });
+    double.append_held().await;
+    double.stop().await;
+    assert!(matches!(
+        append.await.unwrap(),
+        Err(StoreError::Unavailable(_))
+    ));
+
+    double.hold_appends(None);
+    double.restart().await;
+    let retried = store
+        .append(&stream, ExpectedVersion::NoStream, batch)
+        .await
+        .unwrap();
+    let events = read(&store, &stream).await;
+    assert_eq!(events.len(), 2, "the retry wrote the batch twice");
+    assert_eq!(retried.next_revision, 2);
+    assert_eq!(retried.position, events[1].position);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_made_while_the_double_is_down_works_once_it_is_up() {
+    let double = ProtocolDouble::start();
+    double.stop().await;
+    let store = EventStoreDbStore::connect(&double.url()).await.unwrap();
+    let stream = stream();
+    let refused = store
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![EventData::json("A", "{}")],
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Unavailable(_))),
+        "{refused:?}"
+    );
+    double.restart().await;
+    store
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![EventData::json("A", "{}")],
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_and_binary_payloads_and_metadata_round_trip() {
+    let double = ProtocolDouble::start();
+    let store = EventStoreDbStore::connect(&double.url()).await.unwrap();
+    let stream = stream();
+    let metadata = Metadata::default()
+        .with_correlation_id(Uuid::new_v4())
+        .with_idempotency_key("k-1")
+        .with_header("tenant", "ünï");
+    let written = vec![
+        EventData::json("Json", r#"{ "spaced" :  [1, 2.5, "x"] }"#).with_metadata(metadata.clone()),
+        EventData {
+            content_type: ContentType::Binary,
+            ..EventData::json("Binary", Bytes::from_static(&[0, 159, 146, 150, 255]))
+        }
+        .with_metadata(metadata),
+    ];
+    store
+        .append(&stream, ExpectedVersion::NoStream, written.clone())
+        .await
+        .unwrap();
+    let read = read(&store, &stream).await;
+    for (recorded, expected) in read.iter().zip(&written) {
+        assert_eq!(recorded.payload, expected.payload, "payload bytes");
+        assert_eq!(recorded.content_type, expected.content_type);
+        assert_eq!(recorded.metadata, expected.metadata);
+        assert_eq!(recorded.event_type, expected.event_type);
+        assert_eq!(recorded.id, expected.id);
+    }
+    let not_json = EventData::json("Broken", "{not json");
+    let refused = store
+        .append(&stream, ExpectedVersion::Any, vec![not_json])
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::InvalidInput(_))),
+        "{refused:?}"
+    );
+}
