@@ -17,6 +17,7 @@ use decider_core::{
     HandlerError, Loaded, Metadata, Position, RetryPolicy, StoreError, StreamFrom,
     SubscriptionMessage,
 };
+use decider_store_eventstoredb::EventStoreDbStore;
 use decider_store_memory::MemoryStore;
 use decider_store_postgres::{PgTransactionalSink, PostgresOptions, PostgresStore};
 use futures::TryStreamExt;
@@ -517,6 +518,11 @@ pub fn in_memory() -> Running<MemoryStore, MemoryReadModels> {
 
 /// A bank on `store`, with in-memory read models.
 pub fn in_memory_on(store: MemoryStore) -> Running<MemoryStore, MemoryReadModels> {
+    in_memory_read_models(store)
+}
+
+/// A bank on `store` with read models, checkpoints and dead letters in memory.
+fn in_memory_read_models<S: EventStore + Clone>(store: S) -> Running<S, MemoryReadModels> {
     let read_models = MemoryReadModels::new();
     Running::start(
         store,
@@ -535,6 +541,19 @@ pub fn in_memory_on(store: MemoryStore) -> Running<MemoryStore, MemoryReadModels
         },
         decider_core::projection::Unleased,
     )
+}
+
+/// A bank on EventStoreDB / KurrentDB at `url`, with its read models in memory: they are
+/// rebuilt from the log when the bank starts, and the transfer process goes over every request
+/// again (each already finished transfer costs one read; an unfinished one is carried on).
+/// Run one such process per store: EventStoreDB gives no lease to keep a second process's
+/// transfer manager from driving the same transfers.
+pub async fn on_eventstoredb(
+    url: &str,
+) -> Result<Running<EventStoreDbStore, MemoryReadModels>, StoreError> {
+    Ok(in_memory_read_models(
+        EventStoreDbStore::connect(url).await?,
+    ))
 }
 
 /// A bank on PostgreSQL: events, read models, checkpoints and dead letters in `options.schema`

@@ -1,5 +1,6 @@
 //! `banking demo` runs a scripted day at the bank; `banking serve` serves the HTTP API.
-//! Both take `--store`: nothing for the in-memory store, or a `postgres://` URL.
+//! Both take `--store`: nothing for the in-memory store, a `postgres://` URL, or an
+//! EventStoreDB / KurrentDB connection string (`esdb://…`, `kurrentdb://…`).
 
 use std::error::Error;
 use std::net::SocketAddr;
@@ -19,7 +20,8 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// The event store: "memory" (the default) or a postgres:// URL.
+    /// The event store: "memory" (the default), a postgres:// URL, or an EventStoreDB /
+    /// KurrentDB connection string such as esdb://127.0.0.1:2113?tls=false.
     #[arg(long, global = true, default_value = "memory")]
     store: StoreUrl,
     /// On PostgreSQL, the schema holding the bank's tables (created if missing).
@@ -60,6 +62,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
             };
             run(cli.command, bank::on_postgres(url, options).await?).await
         }
+        StoreUrl::EventStoreDb(url) => run(cli.command, bank::on_eventstoredb(url).await?).await,
     }
 }
 

@@ -10,7 +10,22 @@ pub enum StoreUrl {
     Memory,
     /// PostgreSQL, at a `postgres://` or `postgresql://` URL.
     Postgres(String),
+    /// EventStoreDB / KurrentDB, at a connection string of the `kurrentdb` client
+    /// (`esdb://`, `kurrentdb://`, `kurrent://`, `kdb://`, each also `+discover`).
+    EventStoreDb(String),
 }
+
+/// The URL schemes of the `kurrentdb` client.
+const EVENTSTOREDB_SCHEMES: [&str; 8] = [
+    "esdb",
+    "esdb+discover",
+    "kurrentdb",
+    "kurrentdb+discover",
+    "kurrent",
+    "kurrent+discover",
+    "kdb",
+    "kdb+discover",
+];
 
 /// A `--store` value that names no store this build knows.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,6 +40,9 @@ impl FromStr for StoreUrl {
         match (url, scheme) {
             ("" | "memory", _) => Ok(Self::Memory),
             (_, Some("postgres" | "postgresql")) => Ok(Self::Postgres(url.to_owned())),
+            (_, Some(scheme)) if EVENTSTOREDB_SCHEMES.contains(&scheme) => {
+                Ok(Self::EventStoreDb(url.to_owned()))
+            }
             _ => Err(UnknownStore(url.to_owned())),
         }
     }
@@ -35,7 +53,7 @@ impl fmt::Debug for StoreUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Memory => f.write_str("memory"),
-            Self::Postgres(url) => write!(f, "{}", redacted(url)),
+            Self::Postgres(url) | Self::EventStoreDb(url) => write!(f, "{}", redacted(url)),
         }
     }
 }
@@ -68,6 +86,12 @@ mod tests {
                 "postgres://postgres@127.0.0.1/test".into()
             ))
         );
+        for url in [
+            "esdb://127.0.0.1:2113?tls=false",
+            "kurrentdb+discover://db:2113",
+        ] {
+            assert_eq!(url.parse(), Ok(StoreUrl::EventStoreDb(url.into())));
+        }
         assert!("mysql://localhost".parse::<StoreUrl>().is_err());
         assert!("postgres".parse::<StoreUrl>().is_err());
     }

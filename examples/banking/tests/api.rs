@@ -26,6 +26,11 @@ async fn bad_input_on_the_memory_store_is_refused_and_writes_nothing() {
 }
 
 #[tokio::test]
+async fn bad_input_on_the_eventstoredb_protocol_double_is_refused_and_writes_nothing() {
+    bad_input(support::eventstoredb_double_bank().await).await;
+}
+
+#[tokio::test]
 async fn bad_input_on_postgres_is_refused_and_writes_nothing() {
     let (running, store) = support::postgres_bank().await;
     bad_input(running).await;
@@ -333,6 +338,11 @@ async fn bad_input<S: EventStore + Clone, R: ReadModels>(running: Running<S, R>)
 #[tokio::test]
 async fn reads_wait_for_their_own_writes_on_the_memory_store() {
     read_your_writes(support::memory_bank()).await;
+}
+
+#[tokio::test]
+async fn reads_wait_for_their_own_writes_on_the_eventstoredb_protocol_double() {
+    read_your_writes(support::eventstoredb_double_bank().await).await;
 }
 
 #[tokio::test]

@@ -101,6 +101,15 @@ async fn the_demo_runs_on_the_memory_store() {
 }
 
 #[tokio::test]
+async fn the_demo_runs_on_the_eventstoredb_protocol_double() {
+    let running = support::eventstoredb_double_bank().await;
+    let mut out = Vec::new();
+    demo::run(running.bank(), &mut out).await.unwrap();
+    check_demo_report(&String::from_utf8(out).unwrap());
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn the_demo_runs_on_postgres() {
     let (running, store) = support::postgres_bank().await;
     let mut out = Vec::new();

@@ -38,6 +38,11 @@ async fn concurrent_traffic_on_the_memory_store_conserves_money() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_traffic_on_the_eventstoredb_protocol_double_conserves_money() {
+    traffic(support::eventstoredb_double_bank().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_traffic_on_postgres_conserves_money() {
     let (running, store) = support::postgres_bank().await;
     traffic(running).await;

@@ -10,6 +10,8 @@ use banking::read_model::ReadModels;
 use banking::read_model::memory::MemoryReadModels;
 use banking::read_model::postgres::PgReadModels;
 use decider_core::EventStore;
+use decider_eventstoredb_double::ProtocolDouble;
+use decider_store_eventstoredb::EventStoreDbStore;
 use decider_store_memory::MemoryStore;
 use decider_store_postgres::{PostgresOptions, PostgresStore};
 use serde_json::Value;
@@ -20,6 +22,20 @@ use tokio::task::JoinHandle;
 /// and a clear message when no database answers.
 #[path = "../../../../store-postgres/tests/support/mod.rs"]
 pub mod pg;
+
+/// The EventStoreDB protocol double of this test process (nextest runs each test in a process
+/// of its own; every test writes streams of its own anyway).
+pub fn double() -> &'static ProtocolDouble {
+    static DOUBLE: std::sync::OnceLock<ProtocolDouble> = std::sync::OnceLock::new();
+    DOUBLE.get_or_init(ProtocolDouble::start)
+}
+
+/// A bank on EventStoreDB, through the real `kurrentdb` client, against the protocol double.
+pub async fn eventstoredb_double_bank() -> Running<EventStoreDbStore, MemoryReadModels> {
+    bank::on_eventstoredb(&double().url())
+        .await
+        .expect("start the bank on the EventStoreDB protocol double")
+}
 
 pub fn memory_bank() -> Running<MemoryStore, MemoryReadModels> {
     bank::in_memory()
