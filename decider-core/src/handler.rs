@@ -380,8 +380,13 @@ where
         metadata: &Metadata,
     ) -> Result<CommandOutcome<D::Event>, HandlerError<D::Error>> {
         let key = metadata.idempotency_key.as_deref();
+        // A keyed command decided on a state not searched for its key (cached, or from a
+        // snapshot) relies on the append to refuse a repeat of its event ids; a store that does
+        // not check them would write the repeat. Search the stream first then.
+        let search_first = key.is_some() && !self.store.checks_reused_ids();
         let mut retry = 0;
-        let mut next = match self.cache.as_ref().and_then(|cache| cache.get(stream)) {
+        let cached = self.cache.as_ref().and_then(|cache| cache.get(stream));
+        let mut next = match cached.filter(|_| !search_first) {
             Some(cached) => Next::Decide(Basis {
                 state: cached.state,
                 last_revision: cached.last_revision,
@@ -399,7 +404,9 @@ where
                 searched: false,
                 read: 0,
             }),
-            None => Next::Load { snapshot: true },
+            None => Next::Load {
+                snapshot: !search_first,
+            },
         };
         loop {
             let basis = match next {

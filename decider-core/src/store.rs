@@ -218,7 +218,9 @@ impl<T> Subscription for T where
 ///   version. Appending a batch that is exactly an earlier successful append to the same stream
 ///   (the same event ids, in the same order, no more and no fewer) returns that append's
 ///   original result whatever `expected` says: an idempotent retry after a lost reply. Any other
-///   batch reusing an event id is [`StoreError::InvalidInput`]; so is an empty batch.
+///   batch reusing an event id is [`StoreError::InvalidInput`]; so is an empty batch. A store
+///   that cannot check every id (EventStoreDB checks them only for a retry at the original
+///   `expected`) says so through [`checks_reused_ids`](Self::checks_reused_ids).
 /// - Revisions are 0-based and contiguous per stream; positions are strictly increasing in the
 ///   order [`read_all`](Self::read_all) and [`subscribe_all`](Self::subscribe_all) deliver.
 /// - Reads of a stream that does not exist return no events (not an error).
@@ -236,6 +238,15 @@ pub trait EventStore: Send + Sync + 'static {
         expected: ExpectedVersion,
         events: Vec<EventData>,
     ) -> impl Future<Output = Result<AppendResult, StoreError>> + Send;
+
+    /// Whether [`append`](Self::append) refuses every batch that reuses an event id other than
+    /// as an exact retry (the contract above). `true` for the memory and PostgreSQL stores. A
+    /// store answering `false` may write such a batch again; the
+    /// [`CommandHandler`](crate::CommandHandler) then searches a stream for a command's
+    /// idempotency key before deciding, instead of relying on the append to catch a repeat.
+    fn checks_reused_ids(&self) -> bool {
+        true
+    }
 
     /// Reads one stream from `from` in `direction`, at most `limit` events (`None`: all).
     fn read_stream(

@@ -337,6 +337,12 @@ where
 }
 
 impl EventStore for EventStoreDbStore {
+    /// The server checks event ids only for a retry at the original expected version (see ADR
+    /// 7): a repeat appended at the stream's current revision is written again.
+    fn checks_reused_ids(&self) -> bool {
+        false
+    }
+
     async fn append(
         &self,
         stream: &StreamId,

@@ -13,9 +13,8 @@ use decider_core::projection::{
     ProjectionError, ProjectionRunner, ProjectionStatus, RunnerOptions, Sink, StatusHandle,
 };
 use decider_core::{
-    Codec, CommandHandler, CommandOutcome, Decider, Direction, EventFilter, EventStore,
-    HandlerError, Loaded, Metadata, Position, RetryPolicy, StoreError, StreamFrom,
-    SubscriptionMessage,
+    CommandHandler, CommandOutcome, Decider, Direction, EventFilter, EventStore, HandlerError,
+    Loaded, Metadata, Position, RetryPolicy, StoreError, StreamFrom,
 };
 use decider_store_eventstoredb::EventStoreDbStore;
 use decider_store_memory::MemoryStore;
@@ -26,7 +25,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::account::{Account, AccountCommand, AccountError, AccountId, AccountState};
+use crate::account::{Account, AccountCommand, AccountError, AccountId};
 use crate::money::{Amount, Currency};
 use crate::process::TransferProcess;
 use crate::read_model::memory::MemoryReadModels;
@@ -232,8 +231,7 @@ impl<S: EventStore + Clone, R: ReadModels> Bank<S, R> {
         // Unknown accounts are the caller's mistake, told at once; a closed destination or
         // another currency is found by the process, which then refunds the source.
         for account in [transfer.from, transfer.to] {
-            let loaded = self.accounts.load(&account.stream()).await?;
-            if loaded.state == AccountState::Unopened {
+            if !self.exists(account).await? {
                 return Err(BankError::NotFound("account"));
             }
         }
@@ -249,8 +247,20 @@ impl<S: EventStore + Clone, R: ReadModels> Bank<S, R> {
         Ok((id, outcome.into()))
     }
 
-    /// Where transfer `id` is, read from its stream; with `wait`, follows the stream up to that
-    /// long for the transfer to complete or fail.
+    /// Whether account `id` was ever opened: whether its stream has a first event (always its
+    /// opening), which costs one short read however long the stream.
+    async fn exists(&self, id: AccountId) -> Result<bool, BankError> {
+        let mut first = std::pin::pin!(self.store.read_stream(
+            &id.stream(),
+            StreamFrom::Start,
+            Direction::Forward,
+            Some(1)
+        ));
+        Ok(first.try_next().await?.is_some())
+    }
+
+    /// Where transfer `id` is, read from its stream; with `wait`, reads it again (backing off
+    /// from 1 to 8 ms) for up to that long until the transfer completes or fails.
     pub async fn transfer(
         &self,
         id: TransferId,
@@ -267,26 +277,17 @@ impl<S: EventStore + Clone, R: ReadModels> Bank<S, R> {
         let Some(wait) = wait else {
             return Ok((state, last));
         };
-        let mut events = std::pin::pin!(self.store.subscribe_stream(&stream, last));
-        let mut deadline = std::pin::pin!(tokio::time::sleep(wait));
-        while !Transfer.is_terminal(&state) {
-            let next = tokio::select! {
-                next = events.try_next() => next?,
-                () = &mut deadline => break,
-            };
-            match next {
-                Some(SubscriptionMessage::Event(recorded)) => {
-                    let event = self
-                        .transfers
-                        .codec()
-                        .decode(&recorded)
-                        .map_err(|error| BankError::Internal(error.to_string()))?;
-                    state = Transfer.evolve(state, &event);
-                    last = Some(recorded.revision);
-                }
-                Some(SubscriptionMessage::CaughtUp) => {}
-                None => break,
-            }
+        // Polled, not subscribed: a stream subscription is woken by every append of the
+        // store, so many waiting readers would each query on every append.
+        let deadline = Instant::now() + wait;
+        let mut pause = Duration::from_millis(1);
+        while !Transfer.is_terminal(&state) && Instant::now() < deadline {
+            tokio::time::sleep(pause.min(deadline - Instant::now())).await;
+            pause = (pause * 2).min(Duration::from_millis(8));
+            Loaded {
+                state,
+                last_revision: last,
+            } = self.transfers.load(&stream).await?;
         }
         Ok((state, last))
     }
