@@ -313,7 +313,7 @@ async fn deposit<S: EventStore + Clone, R: ReadModels>(
     payload: Result<Json<AmountBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let amount = amount(body(payload)?.amount)?;
-    move_money(
+    account_command(
         state,
         correlation,
         &id,
@@ -332,7 +332,7 @@ async fn withdraw<S: EventStore + Clone, R: ReadModels>(
     payload: Result<Json<AmountBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let amount = amount(body(payload)?.amount)?;
-    move_money(
+    account_command(
         state,
         correlation,
         &id,
@@ -349,7 +349,7 @@ async fn close<S: EventStore + Clone, R: ReadModels>(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let mut response = move_money(
+    let mut response = account_command(
         state,
         correlation,
         &id,
@@ -362,7 +362,7 @@ async fn close<S: EventStore + Clone, R: ReadModels>(
     Ok(response)
 }
 
-async fn move_money<S: EventStore + Clone, R: ReadModels>(
+async fn account_command<S: EventStore + Clone, R: ReadModels>(
     State(bank): State<Arc<Bank<S, R>>>,
     Extension(correlation): Extension<CorrelationId>,
     id: &str,
