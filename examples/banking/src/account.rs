@@ -157,6 +157,23 @@ pub enum AccountCommand {
     Close,
 }
 
+impl AccountCommand {
+    /// The command's kind, which scopes idempotency keys: a deposit and a withdrawal sent with
+    /// the same key are two requests.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Open { .. } => "open",
+            Self::Deposit { .. } => "deposit",
+            Self::Withdraw { .. } => "withdraw",
+            Self::DebitTransfer { .. } => "debit-transfer",
+            Self::CreditTransfer { .. } => "credit-transfer",
+            Self::RefundTransfer { .. } => "refund-transfer",
+            Self::SettleTransfer { .. } => "settle-transfer",
+            Self::Close => "close",
+        }
+    }
+}
+
 /// Why an account refused a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccountError {

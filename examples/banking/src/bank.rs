@@ -38,8 +38,8 @@ use crate::transfer::{
 /// The name of the transfer process manager's projection.
 pub const TRANSFER_PROCESS: &str = "banking-transfer-process";
 
-/// Ids made from idempotency keys live in this namespace (a v5 UUID of a fixed name), so that
-/// the same key always names the same account or transfer.
+/// The namespace of the v5 UUIDs made from idempotency keys (a fixed UUID of this example's
+/// own), so that the same key always names the same account or transfer.
 const KEY_NAMESPACE: Uuid = Uuid::from_u128(0x6c1f_4b0e_2a57_5d7c_9e0a_b1d2_c3e4_f506);
 
 /// Why the bank did not do what it was asked.
@@ -54,9 +54,12 @@ pub enum BankError {
     /// The account is closed and takes no more commands.
     #[error("the account is closed")]
     AccountClosed,
-    /// No such account, or no such transfer.
-    #[error("{0} not found")]
-    NotFound(&'static str),
+    /// No such account.
+    #[error("account not found")]
+    AccountNotFound,
+    /// No such transfer.
+    #[error("transfer not found")]
+    TransferNotFound,
     /// Other writers kept changing the stream; every retry lost.
     #[error("the stream kept changing under the command: {0}")]
     Conflict(StoreError),
@@ -103,7 +106,7 @@ where
 impl From<AccountError> for BankError {
     fn from(error: AccountError) -> Self {
         match error {
-            AccountError::NotOpen => Self::NotFound("account"),
+            AccountError::NotOpen => Self::AccountNotFound,
             refusal => Self::Account(refusal),
         }
     }
@@ -148,7 +151,7 @@ impl Request {
 }
 
 /// What a write did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Receipt {
     /// The stream's revision after the write.
     pub version: Option<u64>,
@@ -202,7 +205,7 @@ impl<S: EventStore + Clone, R: ReadModels> Bank<S, R> {
             currency,
             overdraft_limit,
         };
-        let receipt = self.account_command(request, "open", id, command).await?;
+        let receipt = self.account_command(request, id, command).await?;
         Ok((id, receipt))
     }
 
@@ -210,13 +213,13 @@ impl<S: EventStore + Clone, R: ReadModels> Bank<S, R> {
     pub async fn account_command(
         &self,
         request: &Request,
-        operation: &str,
         id: AccountId,
         command: AccountCommand,
     ) -> Result<Receipt, BankError> {
+        let metadata = request.metadata(command.kind());
         let outcome = self
             .accounts
-            .handle_with(&id.stream(), command, request.metadata(operation))
+            .handle_with(&id.stream(), command, metadata)
             .await?;
         Ok(outcome.into())
     }
@@ -232,7 +235,7 @@ impl<S: EventStore + Clone, R: ReadModels> Bank<S, R> {
         // another currency is found by the process, which then refunds the source.
         for account in [transfer.from, transfer.to] {
             if !self.exists(account).await? {
-                return Err(BankError::NotFound("account"));
+                return Err(BankError::AccountNotFound);
             }
         }
         let id = TransferId(request.new_id("transfer"));
@@ -272,7 +275,7 @@ impl<S: EventStore + Clone, R: ReadModels> Bank<S, R> {
             last_revision: mut last,
         } = self.transfers.load(&stream).await?;
         if last.is_none() {
-            return Err(BankError::NotFound("transfer"));
+            return Err(BankError::TransferNotFound);
         }
         let Some(wait) = wait else {
             return Ok((state, last));
@@ -302,7 +305,7 @@ impl<S: EventStore + Clone, R: ReadModels> Bank<S, R> {
         self.read_models
             .account(id)
             .await?
-            .ok_or(BankError::NotFound("account"))
+            .ok_or(BankError::AccountNotFound)
     }
 
     /// The account's ledger from the read model, after waiting for `consistency` if given.
@@ -313,7 +316,7 @@ impl<S: EventStore + Clone, R: ReadModels> Bank<S, R> {
     ) -> Result<Vec<LedgerEntry>, BankError> {
         self.caught_up(consistency).await?;
         if self.read_models.account(id).await?.is_none() {
-            return Err(BankError::NotFound("account"));
+            return Err(BankError::AccountNotFound);
         }
         Ok(self.read_models.ledger(id).await?)
     }
@@ -332,7 +335,7 @@ impl<S: EventStore + Clone, R: ReadModels> Bank<S, R> {
             Some(1)
         ));
         let Some(last) = last.try_next().await? else {
-            return Err(BankError::NotFound("account"));
+            return Err(BankError::AccountNotFound);
         };
         let consistency = Consistency {
             after: last.position,

@@ -64,15 +64,15 @@ pub async fn run<S: EventStore + Clone, R: ReadModels>(
     ] {
         let amount = amount(units)?;
         let command = AccountCommand::Deposit { amount };
-        bank.account_command(&key(&format!("deposit-{name}")), "deposit", id, command)
+        bank.account_command(&key(&format!("deposit-{name}")), id, command)
             .await?;
     }
     let command = AccountCommand::Withdraw {
         amount: amount(15_00)?,
     };
-    bank.account_command(&key("withdraw-Ada"), "withdraw", ada, command)
+    bank.account_command(&key("withdraw-Ada"), ada, command)
         .await?;
-    bank.account_command(&key("close-Dave"), "close", dave, AccountCommand::Close)
+    bank.account_command(&key("close-Dave"), dave, AccountCommand::Close)
         .await?;
 
     writeln!(out, "Transfers")?;

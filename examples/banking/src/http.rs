@@ -182,8 +182,8 @@ impl From<BankError> for ApiError {
             }
             BankError::Transfer(_) => (S::UNPROCESSABLE_ENTITY, "rejected"),
             BankError::AccountClosed => (S::UNPROCESSABLE_ENTITY, "account_closed"),
-            BankError::NotFound("transfer") => (S::NOT_FOUND, "transfer_not_found"),
-            BankError::NotFound(_) => (S::NOT_FOUND, "account_not_found"),
+            BankError::TransferNotFound => (S::NOT_FOUND, "transfer_not_found"),
+            BankError::AccountNotFound => (S::NOT_FOUND, "account_not_found"),
             BankError::Conflict(_) => (S::CONFLICT, "concurrency_conflict"),
             BankError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "store_unavailable"),
             BankError::ReadModelBehind { .. } => (S::GATEWAY_TIMEOUT, "read_model_timeout"),
@@ -318,7 +318,6 @@ async fn deposit<S: EventStore + Clone, R: ReadModels>(
         correlation,
         &id,
         &headers,
-        "deposit",
         AccountCommand::Deposit { amount },
     )
     .await
@@ -337,7 +336,6 @@ async fn withdraw<S: EventStore + Clone, R: ReadModels>(
         correlation,
         &id,
         &headers,
-        "withdraw",
         AccountCommand::Withdraw { amount },
     )
     .await
@@ -349,15 +347,8 @@ async fn close<S: EventStore + Clone, R: ReadModels>(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let mut response = account_command(
-        state,
-        correlation,
-        &id,
-        &headers,
-        "close",
-        AccountCommand::Close,
-    )
-    .await?;
+    let mut response =
+        account_command(state, correlation, &id, &headers, AccountCommand::Close).await?;
     *response.status_mut() = StatusCode::OK;
     Ok(response)
 }
@@ -367,14 +358,11 @@ async fn account_command<S: EventStore + Clone, R: ReadModels>(
     Extension(correlation): Extension<CorrelationId>,
     id: &str,
     headers: &HeaderMap,
-    operation: &str,
     command: AccountCommand,
 ) -> Result<Response, ApiError> {
     let id = account_id(id)?;
     let request = request(headers, correlation)?;
-    let receipt = bank
-        .account_command(&request, operation, id, command)
-        .await?;
+    let receipt = bank.account_command(&request, id, command).await?;
     Ok(written(StatusCode::CREATED, json!({ "id": id }), receipt))
 }
 

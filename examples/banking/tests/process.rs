@@ -40,7 +40,7 @@ async fn lost_replies_between_the_steps_of_a_transfer_move_money_once() {
         let deposit = AccountCommand::Deposit {
             amount: Amount::new(100).unwrap(),
         };
-        bank.account_command(&Request::default(), "deposit", ada, deposit)
+        bank.account_command(&Request::default(), ada, deposit)
             .await
             .unwrap();
         let request = TransferRequest {
