@@ -212,3 +212,29 @@ async fn json_and_binary_payloads_and_metadata_round_trip() {
         "{refused:?}"
     );
 }
+
+/// `kurrentdb` links rustls with two crypto providers (aws-lc-rs through hyper-rustls, ring
+/// through reqwest), where rustls refuses to choose one by itself; the `eventstore` crate was
+/// known to panic in that situation. A TLS connection string, here against a server without
+/// TLS, must end in a typed error and never a panic, with no provider installed by the
+/// application.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_connection_string_works_without_the_application_installing_a_crypto_provider() {
+    let double = ProtocolDouble::start();
+    let url = double
+        .url()
+        .replace("tls=false", "tls=true&tlsVerifyCert=false");
+    let store = EventStoreDbStore::connect(&url).await.unwrap();
+    let appended = store
+        .append(
+            &stream(),
+            ExpectedVersion::Any,
+            vec![EventData::json("A", "{}")],
+        )
+        .await;
+    assert!(
+        matches!(appended, Err(StoreError::Unavailable(_))),
+        "{appended:?}"
+    );
+    assert_eq!(double.event_count(), 0);
+}
