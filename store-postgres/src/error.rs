@@ -17,7 +17,7 @@ pub fn from_pg(error: &tokio_postgres::Error) -> StoreError {
             .source()
             .is_some_and(|source| source.is::<std::io::Error>());
         return if error.is_closed() || io {
-            StoreError::Unavailable(format!("PostgreSQL connection lost: {error}"))
+            StoreError::Unavailable(format!("PostgreSQL connection failed or lost: {error}"))
         } else {
             StoreError::Backend(format!("PostgreSQL client error: {error}"))
         };

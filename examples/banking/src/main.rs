@@ -4,6 +4,7 @@
 
 use std::error::Error;
 use std::net::SocketAddr;
+use std::process::ExitCode;
 
 use banking::bank::{self, Running};
 use banking::read_model::ReadModels;
@@ -42,8 +43,19 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let store = format!("{:?}", cli.store);
+    match start(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("banking: {error} (store: {store})");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(cli: Cli) -> Result<(), Box<dyn Error>> {
     let default_level = match cli.command {
         Command::Serve { .. } => "info",
         Command::Demo => "warn",

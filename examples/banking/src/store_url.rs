@@ -29,7 +29,10 @@ const EVENTSTOREDB_SCHEMES: [&str; 8] = [
 
 /// A `--store` value that names no store this build knows.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown store {0:?}: use \"memory\" (the default) or a postgres:// or postgresql:// URL")]
+#[error(
+    "unknown store {0:?}: use \"memory\" (the default), a postgres:// URL, or an EventStoreDB / \
+     KurrentDB connection string (esdb://, kurrentdb://)"
+)]
 pub struct UnknownStore(pub String);
 
 impl FromStr for StoreUrl {
