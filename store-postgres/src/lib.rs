@@ -456,7 +456,9 @@ impl EventStore for PostgresStore {
                         .map(|row| (row.get::<_, i64>(0), row.get::<_, i64>(1)))
                         .max()
                         .ok_or_else(|| StoreError::Backend("append returned no row".to_owned()))?;
-                    self.shared.live.appended(&self.shared.pool);
+                    self.shared
+                        .live
+                        .appended(&self.shared.pool, stream.as_str());
                     return Ok(AppendResult {
                         next_revision: (first as u64) + events.len() as u64,
                         position: Position::new(last.0 as u64, last.1 as u64),
@@ -509,7 +511,9 @@ impl EventStore for PostgresStore {
         };
         match (outcome, next_revision) {
             ("ok", Some(next)) => {
-                self.shared.live.appended(&self.shared.pool);
+                self.shared
+                    .live
+                    .appended(&self.shared.pool, stream.as_str());
                 Ok(AppendResult {
                     next_revision: next as u64,
                     position: position()?,

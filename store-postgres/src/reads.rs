@@ -12,6 +12,7 @@ use decider_core::{
     StoreError, StreamFrom, StreamId, Subscription, SubscriptionMessage,
 };
 use futures::stream;
+use tokio::sync::watch;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
@@ -315,8 +316,66 @@ struct Following {
     /// Whether the catch-up has waited out transactions holding events back.
     settled: bool,
     failed: bool,
-    wake: Option<tokio::sync::watch::Receiver<u64>>,
+    wake: Option<Wake>,
     poll_interval: Duration,
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        if let (Scope::Stream { stream, .. }, Some(wake)) = (&self.scope, self.wake.take()) {
+            drop(wake);
+            self.store.shared.live.unwatch_stream(stream.as_str());
+        }
+    }
+}
+
+/// What a live subscription waits on between polls.
+struct Wake {
+    /// `$all`: every change. A stream: this process's appends to it.
+    changes: watch::Receiver<u64>,
+    /// A stream: every notification from elsewhere.
+    remote: Option<watch::Receiver<u64>>,
+}
+
+impl Wake {
+    fn new(store: &PostgresStore, scope: &Scope) -> Self {
+        match scope {
+            Scope::All { .. } => Self {
+                changes: store.shared.live.watch(),
+                remote: None,
+            },
+            Scope::Stream { stream, .. } => {
+                let (changes, remote) = store.shared.live.watch_stream(stream.as_str());
+                Self {
+                    changes,
+                    remote: Some(remote),
+                }
+            }
+        }
+    }
+
+    /// Marks what was sent so far as seen: only later changes end [`changed`](Self::changed).
+    fn seen(&mut self) {
+        self.changes.borrow_and_update();
+        if let Some(remote) = &mut self.remote {
+            remote.borrow_and_update();
+        }
+    }
+
+    async fn changed(&mut self) {
+        // The senders live as long as the store this subscription holds: neither ends.
+        match &mut self.remote {
+            None => {
+                let _ = self.changes.changed().await;
+            }
+            Some(remote) => {
+                tokio::select! {
+                    _ = self.changes.changed() => {}
+                    _ = remote.changed() => {}
+                }
+            }
+        }
+    }
 }
 
 pub(crate) fn subscribe_all(
@@ -387,9 +446,13 @@ fn subscribe(store: PostgresStore, scope: Scope) -> impl Subscription + use<> {
             if f.failed {
                 return None;
             }
-            let wake = f.wake.get_or_insert_with(|| f.store.shared.live.watch());
+            if f.wake.is_none() {
+                f.wake = Some(Wake::new(&f.store, &f.scope));
+            }
             // Seen before the query: a wake-up sent after this point ends the wait below.
-            wake.borrow_and_update();
+            if let Some(wake) = &mut f.wake {
+                wake.seen();
+            }
             match f.fetch().await {
                 Err(error) => {
                     f.failed = true;

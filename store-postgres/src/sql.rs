@@ -311,7 +311,7 @@ pub(crate) const LOAD_SNAPSHOT: &str =
     "SELECT revision, state_version, state FROM {schema}.snapshots WHERE stream_id = $1";
 
 /// The channel appends notify and live subscriptions listen on.
-pub(crate) const NOTIFY: &str = "SELECT pg_notify($1, '')";
+pub(crate) const NOTIFY: &str = "SELECT pg_notify($1, $2)";
 
 /// Fills in the schema name.
 pub(crate) fn in_schema(sql: &str, quoted_schema: &str) -> String {

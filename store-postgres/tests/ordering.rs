@@ -174,14 +174,21 @@ async fn a_subscriber_in_another_process_is_woken_by_notify_not_by_polling() {
     .unwrap();
     let category = format!("notify{}", Uuid::new_v4().simple());
     let filter = EventFilter::all().with_categories([category.clone()]);
+    let stream = StreamId::new(format!("{category}-1")).unwrap();
     let mut subscription = caught_up(&reader, &filter).await;
-    // The subscriber waits while its poll backoff grows: 9 s in, the wait running then lasts
+    // A stream subscription too: it waits on notifications from elsewhere, not on every append.
+    let mut of_stream = Box::pin(reader.subscribe_stream(&stream, None));
+    assert!(matches!(
+        of_stream.next().await,
+        Some(Ok(SubscriptionMessage::CaughtUp))
+    ));
+    // The subscribers wait while their poll backoff grows: 9 s in, the wait running then lasts
     // about 7 s more.
     let waiting = tokio::spawn(async move { subscription.next().await });
+    let waiting_on_stream = tokio::spawn(async move { of_stream.next().await });
     tokio::time::sleep(Duration::from_secs(9)).await;
-    assert!(!waiting.is_finished());
+    assert!(!waiting.is_finished() && !waiting_on_stream.is_finished());
 
-    let stream = StreamId::new(format!("{category}-1")).unwrap();
     writer
         .append(
             &stream,
@@ -194,6 +201,11 @@ async fn a_subscriber_in_another_process_is_woken_by_notify_not_by_polling() {
     assert!(
         matches!(delivered, Ok(Ok(Some(Ok(SubscriptionMessage::Event(ref e))))) if e.stream == stream),
         "not woken by the notification: {delivered:?}"
+    );
+    let delivered = tokio::time::timeout(Duration::from_secs(3), waiting_on_stream).await;
+    assert!(
+        matches!(delivered, Ok(Ok(Some(Ok(SubscriptionMessage::Event(ref e))))) if e.stream == stream),
+        "the stream subscription was not woken by the notification: {delivered:?}"
     );
     drop_store(writer).await;
 }

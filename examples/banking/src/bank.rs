@@ -13,8 +13,9 @@ use decider_core::projection::{
     ProjectionError, ProjectionRunner, ProjectionStatus, RunnerOptions, Sink, StatusHandle,
 };
 use decider_core::{
-    CommandHandler, CommandOutcome, Decider, Direction, EventFilter, EventStore, HandlerError,
-    Loaded, Metadata, Position, RetryPolicy, StoreError, StreamFrom,
+    Codec, CommandHandler, CommandOutcome, Decider, Direction, EventFilter, EventStore,
+    HandlerError, Loaded, Metadata, Position, RetryPolicy, StoreError, StreamFrom,
+    SubscriptionMessage,
 };
 use decider_store_eventstoredb::EventStoreDbStore;
 use decider_store_memory::MemoryStore;
@@ -262,8 +263,8 @@ impl<S: EventStore + Clone, R: ReadModels> Bank<S, R> {
         Ok(first.try_next().await?.is_some())
     }
 
-    /// Where transfer `id` is, read from its stream; with `wait`, reads it again (backing off
-    /// from 1 to 8 ms) for up to that long until the transfer completes or fails.
+    /// Where transfer `id` is, read from its stream; with `wait`, follows the stream up to that
+    /// long for the transfer to complete or fail.
     pub async fn transfer(
         &self,
         id: TransferId,
@@ -280,17 +281,26 @@ impl<S: EventStore + Clone, R: ReadModels> Bank<S, R> {
         let Some(wait) = wait else {
             return Ok((state, last));
         };
-        // Polled, not subscribed: a stream subscription is woken by every append of the
-        // store, so many waiting readers would each query on every append.
-        let deadline = Instant::now() + wait;
-        let mut pause = Duration::from_millis(1);
-        while !Transfer.is_terminal(&state) && Instant::now() < deadline {
-            tokio::time::sleep(pause.min(deadline - Instant::now())).await;
-            pause = (pause * 2).min(Duration::from_millis(8));
-            Loaded {
-                state,
-                last_revision: last,
-            } = self.transfers.load(&stream).await?;
+        let mut events = std::pin::pin!(self.store.subscribe_stream(&stream, last));
+        let mut deadline = std::pin::pin!(tokio::time::sleep(wait));
+        while !Transfer.is_terminal(&state) {
+            let next = tokio::select! {
+                next = events.try_next() => next?,
+                () = &mut deadline => break,
+            };
+            match next {
+                Some(SubscriptionMessage::Event(recorded)) => {
+                    let event = self
+                        .transfers
+                        .codec()
+                        .decode(&recorded)
+                        .map_err(|error| BankError::Internal(error.to_string()))?;
+                    state = Transfer.evolve(state, &event);
+                    last = Some(recorded.revision);
+                }
+                Some(SubscriptionMessage::CaughtUp) => {}
+                None => break,
+            }
         }
         Ok((state, last))
     }
