@@ -482,8 +482,8 @@ where
             }
             match appended {
                 Ok(written) => {
-                    let fresh =
-                        written.next_revision == basis.next_revision() + events.len() as u64;
+                    let fresh = !written.repeated
+                        && written.next_revision == basis.next_revision() + events.len() as u64;
                     let outcome = CommandOutcome {
                         events,
                         last_revision: written.next_revision.checked_sub(1),
@@ -497,9 +497,10 @@ where
                         }
                         return Ok(outcome);
                     }
-                    // Not written after `basis`: the store took the batch for an earlier append
-                    // of the same event ids, which only a command with the same idempotency key
-                    // writes. Its original events are in the stream, not necessarily ours.
+                    // Not written now, or not after `basis`: the store took the batch for an
+                    // earlier append of the same event ids, which only a command with the same
+                    // idempotency key writes (maybe one racing this one). Its original events
+                    // are in the stream, not necessarily ours.
                     let read = self.load_basis(stream, key, false).await?;
                     return Ok(match read.original {
                         Some(original) => self.replay(stream, read.basis, original),

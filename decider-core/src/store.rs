@@ -40,6 +40,10 @@ pub struct AppendResult {
     pub next_revision: u64,
     /// Global position of the last event written.
     pub position: Position,
+    /// Whether the batch was an exact repeat of an earlier append (a retry after a lost reply,
+    /// or two requests racing with the same idempotency key), whose result this is: nothing was
+    /// written now.
+    pub repeated: bool,
 }
 
 impl AppendResult {
@@ -217,7 +221,8 @@ impl<T> Subscription for T where
 ///   stream and refuses a mismatch with [`StoreError::WrongExpectedVersion`] carrying the actual
 ///   version. Appending a batch that is exactly an earlier successful append to the same stream
 ///   (the same event ids, in the same order, no more and no fewer) returns that append's
-///   original result whatever `expected` says: an idempotent retry after a lost reply. Any other
+///   original result whatever `expected` says, marked [`repeated`](AppendResult::repeated): an
+///   idempotent retry after a lost reply. Any other
 ///   batch reusing an event id is [`StoreError::InvalidInput`]; so is an empty batch. A store
 ///   that cannot check every id (EventStoreDB checks them only for a retry at the original
 ///   `expected`) says so through [`checks_reused_ids`](Self::checks_reused_ids).

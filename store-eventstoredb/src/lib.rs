@@ -386,7 +386,8 @@ impl EventStore for EventStoreDbStore {
         // The server answers an idempotent re-append without a position, which the client
         // reports as 0/0 (where no event of a real log lies): the position is that of the last
         // event written back then.
-        let position = if written.position == kurrentdb::Position::start() {
+        let repeated = written.position == kurrentdb::Position::start();
+        let position = if repeated {
             let mut at = std::pin::pin!(self.read_stream(
                 stream,
                 StreamFrom::Revision(last),
@@ -407,6 +408,7 @@ impl EventStore for EventStoreDbStore {
         Ok(AppendResult {
             next_revision: last + 1,
             position,
+            repeated,
         })
     }
 

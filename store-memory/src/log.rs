@@ -102,6 +102,7 @@ impl Log {
         Ok(AppendResult {
             next_revision: revisions.len() as u64,
             position: position_of(self.events.len() - 1),
+            repeated: false,
         })
     }
 
@@ -136,6 +137,7 @@ impl Log {
                 Ok(Some(AppendResult {
                     next_revision: last.revision + 1,
                     position: last.position,
+                    repeated: true,
                 }))
             }
             _ => Err(StoreError::InvalidInput(format!(
@@ -202,7 +204,13 @@ mod tests {
         let again = log
             .append(&s, ExpectedVersion::NoStream, batch, SystemTime::UNIX_EPOCH)
             .unwrap();
-        assert_eq!(again, first);
+        assert_eq!(
+            again,
+            AppendResult {
+                repeated: true,
+                ..first
+            }
+        );
         assert_eq!(log.len(), 3);
     }
 

@@ -75,6 +75,7 @@ impl Model {
         let result = AppendResult {
             next_revision: self.streams[stream].len() as u64,
             position: Position::new(n, n),
+            repeated: false,
         };
         self.batches.push((stream, ids, result));
         Some(result)
@@ -133,8 +134,11 @@ async fn run(ops: Vec<Op>) {
                 let got = store.append(&name(stream), expected, batch(&ids)).await;
                 assert_eq!(
                     got,
-                    Ok(original),
-                    "a repeated batch returns its original result"
+                    Ok(AppendResult {
+                        repeated: true,
+                        ..original
+                    }),
+                    "a repeated batch returns its original result, marked repeated"
                 );
             }
         }

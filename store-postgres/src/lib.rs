@@ -462,6 +462,7 @@ impl EventStore for PostgresStore {
                     return Ok(AppendResult {
                         next_revision: (first as u64) + events.len() as u64,
                         position: Position::new(last.0 as u64, last.1 as u64),
+                        repeated: false,
                     });
                 }
                 Ok(_) => {}
@@ -517,11 +518,13 @@ impl EventStore for PostgresStore {
                 Ok(AppendResult {
                     next_revision: next as u64,
                     position: position()?,
+                    repeated: false,
                 })
             }
             ("repeat", Some(next)) => Ok(AppendResult {
                 next_revision: next as u64,
                 position: position()?,
+                repeated: true,
             }),
             ("conflict", next) => Err(StoreError::WrongExpectedVersion {
                 stream: stream.clone(),

@@ -310,11 +310,14 @@ async fn client(task: usize, server: Arc<Server>, accounts: Arc<Vec<Account>>) -
             // Both see the same outcome, unless a refusal (writes nothing) came before a
             // change elsewhere let the other go through.
             if first.0 == second.0 && first.0 < 300 {
-                // One write: the same id at the same position. (`replayed` may say false on
-                // both when the two raced to the same append: the store accepts the repeat of
-                // an identical batch without saying it was one.)
+                // One write, at one position, and exactly one of the two says it made it.
                 assert_eq!(first.1["id"], second.1["id"]);
                 assert_eq!(first.1["position"], second.1["position"]);
+                let replays = [&first, &second]
+                    .iter()
+                    .filter(|answer| answer.1["replayed"] == true)
+                    .count();
+                assert_eq!(replays, 1, "{path}: {first:?} {second:?}");
             } else if first.0 != second.0 {
                 let statuses = [first.0.min(second.0), first.0.max(second.0)];
                 assert!(

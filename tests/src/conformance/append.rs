@@ -5,7 +5,7 @@
 //! stream, the expectation and the stream's actual last revision (`None` when it does not exist),
 //! and must write nothing; every check reads the stream back to see that.
 
-use decider_core::{EventStore, ExpectedVersion, StoreError};
+use decider_core::{AppendResult, EventStore, ExpectedVersion, StoreError};
 
 use super::support::{
     append, assert_invalid_input, assert_positions_increase, assert_stream_holds,
@@ -247,12 +247,17 @@ pub async fn append_retried_with_the_same_expectation_returns_the_original_resul
     let mut results = Vec::new();
     for (expected, batch) in &appends {
         let result = append(&store, &stream, *expected, batch).await;
+        assert!(
+            !result.repeated,
+            "a first append is marked repeated: {result:?}"
+        );
         written.extend(batch.iter().cloned());
         let retried = try_append(&store, &stream, *expected, batch).await;
         assert_eq!(
             retried,
-            Ok(result),
-            "a retry of the append expecting {expected} did not return the original result"
+            Ok(repeat_of(result)),
+            "a retry of the append expecting {expected} did not return the original result, \
+             marked repeated"
         );
         assert_stream_holds(&store, &stream, &written).await;
         results.push(result);
@@ -261,7 +266,7 @@ pub async fn append_retried_with_the_same_expectation_returns_the_original_resul
         let retried = try_append(&store, &stream, *expected, batch).await;
         assert_eq!(
             retried,
-            Ok(result),
+            Ok(repeat_of(result)),
             "a late retry of the append expecting {expected} did not return the original result"
         );
     }
@@ -301,7 +306,7 @@ pub async fn append_retried_with_a_stale_or_current_exact_version_returns_the_or
         let retried = try_append(&store, &stream, expected, batch).await;
         assert_eq!(
             retried,
-            Ok(original),
+            Ok(repeat_of(original)),
             "a retry of a batch expecting the {kind} {expected} did not return the batch's \
              original result"
         );
@@ -504,4 +509,12 @@ pub async fn append_with_duplicate_ids_in_one_batch_is_invalid_input<S: EventSto
         &format!("an append to {stream} of one new id twice"),
     );
     assert_stream_holds(&store, &stream, &written).await;
+}
+
+/// `original` as a repeat of its append returns it.
+fn repeat_of(original: AppendResult) -> AppendResult {
+    AppendResult {
+        repeated: true,
+        ..original
+    }
 }

@@ -277,17 +277,29 @@ pub async fn concurrent_retries_of_one_batch_write_it_once<S: EventStore + Clone
             tokio::spawn(async move { try_append(&store, &stream, expected, &batch).await })
         });
         let results: Vec<_> = join_all(retries.map(join)).await;
-        let first = results[0].clone().unwrap_or_else(|error| {
-            panic!("a retry of a batch to the new stream {stream} was refused: {error}")
-        });
+        let results: Vec<AppendResult> = results
+            .into_iter()
+            .map(|result| {
+                result.unwrap_or_else(|error| {
+                    panic!("a retry of a batch to the new stream {stream} was refused: {error}")
+                })
+            })
+            .collect();
+        let first = results[0];
         assert_eq!(first.next_revision, 3, "next_revision of the batch");
         for result in &results {
             assert_eq!(
-                result,
-                &Ok(first),
+                (result.next_revision, result.position),
+                (first.next_revision, first.position),
                 "racing retries of one batch to {stream} got different answers"
             );
         }
+        let written = results.iter().filter(|result| !result.repeated).count();
+        assert_eq!(
+            written, 1,
+            "exactly one of the racing appends of one batch to {stream} is not marked repeated: \
+             {results:?}"
+        );
         assert_eq!(
             recorded_ids(&read_forward(&store, &stream).await),
             ids(&batch),
