@@ -150,7 +150,7 @@ pub async fn append_with_exact_version_refuses_a_new_stream<S: EventStore + Clon
 }
 
 /// A batch gets contiguous revisions after the stream's last one and strictly increasing
-/// positions after every earlier event, and the [`AppendResult`](decider_core::AppendResult)
+/// positions after every earlier event, and the [`AppendResult`]
 /// matches what is read back.
 pub async fn append_writes_a_batch_at_contiguous_revisions_and_increasing_positions<
     S: EventStore + Clone,
