@@ -3,10 +3,9 @@
 //! It is a projection over the requests of transfers. For each, it loads the transfer, asks
 //! [`next_step`] what comes next, sends that account command, records the outcome on the
 //! transfer, and goes on until the transfer waits for nothing; the checkpoint moves past the
-//! request only then. Delivery is at
-//! least once (a crash between two steps redelivers the batch), so every command carries an
-//! idempotency key of the transfer id and the step: a step that already happened is answered
-//! from the stream, never done twice.
+//! request only then. Delivery is at least once (a crash between two steps redelivers the
+//! batch), so every command carries an idempotency key of the transfer id and the step: a step
+//! that already happened is answered from the stream, never done twice.
 //!
 //! Two managers must not drive one transfer at the same time (one could record a refused debit
 //! while the other's retry of it succeeds); the application runs one per store, behind a lease
@@ -20,14 +19,14 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::account::Account;
 use crate::transfer::{
-    StepOutcome, Transfer, TransferCommand, TransferError, TransferId, TransferState, next_step,
-    waiting_for,
+    NextStep, StepOutcome, Transfer, TransferCommand, TransferError, TransferId, TransferState,
+    next_step,
 };
 
 /// How many transfers one manager drives at once.
 const CONCURRENT_TRANSFERS: usize = 32;
 
-/// The process manager; an [`EventHandler`] for a runner over the `transfer` category.
+/// The process manager; an [`EventHandler`] for a runner over the transfers' `Requested` events.
 #[derive(Debug)]
 pub struct TransferProcess<S: EventStore> {
     accounts: Arc<CommandHandler<Account, S>>,
@@ -50,8 +49,11 @@ impl<S: EventStore> TransferProcess<S> {
     async fn drive(&self, transfer: TransferId, cause: &RecordedEvent) -> Result<(), Halt> {
         let stream = transfer.stream();
         let mut state = self.load(transfer).await?;
-        while let (Some((account, command)), Some(step)) =
-            (next_step(&state, transfer), waiting_for(&state))
+        while let Some(NextStep {
+            step,
+            account,
+            command,
+        }) = next_step(&state, transfer)
         {
             let key = format!("{transfer}/{step:?}");
             let metadata = |key: String| Metadata {

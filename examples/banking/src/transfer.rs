@@ -297,12 +297,20 @@ impl Decider for Transfer {
     }
 }
 
-/// The account command a transfer in `state` waits for, and the account it goes to; `None` when
-/// it waits for nothing (not requested, completed or failed).
-pub fn next_step(
-    state: &TransferState,
-    transfer: TransferId,
-) -> Option<(AccountId, AccountCommand)> {
+/// What a transfer waits for: a step, as a command to an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextStep {
+    /// The step.
+    pub step: Step,
+    /// The account that takes it.
+    pub account: AccountId,
+    /// The command that is the step.
+    pub command: AccountCommand,
+}
+
+/// What transfer `transfer` in `state` waits for; `None` when it waits for nothing (not
+/// requested, completed or failed).
+pub fn next_step(state: &TransferState, transfer: TransferId) -> Option<NextStep> {
     let TransferState::InProgress { request, next, .. } = state else {
         return None;
     };
@@ -312,7 +320,7 @@ pub fn next_step(
         amount,
         currency,
     } = *request;
-    Some(match next {
+    let (account, command) = match next {
         Step::Debit => (
             from,
             AccountCommand::DebitTransfer {
@@ -333,15 +341,12 @@ pub fn next_step(
         ),
         Step::Settle => (from, AccountCommand::SettleTransfer { transfer }),
         Step::Refund => (from, AccountCommand::RefundTransfer { transfer }),
+    };
+    Some(NextStep {
+        step: *next,
+        account,
+        command,
     })
-}
-
-/// The step a transfer in `state` waits for.
-pub fn waiting_for(state: &TransferState) -> Option<Step> {
-    match state {
-        TransferState::InProgress { next, .. } => Some(*next),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
@@ -402,7 +407,8 @@ mod specs {
             (Step::Credit, TransferEvent::Credited),
             (Step::Settle, TransferEvent::Completed),
         ] {
-            assert_eq!(waiting_for(&state_after(history.clone())), Some(step));
+            let waiting = next_step(&state_after(history.clone()), T);
+            assert_eq!(waiting.map(|next| next.step), Some(step));
             spec(Transfer)
                 .given(history.clone())
                 .when(record(step, Ok(())))
@@ -449,7 +455,11 @@ mod specs {
         ];
         assert_eq!(
             next_step(&state_after(history.clone()), T),
-            Some((ADA, AccountCommand::RefundTransfer { transfer: T }))
+            Some(NextStep {
+                step: Step::Refund,
+                account: ADA,
+                command: AccountCommand::RefundTransfer { transfer: T }
+            })
         );
         spec(Transfer)
             .given(history.clone())
@@ -497,20 +507,25 @@ mod specs {
         let debited = state_after([TransferEvent::Requested(request()), TransferEvent::Debited]);
         assert_eq!(
             next_step(&debited, T),
-            Some((
-                BOB,
-                AccountCommand::CreditTransfer {
+            Some(NextStep {
+                step: Step::Credit,
+                account: BOB,
+                command: AccountCommand::CreditTransfer {
                     transfer: T,
                     amount: request().amount,
                     currency: request().currency,
                     from: ADA,
                 }
-            ))
+            })
         );
         let requested = state_after([TransferEvent::Requested(request())]);
         assert!(matches!(
             next_step(&requested, T),
-            Some((ADA, AccountCommand::DebitTransfer { .. }))
+            Some(NextStep {
+                step: Step::Debit,
+                account: ADA,
+                command: AccountCommand::DebitTransfer { .. }
+            })
         ));
     }
 }
