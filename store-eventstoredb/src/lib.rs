@@ -455,12 +455,12 @@ impl EventStore for EventStoreDbStore {
                 StreamPosition::Position(to_client_position(after))
             }),
         );
+        // No `max_count`: the adapter skips events the server counts (the one at `after`, the
+        // server's own `$` streams, those the prefix filter lets through but ours does not),
+        // so a server-side count would return fewer than `limit` with more to come. The adapter
+        // counts, and dropping the read ends it.
         if let Some(server) = server_filter(filter) {
             options = options.filter(server);
-        } else if let Some(limit) = limit {
-            // Unfiltered, the server's count is ours, plus the event at `after`, which the
-            // server includes and the adapter skips.
-            options = options.max_count(limit_to_count(Some(limit.saturating_add(1))));
         }
         let client = self.client();
         let open = async move { client.read_all(&options).await };

@@ -238,3 +238,38 @@ async fn a_tls_connection_string_works_without_the_application_installing_a_cryp
     );
     assert_eq!(double.event_count(), 0);
 }
+
+/// The server's own `$` streams are in `$all` but never returned from it: a limited read
+/// counts only what it returns, so it is not cut short by events it hides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limited_read_of_all_is_not_cut_short_by_hidden_system_events() {
+    let double = ProtocolDouble::start();
+    let store = EventStoreDbStore::connect(&double.url()).await.unwrap();
+    let system = StreamId::new("$stats-127.0.0.1:2113").unwrap();
+    let ours = stream();
+    store
+        .append(
+            &system,
+            ExpectedVersion::Any,
+            (0..3)
+                .map(|_| EventData::json("$statsCollected", "{}"))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    store
+        .append(
+            &ours,
+            ExpectedVersion::NoStream,
+            (0..2).map(|_| EventData::json("A", "{}")).collect(),
+        )
+        .await
+        .unwrap();
+    let read: Vec<_> = store
+        .read_all(None, Some(2), &decider_core::EventFilter::all())
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 2, "{read:#?}");
+    assert!(read.iter().all(|event| event.stream == ours));
+}
