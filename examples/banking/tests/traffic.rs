@@ -347,14 +347,20 @@ async fn client(task: usize, server: Arc<Server>, accounts: Arc<Vec<Account>>) -
     tally
 }
 
-/// Sends a POST the way a careful client does: a 409 (conflict after the server's retries) is
-/// sent again with the same key.
+/// Sends a POST the way a careful client does: a 409 (conflict after the server's retries) or
+/// a 503 (the store failed, perhaps after committing) is sent again with the same key, which
+/// makes the retry safe.
 async fn send(server: &Server, path: &str, body: &Value, key: &str) -> support::Answer {
     for _ in 0..10 {
         let answer = server.post(path, body.clone(), Some(key)).await;
-        if answer.0 != 409 {
-            return answer;
+        match answer.0 {
+            409 => {}
+            503 => {
+                eprintln!("{path} {key}: {answer:?}; sending it again");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            _ => return answer,
         }
     }
-    panic!("{path}: still conflicting after 10 attempts");
+    panic!("{path}: still refused after 10 attempts");
 }
