@@ -12,6 +12,13 @@ use decider_store_eventstoredb::EventStoreDbStore;
 use futures::{StreamExt, TryStreamExt};
 use uuid::Uuid;
 
+/// A fresh double and a store connected to it.
+async fn started() -> (ProtocolDouble, EventStoreDbStore) {
+    let double = ProtocolDouble::start();
+    let store = EventStoreDbStore::connect(&double.url()).await.unwrap();
+    (double, store)
+}
+
 fn stream() -> StreamId {
     StreamId::new(format!("fault-{}", Uuid::new_v4().simple())).unwrap()
 }
@@ -26,8 +33,7 @@ async fn read(store: &EventStoreDbStore, stream: &StreamId) -> Vec<decider_core:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_double_stopped_mid_subscription_ends_it_with_unavailable_and_the_next_call_works() {
-    let double = ProtocolDouble::start();
-    let store = EventStoreDbStore::connect(&double.url()).await.unwrap();
+    let (double, store) = started().await;
     let stream = stream();
     store
         .append(
@@ -66,8 +72,7 @@ async fn a_double_stopped_mid_subscription_ends_it_with_unavailable_and_the_next
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_double_stopped_mid_append_gives_unavailable_and_writes_nothing() {
-    let double = ProtocolDouble::start();
-    let store = EventStoreDbStore::connect(&double.url()).await.unwrap();
+    let (double, store) = started().await;
     let stream = stream();
     store
         .append(
@@ -113,8 +118,7 @@ async fn a_double_stopped_mid_append_gives_unavailable_and_writes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_whose_reply_was_lost_is_retried_idempotently_after_a_restart() {
-    let double = ProtocolDouble::start();
-    let store = EventStoreDbStore::connect(&double.url()).await.unwrap();
+    let (double, store) = started().await;
     let stream = stream();
     let batch = vec![EventData::json("A", "{}"), EventData::json("B", "{}")];
 
@@ -176,8 +180,7 @@ async fn a_store_made_while_the_double_is_down_works_once_it_is_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_and_binary_payloads_and_metadata_round_trip() {
-    let double = ProtocolDouble::start();
-    let store = EventStoreDbStore::connect(&double.url()).await.unwrap();
+    let (_double, store) = started().await;
     let stream = stream();
     let metadata = Metadata::default()
         .with_correlation_id(Uuid::new_v4())
@@ -243,8 +246,7 @@ async fn a_tls_connection_string_works_without_the_application_installing_a_cryp
 /// counts only what it returns, so it is not cut short by events it hides.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_limited_read_of_all_is_not_cut_short_by_hidden_system_events() {
-    let double = ProtocolDouble::start();
-    let store = EventStoreDbStore::connect(&double.url()).await.unwrap();
+    let (_double, store) = started().await;
     let system = StreamId::new("$stats-127.0.0.1:2113").unwrap();
     let ours = stream();
     store

@@ -14,7 +14,7 @@ use decider_core::projection::{
 };
 use decider_core::{
     Codec, CommandHandler, CommandOutcome, Decider, Direction, EventFilter, EventStore,
-    HandlerError, Loaded, Metadata, Position, RetryPolicy, StoreError, StreamFrom,
+    HandlerError, Loaded, Metadata, Position, RecordedEvent, RetryPolicy, StoreError, StreamFrom,
     SubscriptionMessage,
 };
 use decider_store_eventstoredb::EventStoreDbStore;
@@ -254,13 +254,25 @@ impl<S: EventStore + Clone, R: ReadModels> Bank<S, R> {
     /// Whether account `id` was ever opened: whether its stream has a first event (always its
     /// opening), which costs one short read however long the stream.
     async fn exists(&self, id: AccountId) -> Result<bool, BankError> {
-        let mut first = std::pin::pin!(self.store.read_stream(
-            &id.stream(),
-            StreamFrom::Start,
-            Direction::Forward,
-            Some(1)
-        ));
-        Ok(first.try_next().await?.is_some())
+        let first = self
+            .edge_event(id, StreamFrom::Start, Direction::Forward)
+            .await?;
+        Ok(first.is_some())
+    }
+
+    /// The first (`Start`, `Forward`) or last (`End`, `Backward`) event of account `id`.
+    async fn edge_event(
+        &self,
+        id: AccountId,
+        from: StreamFrom,
+        direction: Direction,
+    ) -> Result<Option<RecordedEvent>, BankError> {
+        let mut events =
+            std::pin::pin!(
+                self.store
+                    .read_stream(&id.stream(), from, direction, Some(1))
+            );
+        Ok(events.try_next().await?)
     }
 
     /// Where transfer `id` is, read from its stream; with `wait`, follows the stream up to that
@@ -338,13 +350,10 @@ impl<S: EventStore + Clone, R: ReadModels> Bank<S, R> {
         id: AccountId,
         timeout: Duration,
     ) -> Result<AccountView, BankError> {
-        let mut last = std::pin::pin!(self.store.read_stream(
-            &id.stream(),
-            StreamFrom::End,
-            Direction::Backward,
-            Some(1)
-        ));
-        let Some(last) = last.try_next().await? else {
+        let last = self
+            .edge_event(id, StreamFrom::End, Direction::Backward)
+            .await?;
+        let Some(last) = last else {
             return Err(BankError::AccountNotFound);
         };
         let consistency = Consistency {
@@ -530,13 +539,8 @@ pub fn in_memory() -> Running<MemoryStore, MemoryReadModels> {
     in_memory_on(MemoryStore::new())
 }
 
-/// A bank on `store`, with in-memory read models.
-pub fn in_memory_on(store: MemoryStore) -> Running<MemoryStore, MemoryReadModels> {
-    in_memory_read_models(store)
-}
-
 /// A bank on `store` with read models, checkpoints and dead letters in memory.
-fn in_memory_read_models<S: EventStore + Clone>(store: S) -> Running<S, MemoryReadModels> {
+pub fn in_memory_on<S: EventStore + Clone>(store: S) -> Running<S, MemoryReadModels> {
     let read_models = MemoryReadModels::new();
     Running::start(
         store,
@@ -565,9 +569,7 @@ fn in_memory_read_models<S: EventStore + Clone>(store: S) -> Running<S, MemoryRe
 pub async fn on_eventstoredb(
     url: &str,
 ) -> Result<Running<EventStoreDbStore, MemoryReadModels>, StoreError> {
-    Ok(in_memory_read_models(
-        EventStoreDbStore::connect(url).await?,
-    ))
+    Ok(in_memory_on(EventStoreDbStore::connect(url).await?))
 }
 
 /// A bank on PostgreSQL: events, read models, checkpoints and dead letters in `options.schema`

@@ -241,12 +241,7 @@ impl ReadModels for PgReadModels {
             .query(&self.statements.ledger, &[&id.0])
             .await
             .map_err(|error| store_error(&error))?;
-        rows.iter()
-            .map(|row| ledger_entry(row).map_err(|error| store_error(&error)))
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| StoreError::Backend("unknown movement kind in the ledger".into()))
+        rows.iter().map(ledger_entry).collect()
     }
 
     async fn position(&self) -> Result<Option<Position>, StoreError> {
@@ -254,19 +249,27 @@ impl ReadModels for PgReadModels {
     }
 }
 
-fn ledger_entry(row: &Row) -> Result<Option<LedgerEntry>, tokio_postgres::Error> {
-    let Some(kind) = MovementKind::from_name(row.try_get(1)?) else {
-        return Ok(None);
-    };
-    Ok(Some(LedgerEntry {
-        revision: row.try_get::<_, i64>(0)? as u64,
+fn ledger_entry(row: &Row) -> Result<LedgerEntry, StoreError> {
+    let column = |error: tokio_postgres::Error| store_error(&error);
+    let kind: &str = row.try_get(1).map_err(column)?;
+    let kind = MovementKind::from_name(kind).ok_or_else(|| {
+        StoreError::Backend(format!("unknown movement kind {kind:?} in the ledger"))
+    })?;
+    Ok(LedgerEntry {
+        revision: row.try_get::<_, i64>(0).map_err(column)? as u64,
         kind,
-        amount: row.try_get(2)?,
-        balance: row.try_get(3)?,
-        transfer: row.try_get::<_, Option<Uuid>>(4)?.map(TransferId),
-        counterparty: row.try_get::<_, Option<Uuid>>(5)?.map(AccountId),
-        recorded_at_ms: row.try_get::<_, i64>(6)? as u64,
-    }))
+        amount: row.try_get(2).map_err(column)?,
+        balance: row.try_get(3).map_err(column)?,
+        transfer: row
+            .try_get::<_, Option<Uuid>>(4)
+            .map_err(column)?
+            .map(TransferId),
+        counterparty: row
+            .try_get::<_, Option<Uuid>>(5)
+            .map_err(column)?
+            .map(AccountId),
+        recorded_at_ms: row.try_get::<_, i64>(6).map_err(column)? as u64,
+    })
 }
 
 /// Account views as columns, for one `unnest` upsert.
