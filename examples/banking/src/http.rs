@@ -536,8 +536,14 @@ pub fn transfer_view(
 async fn health<S: EventStore + Clone, R: ReadModels>(
     State(bank): State<Arc<Bank<S, R>>>,
 ) -> Response {
-    let projections: Vec<_> = bank
-        .projections()
+    let statuses = bank.projections();
+    let failed = statuses.iter().any(|status| {
+        matches!(
+            status.state,
+            decider_core::projection::RunnerState::Failed { .. }
+        )
+    });
+    let projections: Vec<_> = statuses
         .into_iter()
         .map(|status| {
             json!({
@@ -548,12 +554,6 @@ async fn health<S: EventStore + Clone, R: ReadModels>(
             })
         })
         .collect();
-    let failed = bank.projections().iter().any(|status| {
-        matches!(
-            status.state,
-            decider_core::projection::RunnerState::Failed { .. }
-        )
-    });
     match bank.check_store().await {
         Ok(head) if !failed => Json(json!({
             "status": "ok",
