@@ -29,6 +29,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod connect;
 mod error;
 mod json;
 mod live;
@@ -38,22 +39,20 @@ mod snapshots;
 mod sql;
 
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
-
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use decider_core::{
-    AppendResult, ContentType, Direction, EventData, EventFilter, EventStore, EventStream,
-    ExpectedVersion, Position, StoreError, StreamFrom, StreamId, Subscription,
-};
-use tokio_postgres::NoTls;
 
 use crate::error::{from_pg, from_pool};
 use crate::json::JsonText;
 use crate::live::Live;
 use crate::projection::ProjectionQueries;
+use deadpool_postgres::Pool;
+use decider_core::{
+    AppendResult, ContentType, Direction, EventData, EventFilter, EventStore, EventStream,
+    ExpectedVersion, Position, StoreError, StreamFrom, StreamId, Subscription,
+};
 
+pub use crate::connect::ConnectionSettings;
 pub use crate::error::{from_pg as store_error, from_pool as pool_error};
 pub use crate::projection::{
     PgCheckpoints, PgDeadLetters, PgLeases, PgTransactionalSink, TransactionalHandler, handle_error,
@@ -102,8 +101,9 @@ pub struct PostgresStore {
 
 struct Shared {
     pool: Pool,
-    /// The connection settings, when known: leases open connections of their own.
-    config: Option<tokio_postgres::Config>,
+    /// The settings of connections outside the pool, when known (leases open connections of
+    /// their own), with the store's `application_name`.
+    settings: Option<ConnectionSettings>,
     schema: String,
     queries: Queries,
     projection_queries: ProjectionQueries,
@@ -142,43 +142,39 @@ impl PostgresStore {
     }
 
     /// Connects to the database at `url` with `options`, and checks that it answers.
+    ///
+    /// Every connection the store opens names the schema in its `application_name`
+    /// (`decider:<schema>`, with `:listen` or `:lease:<projection>` for those outside the
+    /// pool), unless the URL sets one.
     pub async fn connect_with(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
-        let config = tokio_postgres::Config::from_str(url)
-            .map_err(|e| StoreError::InvalidInput(format!("bad PostgreSQL URL: {e}")))?;
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(options.pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(options.pool_timeout))
-            .create_timeout(Some(options.pool_timeout))
-            .build()
-            .map_err(|e| StoreError::InvalidInput(format!("cannot build the pool: {e}")))?;
-        let store = Self::build(pool, Some(config), options)?;
+        let settings = ConnectionSettings::from_url(url)?;
+        let settings = settings.named(&connect::application_name(&settings, &options.schema));
+        let pool = settings.pool(options.pool_size, options.pool_timeout)?;
+        let store = Self::build(pool, Some(settings), options)?;
         // Fail now, with the reason, rather than at the first append.
         drop(store.shared.pool.get().await.map_err(from_pool)?);
         Ok(store)
     }
 
-    /// A store on an existing pool. `listen` is the configuration for connections outside the
-    /// pool: the one that listens for appends, and projection leases. Without it, live
+    /// A store on an existing pool (one with a TLS connector of your own, say). `settings`
+    /// are for the connections outside the pool: the one that listens for appends, and
+    /// projection leases; build them with the same TLS settings as the pool. Without them, live
     /// subscriptions only poll and [`leases`](Self::leases) are not available.
     pub fn with_pool(
         pool: Pool,
-        listen: Option<tokio_postgres::Config>,
+        settings: Option<ConnectionSettings>,
         options: PostgresOptions,
     ) -> Result<Self, StoreError> {
-        Self::build(pool, listen, options)
+        let settings = settings.map(|settings| {
+            let name = connect::application_name(&settings, &options.schema);
+            settings.named(&name)
+        });
+        Self::build(pool, settings, options)
     }
 
     fn build(
         pool: Pool,
-        listen: Option<tokio_postgres::Config>,
+        settings: Option<ConnectionSettings>,
         options: PostgresOptions,
     ) -> Result<Self, StoreError> {
         let schema = options.schema.clone();
@@ -201,11 +197,15 @@ impl PostgresStore {
             save_snapshot: sql::in_schema(sql::SAVE_SNAPSHOT, &quoted),
             load_snapshot: sql::in_schema(sql::LOAD_SNAPSHOT, &quoted),
         };
-        let live = Live::new(format!("{schema}.events"), listen.clone());
+        let listen = settings.as_ref().map(|settings| {
+            let name = settings.config().get_application_name().unwrap_or_default();
+            settings.named(&format!("{name}:listen"))
+        });
+        let live = Live::new(format!("{schema}.events"), listen);
         Ok(Self {
             shared: Arc::new(Shared {
                 pool,
-                config: listen,
+                settings,
                 schema,
                 queries,
                 projection_queries: ProjectionQueries::new(&quoted),

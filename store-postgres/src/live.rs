@@ -17,8 +17,9 @@ use deadpool_postgres::Pool;
 use futures::StreamExt;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
+use crate::connect::ConnectionSettings;
 use crate::sql;
 
 /// Wait before reconnecting a listener whose connection failed.
@@ -32,7 +33,7 @@ const MIN_NOTIFY_INTERVAL: Duration = Duration::from_millis(1);
 
 pub(crate) struct Live {
     channel: String,
-    listen: Option<tokio_postgres::Config>,
+    listen: Option<ConnectionSettings>,
     /// Bumped on every notification of another store, every append of this process, and every
     /// listener (re)connection: what `$all` subscriptions wait on.
     wake: watch::Sender<u64>,
@@ -57,7 +58,7 @@ impl Drop for AbortOnDrop {
 }
 
 impl Live {
-    pub(crate) fn new(channel: String, listen: Option<tokio_postgres::Config>) -> Self {
+    pub(crate) fn new(channel: String, listen: Option<ConnectionSettings>) -> Self {
         Self {
             channel,
             listen,
@@ -130,10 +131,10 @@ impl Live {
     }
 
     fn listen(&self) {
-        if let Some(config) = &self.listen {
+        if let Some(settings) = &self.listen {
             self.listener.get_or_init(|| {
                 let task = tokio::spawn(listen_loop(
-                    config.clone(),
+                    settings.clone(),
                     self.channel.clone(),
                     self.origin.clone(),
                     [self.wake.clone(), self.remote.clone()],
@@ -167,7 +168,7 @@ async fn notify_loop(pool: Pool, channel: String, origin: String, pending: Arc<N
 }
 
 async fn listen_loop(
-    config: tokio_postgres::Config,
+    settings: ConnectionSettings,
     channel: String,
     origin: String,
     wakes: [watch::Sender<u64>; 2],
@@ -178,7 +179,7 @@ async fn listen_loop(
         }
     };
     loop {
-        match config.connect(NoTls).await {
+        match settings.connect().await {
             Ok((client, mut connection)) => {
                 let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
                 let wake_on_messages = async {

@@ -11,11 +11,11 @@ use decider_core::projection::{
 };
 use decider_core::{Position, RecordedEvent, StoreError, StreamId};
 use tokio::sync::watch;
-use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use crate::PostgresStore;
+use crate::connect::ConnectionSettings;
 use crate::error::{from_pg, from_pool};
 use crate::sql;
 
@@ -159,7 +159,7 @@ impl PostgresStore {
     /// Leases held as advisory locks on dedicated connections, so that one runner per projection
     /// is active across processes. Needs the connection settings the store was made with.
     pub fn leases(&self) -> Result<PgLeases, StoreError> {
-        let config = self.shared.config.clone().ok_or_else(|| {
+        let settings = self.shared.settings.clone().ok_or_else(|| {
             StoreError::InvalidInput(
                 "leases need a dedicated connection; build the store with connect() or give \
                  with_pool() the connection settings"
@@ -167,7 +167,7 @@ impl PostgresStore {
             )
         })?;
         Ok(PgLeases {
-            config,
+            settings,
             schema: self.shared.schema.clone(),
         })
     }
@@ -291,15 +291,22 @@ impl DeadLetterStore for PgDeadLetters {
 /// over.
 #[derive(Debug, Clone)]
 pub struct PgLeases {
-    config: tokio_postgres::Config,
+    settings: ConnectionSettings,
     schema: String,
 }
 
 impl Lease for PgLeases {
     async fn acquire(&self, projection: &str) -> Result<LeaseGuard, StoreError> {
-        let mut config = self.config.clone();
-        config.application_name(format!("decider-lease:{projection}"));
-        let (client, connection) = config.connect(NoTls).await.map_err(|e| from_pg(&e))?;
+        let name = self
+            .settings
+            .config()
+            .get_application_name()
+            .unwrap_or_default();
+        let (client, connection) = self
+            .settings
+            .named(&format!("{name}:lease:{projection}"))
+            .connect()
+            .await?;
         let (lost, watch_lost) = watch::channel(false);
         tokio::spawn(async move {
             if let Err(error) = connection.await {
