@@ -742,3 +742,305 @@ async fn a_saga_redelivered_from_the_start_sends_each_command_once_in_effect() {
             .all(|e| e.metadata.causation_id.is_some())
     );
 }
+
+// --- faults are weather -------------------------------------------------------------------
+
+/// A lease that the test can make fail (to be taken) and lose (once held), counting how often
+/// it was taken.
+#[derive(Default)]
+struct FlakyLease {
+    /// Refuse this many more acquisitions, as if the lease's database were away.
+    refuse: AtomicU64,
+    taken: AtomicU64,
+    holder: Mutex<Option<tokio::sync::watch::Sender<bool>>>,
+}
+
+impl FlakyLease {
+    /// Loses the lease held now, as a dropped lease connection would.
+    fn lose(&self) {
+        if let Some(holder) = self.holder.lock().unwrap().take() {
+            holder.send_replace(true);
+        }
+    }
+}
+
+/// What a runner holds of a [`FlakyLease`] (a lease must be `'static`).
+struct Flaky(Arc<FlakyLease>);
+
+impl Lease for Flaky {
+    async fn acquire(&self, _projection: &str) -> Result<LeaseGuard, StoreError> {
+        let this = &self.0;
+        if this
+            .refuse
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StoreError::Unavailable("the lease database is away".into()));
+        }
+        this.taken.fetch_add(1, Ordering::SeqCst);
+        let (holder, lost) = tokio::sync::watch::channel(false);
+        *this.holder.lock().unwrap() = Some(holder);
+        Ok(LeaseGuard::new(lost, ()))
+    }
+}
+
+/// Polls `status` until `done` holds, remembering every state seen on the way.
+async fn watch_states(
+    status: &StatusHandle,
+    done: impl Fn(&ProjectionStatus) -> bool,
+) -> Vec<RunnerState> {
+    let mut seen = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let now = status.get();
+            if seen.last() != Some(&now.state) {
+                seen.push(now.state.clone());
+            }
+            assert!(
+                !matches!(now.state, RunnerState::Failed { .. }),
+                "a fault failed the runner: {seen:?}"
+            );
+            if done(&now) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("not there in time; states seen: {seen:?}"));
+    seen
+}
+
+fn reconnecting(states: &[RunnerState], because: &str) -> Option<u32> {
+    states.iter().find_map(|state| match state {
+        RunnerState::Reconnecting {
+            attempts,
+            last_error,
+            ..
+        } if last_error.contains(because) => Some(*attempts),
+        _ => None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_is_taken_again_and_the_run_resumes_from_the_checkpoint() {
+    let store = MemoryStore::new();
+    fill(&store, 4, 25, "Deposited").await;
+    let model = Arc::new(Model::default());
+    let lease = Arc::new(FlakyLease::default());
+    let options = RunnerOptions {
+        retry_base: Duration::from_millis(100),
+        status_interval: Duration::from_millis(5),
+        ..RunnerOptions::default()
+    };
+    let runner = ProjectionRunner::new(
+        store.clone(),
+        Projection::new("p"),
+        sink(&model, &Arc::default()),
+    )
+    .with_options(options)
+    .with_lease(Flaky(lease.clone()));
+    let status = runner.status_handle();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let faults = async {
+        watch_states(&status, |s| {
+            s.state == RunnerState::Live && s.handled == 100
+        })
+        .await;
+        lease.lose();
+        fill(&store, 2, 10, "Withdrawn").await;
+        let seen = watch_states(&status, |s| {
+            s.state == RunnerState::Live && s.handled == 120 && s.lag == Some(0)
+        })
+        .await;
+        assert_eq!(reconnecting(&seen, "lease"), Some(1), "{seen:?}");
+        stop.send(()).unwrap();
+    };
+    let (result, ()) = tokio::join!(
+        runner.run(async {
+            stopped.await.ok();
+        }),
+        faults
+    );
+    result.unwrap();
+    assert_eq!(lease.taken.load(Ordering::SeqCst), 2);
+    let counts = model.counts();
+    assert_eq!(counts.len(), 120);
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "handled twice: {counts:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_that_cannot_be_taken_is_tried_again_with_growing_backoff() {
+    let store = MemoryStore::new();
+    fill(&store, 2, 10, "Deposited").await;
+    let model = Arc::new(Model::default());
+    let lease = Arc::new(FlakyLease {
+        refuse: AtomicU64::new(4),
+        ..FlakyLease::default()
+    });
+    let options = RunnerOptions {
+        retry_base: Duration::from_millis(10),
+        ..RunnerOptions::default()
+    };
+    let runner = ProjectionRunner::new(store, Projection::new("p"), sink(&model, &Arc::default()))
+        .with_options(options)
+        .with_lease(Flaky(lease.clone()));
+    let status = runner.status_handle();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let started = std::time::Instant::now();
+    let check = async {
+        let seen = watch_states(&status, |s| s.state == RunnerState::Live && s.handled == 20).await;
+        // 5, 10, 20 and 40 ms at least: the lower halves of 10, 20, 40 and 80 ms.
+        assert!(started.elapsed() >= Duration::from_millis(75));
+        let attempts: Vec<u32> = seen
+            .iter()
+            .filter_map(|state| match state {
+                RunnerState::Reconnecting { attempts, .. } => Some(*attempts),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(attempts, [1, 2, 3, 4], "{seen:?}");
+        stop.send(()).unwrap();
+    };
+    let (result, ()) = tokio::join!(
+        runner.run(async {
+            stopped.await.ok();
+        }),
+        check
+    );
+    result.unwrap();
+    assert_eq!(model.counts().len(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_that_fails_retryably_is_reported_reconnecting_never_failed() {
+    let store = MemoryStore::new();
+    fill(&store, 3, 10, "Deposited").await;
+    let model = Arc::new(Model {
+        flaky: AtomicU64::new(3),
+        ..Model::default()
+    });
+    let options = RunnerOptions {
+        retry_base: Duration::from_millis(20),
+        ..RunnerOptions::default()
+    };
+    let runner = ProjectionRunner::new(store, Projection::new("p"), sink(&model, &Arc::default()))
+        .with_options(options);
+    let status = runner.status_handle();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let check = async {
+        let seen = watch_states(&status, |s| s.state == RunnerState::Live && s.handled == 30).await;
+        assert_eq!(reconnecting(&seen, "flaky"), Some(1), "{seen:?}");
+        assert!(
+            seen.iter()
+                .any(|state| matches!(state, RunnerState::Reconnecting { attempts: 3, .. })),
+            "{seen:?}"
+        );
+        stop.send(()).unwrap();
+    };
+    let (result, ()) = tokio::join!(
+        runner.run(async {
+            stopped.await.ok();
+        }),
+        check
+    );
+    result.unwrap();
+    assert!(model.counts().values().all(|&n| n == 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_waiting_for_its_lease_reports_the_true_lag() {
+    let store = MemoryStore::new();
+    let leases = LocalLeases::default();
+    let held = leases.acquire("p").await.unwrap();
+    let model = Arc::new(Model::default());
+    let checkpoints = Arc::new(MemoryCheckpoints::default());
+    let options = RunnerOptions {
+        status_interval: Duration::from_millis(5),
+        ..RunnerOptions::default()
+    };
+    let runner = ProjectionRunner::new(
+        store.clone(),
+        Projection::new("p"),
+        sink(&model, &checkpoints),
+    )
+    .with_options(options)
+    .with_lease(leases);
+    let status = runner.status_handle();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let check = async {
+        fill(&store, 4, 25, "Deposited").await;
+        watch_states(&status, |s| s.lag == Some(100)).await;
+        assert_eq!(status.get().state, RunnerState::WaitingForLease);
+        // The holder (another process, say) handles 40 of them.
+        let fortieth = store.read_all(None, Some(40), &EventFilter::all());
+        let fortieth = fortieth
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        checkpoints
+            .save("p", None, fortieth.position)
+            .await
+            .unwrap();
+        watch_states(&status, |s| {
+            s.lag == Some(60) && s.checkpoint == Some(fortieth.position)
+        })
+        .await;
+        drop(held);
+        watch_states(&status, |s| {
+            s.state == RunnerState::Live && s.lag == Some(0)
+        })
+        .await;
+        assert_eq!(
+            model.counts().len(),
+            60,
+            "resumed from the holder's checkpoint"
+        );
+        stop.send(()).unwrap();
+    };
+    let (result, ()) = tokio::join!(
+        runner.run(async {
+            stopped.await.ok();
+        }),
+        check
+    );
+    result.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_projection_that_is_caught_up_has_no_lag_whatever_else_is_appended() {
+    let store = MemoryStore::new();
+    fill(&store, 2, 10, "Deposited").await;
+    let model = Arc::new(Model::default());
+    let options = RunnerOptions {
+        status_interval: Duration::from_millis(5),
+        ..RunnerOptions::default()
+    };
+    let runner = ProjectionRunner::new(
+        store.clone(),
+        Projection::new("p").with_filter(EventFilter::all().with_event_types(["Deposited"])),
+        sink(&model, &Arc::default()),
+    )
+    .with_options(options);
+    let status = runner.status_handle();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let check = async {
+        watch_states(&status, |s| s.state == RunnerState::Live && s.handled == 20).await;
+        fill(&store, 2, 10, "Withdrawn").await;
+        watch_states(&status, |s| s.head == Some(Position::new(40, 40))).await;
+        assert_eq!(status.get().lag, Some(0), "{:?}", status.get());
+        stop.send(()).unwrap();
+    };
+    let (result, ()) = tokio::join!(
+        runner.run(async {
+            stopped.await.ok();
+        }),
+        check
+    );
+    result.unwrap();
+}

@@ -12,12 +12,20 @@
 //! - **Sinks own atomicity.** [`CheckpointedSink`] runs an [`EventHandler`] then saves the
 //!   checkpoint (at least once); `decider-store-postgres`'s `PgTransactionalSink` does both in
 //!   one transaction (exactly once).
-//! - **Failures.** Retryable errors are retried with capped exponential backoff. A poison event
-//!   (a handler error that retrying cannot fix) follows the [`PoisonPolicy`]: `Stop` (the
-//!   default; the runner halts and reports the event) or `DeadLetter` (kept with the error; the
-//!   runner moves on; [`ProjectionRunner::redrive_dead_letters`] tries them again later).
+//! - **Faults are weather.** A lost lease, a lost connection (of the subscription, the sink, the
+//!   checkpoint store or the lease), a database restart, a sink's retryable error: the runner
+//!   drops the batch in hand uncommitted, backs off (capped exponential, jittered), takes its
+//!   lease again and resumes from its checkpoint, reporting
+//!   [`RunnerState::Reconnecting`] meanwhile. It never gives up on those.
+//! - **Failures** are what retrying cannot fix. A poison event (a handler error that retrying
+//!   cannot fix) follows the [`PoisonPolicy`]: `Stop` (the default; the runner halts and reports
+//!   the event) or `DeadLetter` (kept with the error; the runner moves on;
+//!   [`ProjectionRunner::redrive_dead_letters`] tries them again later). A sink's fatal error
+//!   stops the runner.
 //! - **Operations.** [`ProjectionRunner::rebuild`] resets the read model and the checkpoint;
-//!   [`ProjectionRunner::status`] tells the checkpoint, head, lag, rate, batch latency and state.
+//!   [`ProjectionRunner::status`] tells the checkpoint, head, lag, rate, batch latency and state;
+//!   the lag is measured every [`RunnerOptions::status_interval`] in every state, also while
+//!   another process holds the lease.
 //! - **One active consumer** per projection through a [`Lease`].
 //! - **Sagas** run as projections whose handler sends commands ([`SagaHandler`]).
 //!
@@ -135,10 +143,14 @@ pub struct RunnerOptions {
     pub max_linger: Duration,
     /// What to do with a poison event. Default [`PoisonPolicy::Stop`].
     pub poison: PoisonPolicy,
-    /// First backoff after a retryable failure; doubles up to `retry_max`. Default 50 ms.
+    /// Backoff after a first fault (a lost connection or lease, a retryable sink error);
+    /// doubles with every fault in a row up to `retry_max`, and is drawn from the upper half of
+    /// that bound. Default 50 ms.
     pub retry_base: Duration,
     /// Longest backoff. Default 5 s.
     pub retry_max: Duration,
+    /// How often the lag is measured (a head read and a one-event read). Default 1 s.
+    pub status_interval: Duration,
 }
 
 impl Default for RunnerOptions {
@@ -150,6 +162,7 @@ impl Default for RunnerOptions {
             poison: PoisonPolicy::Stop,
             retry_base: Duration::from_millis(50),
             retry_max: Duration::from_secs(5),
+            status_interval: Duration::from_secs(1),
         }
     }
 }

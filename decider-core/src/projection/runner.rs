@@ -4,7 +4,7 @@ use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use tokio::sync::{Semaphore, mpsc};
@@ -14,7 +14,7 @@ use crate::event::{Position, RecordedEvent, StreamId};
 use crate::projection::dead_letter::DeadLetter;
 use crate::projection::lease::{Lease, LeaseGuard, Unleased};
 use crate::projection::sink::{HandleError, Sink};
-use crate::projection::status::{ProjectionStatus, RunnerState, StatusHandle};
+use crate::projection::status::{ProjectionStatus, RunnerState, StatusHandle, lag};
 use crate::projection::{PoisonPolicy, Projection, RunnerOptions};
 use crate::store::{Direction, EventStore, StoreError, StreamFrom, SubscriptionMessage};
 
@@ -55,12 +55,6 @@ pub enum ProjectionError {
         /// Where it was found.
         actual: Option<Position>,
     },
-    /// The lease was lost (its connection dropped): another runner may take over.
-    #[error("projection {projection} lost its lease")]
-    LeaseLost {
-        /// The projection.
-        projection: String,
-    },
     /// The store failed in a way retrying will not fix.
     #[error("projection {projection}: {error}")]
     Store {
@@ -88,9 +82,12 @@ pub struct RedriveReport {
     pub failed: Vec<(DeadLetter, String)>,
 }
 
-/// What ends a run early.
+/// What ends a run under a lease early.
 enum Halt {
     Shutdown,
+    /// A fault that retrying fixes: give the lease up, back off, take it again and resume from
+    /// the checkpoint.
+    Fault(String),
     Error(ProjectionError),
 }
 
@@ -220,45 +217,29 @@ where
     }
 
     /// Runs until `shutdown` resolves (then finishes the batch in hand, checkpoints it and
-    /// returns `Ok`), or until an error it cannot retry.
+    /// returns `Ok`), or until an error that retrying cannot fix.
+    ///
+    /// Faults are weather: a lost lease, a lost connection of the subscription, the sink, the
+    /// checkpoint store or the lease, a database restart. On one, the runner drops the batch in
+    /// hand uncommitted, backs off (capped exponential, jittered), takes its lease again and
+    /// resumes from its checkpoint; [`status`](Self::status) says
+    /// [`Reconnecting`](RunnerState::Reconnecting) meanwhile. Only a poison event under
+    /// [`PoisonPolicy::Stop`] and a sink's fatal error end the run with an error.
     pub async fn run(
         &self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ProjectionError> {
         let mut shutdown = pin!(shutdown);
-        self.status.set_state(RunnerState::WaitingForLease);
-        let mut lease = loop {
-            let acquired = tokio::select! {
-                lease = self.lease.acquire(self.name()) => lease,
-                () = &mut shutdown => {
-                    self.status.set_state(RunnerState::Stopped);
-                    return Ok(());
-                }
-            };
-            match acquired {
-                Ok(lease) => break lease,
-                // The lease's connection failed while waiting: wait again.
-                Err(error) if error.is_retryable() => {
-                    tracing::warn!(projection = self.name(), %error, "acquiring the lease failed; retrying");
-                    if self
-                        .pause(&mut shutdown, self.options.retry_base)
-                        .await
-                        .is_err()
-                    {
-                        self.status.set_state(RunnerState::Stopped);
-                        return Ok(());
-                    }
-                }
-                Err(error) => return Err(self.store_error(error)),
-            }
+        let outcome = tokio::select! {
+            outcome = self.run_leases(&mut shutdown) => outcome,
+            never = self.measure_lag_periodically() => match never {},
         };
-        let outcome = self.run_leased(&mut lease, shutdown).await;
         match outcome {
-            Ok(()) | Err(Halt::Shutdown) => {
+            Ok(()) => {
                 self.status.set_state(RunnerState::Stopped);
                 Ok(())
             }
-            Err(Halt::Error(error)) => {
+            Err(error) => {
                 tracing::error!(projection = self.name(), %error, "projection stopped");
                 self.status.set_state(RunnerState::Failed {
                     error: error.to_string(),
@@ -268,21 +249,48 @@ where
         }
     }
 
+    /// Takes the lease and runs under it, again after every fault, until shut down or failed.
+    async fn run_leases(
+        &self,
+        shutdown: &mut Pin<&mut (impl Future<Output = ()> + Send)>,
+    ) -> Result<(), ProjectionError> {
+        let mut faults = Faults::default();
+        loop {
+            self.status.set_state(RunnerState::WaitingForLease);
+            let acquired = tokio::select! {
+                lease = self.lease.acquire(self.name()) => lease,
+                () = shutdown.as_mut() => return Ok(()),
+            };
+            let fault = match acquired {
+                Ok(mut lease) => match self.run_leased(&mut lease, shutdown, &mut faults).await {
+                    Ok(()) | Err(Halt::Shutdown) => return Ok(()),
+                    Err(Halt::Error(error)) => return Err(error),
+                    Err(Halt::Fault(fault)) => fault,
+                },
+                Err(error) if error.is_retryable() => format!("cannot take the lease: {error}"),
+                Err(error) => return Err(self.store_error(error)),
+            };
+            // The lease goes first (dropped above), so another runner may take over meanwhile.
+            tracing::warn!(projection = self.name(), %fault, attempts = faults.attempts + 1, "fault; reconnecting");
+            faults.record(fault);
+            self.status.set_state(faults.state());
+            let delay = faults.backoff(self.options.retry_base, self.options.retry_max);
+            if self.pause(shutdown, delay).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+
     async fn run_leased(
         &self,
         lease: &mut LeaseGuard,
-        mut shutdown: Pin<&mut (impl Future<Output = ()> + Send)>,
+        shutdown: &mut Pin<&mut (impl Future<Output = ()> + Send)>,
+        faults: &mut Faults,
     ) -> Result<(), Halt> {
-        let mut head_read = Instant::now();
-        self.refresh_head().await;
         loop {
-            let mut checkpoint = match self
-                .retrying(&mut shutdown, || self.sink.checkpoint(self.name()))
-                .await
-            {
+            let mut checkpoint = match self.sink.checkpoint(self.name()).await {
                 Ok(checkpoint) => checkpoint,
-                Err(Refusal::Halt(halt)) => return Err(halt),
-                Err(Refusal::Poison { reason, .. }) => return Err(self.fatal(reason)),
+                Err(error) => return Err(self.refusal(error)),
             };
             self.status.set_checkpoint(checkpoint);
             self.status.set_state(RunnerState::CatchingUp);
@@ -290,8 +298,8 @@ where
             let restart = loop {
                 let first = tokio::select! {
                     biased;
-                    () = &mut shutdown => return Err(Halt::Shutdown),
-                    () = lease.lost() => return Err(self.lease_lost()),
+                    () = shutdown.as_mut() => return Err(Halt::Shutdown),
+                    () = lease.lost() => return Err(Halt::Fault("the lease was lost".to_owned())),
                     message = source.messages.recv() => message,
                 };
                 let mut batch = Vec::new();
@@ -309,58 +317,50 @@ where
                     self.fill(&mut source, &mut batch, &mut caught_up, &mut failure)
                         .await;
                     if lease.is_lost() {
-                        return Err(self.lease_lost());
+                        return Err(Halt::Fault("the lease was lost".to_owned()));
                     }
-                    match self.apply(&batch, checkpoint, &mut shutdown).await {
+                    match self.apply(&batch, checkpoint).await {
                         Ok(applied) => checkpoint = applied,
                         Err(Halt::Error(ProjectionError::CheckpointMoved {
                             expected,
                             actual,
                             ..
                         })) => {
-                            break Restart::CheckpointMoved { expected, actual };
+                            break Restart { expected, actual };
                         }
                         Err(halt) => return Err(halt),
                     }
+                    faults.clear();
                     source.room.add_permits(batch.len());
                     let held = source.held.fetch_sub(batch.len(), Ordering::SeqCst) - batch.len();
                     self.status.update(|s| s.in_flight = held);
-                    // Lag needs a recent head; once a second is plenty.
-                    if head_read.elapsed() >= Duration::from_secs(1) {
-                        self.refresh_head().await;
-                        head_read = Instant::now();
-                    }
                 }
                 if caught_up {
+                    faults.clear();
                     self.status.set_state(RunnerState::Live);
-                    self.refresh_head().await;
+                    // Everything the subscription had is handled and checkpointed.
+                    if let Ok(head) = self.store.head_position().await {
+                        self.status.measured(head, 0);
+                    }
                 }
                 if let Some(error) = failure {
-                    break Restart::SourceFailed(error);
+                    // Everything the source delivered is handled; resume from the checkpoint.
+                    return Err(if error.is_retryable() {
+                        Halt::Fault(format!("the subscription failed: {error}"))
+                    } else {
+                        Halt::Error(self.store_error(error))
+                    });
                 }
             };
-            match restart {
-                // Another runner (one whose lease had just been lost, finishing its last batch)
-                // moved the checkpoint; nothing of this batch was kept by an exactly-once sink.
-                // Carry on from where it left off.
-                Restart::CheckpointMoved { expected, actual } => {
-                    tracing::warn!(
-                        projection = self.name(),
-                        ?expected,
-                        ?actual,
-                        "the checkpoint moved under this runner; resuming from it"
-                    );
-                }
-                // Everything the source delivered is handled; resume from the checkpoint.
-                Restart::SourceFailed(failure) if failure.is_retryable() => {
-                    tracing::warn!(projection = self.name(), %failure, "subscription failed; resuming");
-                    self.status.set_state(RunnerState::Stalled {
-                        reason: failure.to_string(),
-                    });
-                    self.pause(&mut shutdown, self.options.retry_base).await?;
-                }
-                Restart::SourceFailed(failure) => return Err(self.store_error(failure).into()),
-            }
+            // Another runner (one whose lease had just been lost, finishing its last batch)
+            // moved the checkpoint; nothing of this batch was kept by an exactly-once sink.
+            // Carry on from where it left off.
+            tracing::warn!(
+                projection = self.name(),
+                expected = ?restart.expected,
+                actual = ?restart.actual,
+                "the checkpoint moved under this runner; resuming from it"
+            );
         }
     }
 
@@ -447,7 +447,6 @@ where
         &self,
         batch: &[RecordedEvent],
         mut checkpoint: Option<Position>,
-        shutdown: &mut Pin<&mut (impl Future<Output = ()> + Send)>,
     ) -> Result<Option<Position>, Halt> {
         let started = Instant::now();
         let span = tracing::info_span!(
@@ -461,9 +460,7 @@ where
         while start < batch.len() {
             let window = &batch[start..end];
             let applied = self
-                .retrying(shutdown, || {
-                    self.sink.apply(self.name(), window, checkpoint)
-                })
+                .call_sink(self.sink.apply(self.name(), window, checkpoint))
                 .instrument(span.clone())
                 .await;
             match applied {
@@ -478,10 +475,7 @@ where
                     end = start + index;
                 }
                 Err(Refusal::Poison { index: 0, reason }) => {
-                    checkpoint = Some(
-                        self.on_poison(&window[0], &reason, checkpoint, shutdown)
-                            .await?,
-                    );
+                    checkpoint = Some(self.on_poison(&window[0], &reason, checkpoint).await?);
                     start += 1;
                     end = batch.len();
                 }
@@ -505,7 +499,6 @@ where
         event: &RecordedEvent,
         reason: &str,
         checkpoint: Option<Position>,
-        shutdown: &mut Pin<&mut (impl Future<Output = ()> + Send)>,
     ) -> Result<Position, Halt> {
         match self.options.poison {
             PoisonPolicy::Stop => Err(Halt::Error(ProjectionError::Poison {
@@ -525,10 +518,10 @@ where
                     "dead-lettering an event"
                 );
                 match self
-                    .retrying(shutdown, || {
+                    .call_sink(
                         self.sink
-                            .dead_letter(self.name(), event, reason, checkpoint)
-                    })
+                            .dead_letter(self.name(), event, reason, checkpoint),
+                    )
                     .await
                 {
                     Ok(()) => Ok(event.position),
@@ -541,46 +534,30 @@ where
         }
     }
 
-    /// Calls `call` until it succeeds or fails in a way retrying cannot fix, backing off between
-    /// passing failures.
-    async fn retrying<T, F, Fut>(
-        &self,
-        shutdown: &mut Pin<&mut (impl Future<Output = ()> + Send)>,
-        mut call: F,
-    ) -> Result<T, Refusal>
+    /// Calls the sink, telling why a call did not succeed.
+    async fn call_sink<F>(&self, call: F) -> Result<(), Refusal>
     where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, HandleError>>,
+        F: Future<Output = Result<(), HandleError>>,
     {
-        let mut attempt = 0u32;
-        loop {
-            match call().await {
-                Ok(value) => return Ok(value),
-                Err(HandleError::Retryable(reason)) => {
-                    tracing::warn!(projection = self.name(), attempt, %reason, "retrying");
-                    self.status.set_state(RunnerState::Stalled { reason });
-                    let delay = self
-                        .options
-                        .retry_base
-                        .saturating_mul(1u32.checked_shl(attempt).unwrap_or(u32::MAX))
-                        .min(self.options.retry_max);
-                    self.pause(shutdown, delay).await.map_err(Refusal::Halt)?;
-                    attempt = attempt.saturating_add(1);
-                }
-                Err(HandleError::Poison { index, reason }) => {
-                    return Err(Refusal::Poison { index, reason });
-                }
-                Err(HandleError::CheckpointMoved { expected, actual }) => {
-                    return Err(Refusal::Halt(Halt::Error(
-                        ProjectionError::CheckpointMoved {
-                            projection: self.name().to_owned(),
-                            expected,
-                            actual,
-                        },
-                    )));
-                }
-                Err(HandleError::Fatal(reason)) => return Err(Refusal::Halt(self.fatal(reason))),
+        match call.await {
+            Ok(()) => Ok(()),
+            Err(HandleError::Poison { index, reason }) => Err(Refusal::Poison { index, reason }),
+            Err(other) => Err(Refusal::Halt(self.refusal(other))),
+        }
+    }
+
+    /// What a sink's error, other than poison, means for the run.
+    fn refusal(&self, error: HandleError) -> Halt {
+        match error {
+            HandleError::Retryable(reason) => Halt::Fault(reason),
+            HandleError::CheckpointMoved { expected, actual } => {
+                Halt::Error(ProjectionError::CheckpointMoved {
+                    projection: self.name().to_owned(),
+                    expected,
+                    actual,
+                })
             }
+            HandleError::Poison { reason, .. } | HandleError::Fatal(reason) => self.fatal(reason),
         }
     }
 
@@ -595,23 +572,55 @@ where
         }
     }
 
-    async fn refresh_head(&self) {
-        match self.store.head_position().await {
-            Ok(head) => self.status.set_head(head),
-            Err(error) => tracing::debug!(projection = self.name(), %error, "cannot read the head"),
+    /// Measures the lag every [`RunnerOptions::status_interval`], whatever the runner does.
+    async fn measure_lag_periodically(&self) -> std::convert::Infallible {
+        let mut ticks = tokio::time::interval(self.options.status_interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if let Err(error) = self.measure_lag().await {
+                tracing::debug!(projection = self.name(), %error, "cannot measure the lag");
+            }
         }
+    }
+
+    /// Reads the head and the first event the projection has yet to handle, after the
+    /// checkpoint it holds (or, while another runner may hold the lease, the sink's).
+    async fn measure_lag(&self) -> Result<(), String> {
+        let status = self.status.get();
+        let checkpoint = if matches!(status.state, RunnerState::CatchingUp | RunnerState::Live) {
+            status.checkpoint
+        } else {
+            let checkpoint = self
+                .sink
+                .checkpoint(self.name())
+                .await
+                .map_err(|error| error.to_string())?;
+            self.status.set_checkpoint(checkpoint);
+            checkpoint
+        };
+        let head = self
+            .store
+            .head_position()
+            .await
+            .map_err(|error| error.to_string())?;
+        let mut pending = pin!(
+            self.store
+                .read_all(checkpoint, Some(1), self.projection.filter())
+        );
+        let pending = match pending.next().await {
+            Some(Ok(event)) => Some(event.position),
+            Some(Err(error)) => return Err(error.to_string()),
+            None => None,
+        };
+        self.status.measured(head, lag(pending, head));
+        Ok(())
     }
 
     fn fatal(&self, reason: String) -> Halt {
         Halt::Error(ProjectionError::Fatal {
             projection: self.name().to_owned(),
             reason,
-        })
-    }
-
-    fn lease_lost(&self) -> Halt {
-        Halt::Error(ProjectionError::LeaseLost {
-            projection: self.name().to_owned(),
         })
     }
 
@@ -697,17 +706,93 @@ where
     }
 }
 
-/// Why a run starts over from the sink's checkpoint.
-enum Restart {
-    CheckpointMoved {
-        expected: Option<Position>,
-        actual: Option<Position>,
-    },
-    SourceFailed(StoreError),
+/// The checkpoint moved under the runner: it starts over from the sink's checkpoint.
+struct Restart {
+    expected: Option<Position>,
+    actual: Option<Position>,
+}
+
+/// Faults in a row, with no progress in between: what the runner reports while it recovers,
+/// and how long it backs off.
+#[derive(Debug, Default)]
+struct Faults {
+    since: Option<SystemTime>,
+    attempts: u32,
+    last_error: String,
+}
+
+impl Faults {
+    fn record(&mut self, error: String) {
+        self.since.get_or_insert_with(SystemTime::now);
+        self.attempts = self.attempts.saturating_add(1);
+        self.last_error = error;
+    }
+
+    /// Progress: the next fault starts a new run of faults.
+    fn clear(&mut self) {
+        if self.attempts > 0 {
+            tracing::info!(attempts = self.attempts, "recovered");
+        }
+        *self = Self::default();
+    }
+
+    fn state(&self) -> RunnerState {
+        RunnerState::Reconnecting {
+            since: self.since.unwrap_or_else(SystemTime::now),
+            attempts: self.attempts,
+            last_error: self.last_error.clone(),
+        }
+    }
+
+    /// The pause before the next attempt: `base` doubled per fault up to `max`, then drawn from
+    /// its upper half ("equal jitter"), so that runners that lost their database together do
+    /// not all come back at the same instant, yet none retries at once.
+    fn backoff(&self, base: Duration, max: Duration) -> Duration {
+        let doublings = self.attempts.saturating_sub(1);
+        let bound = base
+            .saturating_mul(1u32.checked_shl(doublings).unwrap_or(u32::MAX))
+            .min(max);
+        let nanos = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(nanos / 2 + fastrand::u64(0..=nanos - nanos / 2))
+    }
 }
 
 /// Why a sink call did not succeed, after retries.
 enum Refusal {
     Poison { index: usize, reason: String },
     Halt(Halt),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_per_fault_up_to_the_cap_and_keeps_to_the_upper_half() {
+        let (base, max) = (Duration::from_millis(10), Duration::from_millis(300));
+        let mut faults = Faults::default();
+        for attempt in 1..=40u32 {
+            faults.record(format!("fault {attempt}"));
+            let bound = (base * 2u32.pow(attempt.min(10) - 1)).min(max);
+            for _ in 0..50 {
+                let delay = faults.backoff(base, max);
+                assert!(delay <= bound && delay >= bound / 2, "{attempt}: {delay:?}");
+            }
+        }
+        let RunnerState::Reconnecting {
+            attempts,
+            last_error,
+            ..
+        } = faults.state()
+        else {
+            panic!("not reconnecting")
+        };
+        assert_eq!((attempts, last_error.as_str()), (40, "fault 40"));
+        faults.clear();
+        faults.record("again".to_owned());
+        assert!(
+            faults.backoff(base, max) <= base,
+            "progress starts the backoff over"
+        );
+    }
 }

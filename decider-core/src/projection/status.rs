@@ -1,7 +1,7 @@
 //! What a running projection reports about itself, readable at any time from any task.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::event::Position;
 
@@ -10,20 +10,28 @@ use crate::event::Position;
 pub enum RunnerState {
     /// Not started.
     Idle,
-    /// Waiting for another runner of the same projection to give up its lease.
+    /// Waiting for its lease: another runner of the same projection holds it, or the runner is
+    /// taking it again after a fault.
     WaitingForLease,
     /// Reading events that were in the store when it started.
     CatchingUp,
     /// Caught up; following new events as they are appended.
     Live,
-    /// Retrying after a passing failure.
-    Stalled {
-        /// The failure.
-        reason: String,
+    /// Recovering from a fault that retrying fixes (a lost connection or lease, a database
+    /// restart, a sink that asked to be retried): the batch in hand was dropped uncommitted, and
+    /// the runner backs off before it takes its lease again and resumes from its checkpoint.
+    Reconnecting {
+        /// When the first fault of this run of faults happened.
+        since: SystemTime,
+        /// Faults in a row, without progress in between.
+        attempts: u32,
+        /// The latest fault.
+        last_error: String,
     },
     /// Stopped on request.
     Stopped,
-    /// Stopped by an error (a poison event under the `Stop` policy, a lost lease, …).
+    /// Stopped by an error that retrying cannot fix: a poison event under
+    /// [`PoisonPolicy::Stop`](crate::projection::PoisonPolicy::Stop), a handler's fatal error.
     Failed {
         /// The error.
         error: String,
@@ -41,11 +49,16 @@ pub struct ProjectionStatus {
     pub checkpoint: Option<Position>,
     /// The newest position of the store, as last looked up.
     pub head: Option<Position>,
-    /// Events between the checkpoint and the head, counted on the second part of positions
-    /// (exact on the memory store; on PostgreSQL it counts identities, which rolled-back appends
-    /// skip, so it may overstate). Counts every event of the log, not only those the projection
-    /// selects.
+    /// How far behind the log the projection is: `0` when no event it selects is left to
+    /// handle; otherwise the events of the log from the first one it has yet to handle up to the
+    /// head (counted on the second part of positions: exact on the memory store; on PostgreSQL
+    /// identities, which rolled-back appends skip, so it may overstate). Measured every
+    /// [`RunnerOptions::status_interval`](crate::projection::RunnerOptions::status_interval)
+    /// while the runner runs, whatever its state, against the checkpoint the sink holds;
+    /// `None` until first measured.
     pub lag: Option<u64>,
+    /// When `lag` and `head` were measured.
+    pub measured_at: Option<SystemTime>,
     /// Events handled since the runner started.
     pub handled: u64,
     /// Recent throughput, events per second.
@@ -64,6 +77,7 @@ impl ProjectionStatus {
             checkpoint: None,
             head: None,
             lag: None,
+            measured_at: None,
             handled: 0,
             events_per_second: 0.0,
             last_batch_latency: None,
@@ -129,26 +143,48 @@ impl StatusHandle {
         status.handled += events as u64;
         status.checkpoint = Some(checkpoint);
         status.last_batch_latency = Some(latency);
-        status.lag = lag(status.checkpoint, status.head);
     }
 
     pub(crate) fn set_checkpoint(&self, checkpoint: Option<Position>) {
-        self.update(|status| {
-            status.checkpoint = checkpoint;
-            status.lag = lag(status.checkpoint, status.head);
-        });
+        self.update(|status| status.checkpoint = checkpoint);
     }
 
-    pub(crate) fn set_head(&self, head: Option<Position>) {
+    /// Records a measurement: the head, and how far behind it the projection is.
+    pub(crate) fn measured(&self, head: Option<Position>, lag: u64) {
         self.update(|status| {
             status.head = head;
-            status.lag = lag(status.checkpoint, status.head);
+            status.lag = Some(lag);
+            status.measured_at = Some(SystemTime::now());
         });
     }
 }
 
-fn lag(checkpoint: Option<Position>, head: Option<Position>) -> Option<u64> {
-    let head = head?;
-    let done = checkpoint.map_or(0, Position::prepare);
-    Some(head.prepare().saturating_sub(done))
+/// The lag of a projection whose first event left to handle is at `pending` (if any), with the
+/// log's head at `head`.
+pub(crate) fn lag(pending: Option<Position>, head: Option<Position>) -> u64 {
+    match (pending, head) {
+        (Some(pending), Some(head)) => head
+            .prepare()
+            .saturating_add(1)
+            .saturating_sub(pending.prepare())
+            .max(1),
+        // The head was read before the pending event was appended: one event at least.
+        (Some(_), None) => 1,
+        (None, _) => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_counts_from_the_first_pending_event_to_the_head() {
+        let at = |n| Some(Position::new(n, n));
+        assert_eq!(lag(None, at(10)), 0, "nothing pending");
+        assert_eq!(lag(at(10), at(10)), 1);
+        assert_eq!(lag(at(4), at(10)), 7);
+        assert_eq!(lag(at(12), at(10)), 1, "appended after the head was read");
+        assert_eq!(lag(at(3), None), 1);
+    }
 }
