@@ -19,6 +19,13 @@
 //! a client retry, a redelivered message — returns the original outcome instead of deciding
 //! again, and two identical commands racing write exactly one set of events.
 //!
+//! A store that is [unavailable](StoreError::Unavailable) (a dropped connection, a database
+//! restart) fails a command without a key at once: its append may have committed before the
+//! reply was lost, and deciding again could write twice. A command *with* a key is retried,
+//! a bounded number of times with backoff ([`RetryPolicy::unavailable_retries`]): the key fixes
+//! its event ids, so an append that did commit is found as the key's original outcome, which
+//! the retry returns (marked `replayed`, like any repeat) instead of writing again.
+//!
 //! ```
 //! # use decider_core::{Decider, CommandHandler, StreamId, Metadata};
 //! # use decider_store_memory::MemoryStore;
@@ -78,15 +85,28 @@ pub fn idempotent_event_id(stream: &StreamId, key: &str, index: usize) -> Uuid {
 }
 
 /// How often and how patiently the handler retries a command that lost an optimistic-concurrency
-/// race.
+/// race, and a command with an idempotency key that met an unavailable store.
+///
+/// A command *without* an idempotency key is never retried after
+/// [`StoreError::Unavailable`]: the append may have committed before the connection dropped,
+/// and a retry would decide again and could write twice. With a key, the key fixes the event
+/// ids, so a retry of an append that did commit is recognised as its repeat and answered with
+/// the original outcome (`replayed`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Reloads after the first conflict; `0` returns the first conflict.
     pub max_retries: u32,
-    /// Upper bound of the first backoff; doubles with every retry.
+    /// Upper bound of the first backoff after a conflict; doubles with every retry.
     pub base_delay: Duration,
-    /// Upper bound of any backoff.
+    /// Upper bound of any backoff after a conflict.
     pub max_delay: Duration,
+    /// Retries of a keyed command after [`StoreError::Unavailable`]; `0` returns the first
+    /// such error. Default 5.
+    pub unavailable_retries: u32,
+    /// The first pause before such a retry; doubles with every one, up to 1 s, and is drawn
+    /// from the upper half of that bound. Default 50 ms (so the default policy gives a store
+    /// about 1.5 s to come back).
+    pub unavailable_delay: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -95,6 +115,8 @@ impl Default for RetryPolicy {
             max_retries: 3,
             base_delay: Duration::from_millis(2),
             max_delay: Duration::from_millis(100),
+            unavailable_retries: 5,
+            unavailable_delay: Duration::from_millis(50),
         }
     }
 }
@@ -109,6 +131,17 @@ impl RetryPolicy {
             .min(self.max_delay);
         let nanos = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX);
         Duration::from_nanos(fastrand::u64(0..=nanos))
+    }
+
+    /// The pause before retry number `retry` (0-based) of a keyed command whose store was
+    /// unavailable: never short, since the store needs time to come back.
+    fn unavailable_backoff(&self, retry: u32) -> Duration {
+        let bound = self
+            .unavailable_delay
+            .saturating_mul(1u32.checked_shl(retry).unwrap_or(u32::MAX))
+            .min(Duration::from_secs(1).max(self.unavailable_delay));
+        let nanos = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(nanos / 2 + fastrand::u64(0..=nanos - nanos / 2))
     }
 }
 
@@ -370,7 +403,34 @@ where
             correlation_id = %correlation_id,
             idempotency_key = metadata.idempotency_key.as_deref(),
         );
-        self.run(stream, &command, &metadata).instrument(span).await
+        self.run_retrying_unavailable(stream, &command, &metadata)
+            .instrument(span)
+            .await
+    }
+
+    /// Runs the command; a keyed one again, with backoff, while the store is unavailable.
+    async fn run_retrying_unavailable(
+        &self,
+        stream: &StreamId,
+        command: &D::Command,
+        metadata: &Metadata,
+    ) -> Result<CommandOutcome<D::Event>, HandlerError<D::Error>> {
+        let mut retry = 0;
+        loop {
+            match self.run(stream, command, metadata).await {
+                Err(HandlerError::Store(error))
+                    if error.is_retryable()
+                        && metadata.idempotency_key.is_some()
+                        && retry < self.retry.unavailable_retries =>
+                {
+                    let delay = self.retry.unavailable_backoff(retry);
+                    tracing::info!(retry, ?delay, %error, "store unavailable; retrying the keyed command");
+                    tokio::time::sleep(delay).await;
+                    retry += 1;
+                }
+                outcome => return outcome,
+            }
+        }
     }
 
     async fn run(

@@ -170,7 +170,12 @@ async fn a_new_key_on_a_warm_stream_refused_by_the_state_is_refused_after_the_se
 #[tokio::test]
 async fn a_lost_reply_on_a_warm_stream_is_recovered_by_the_same_key() {
     let store = MemoryStore::new();
-    let accounts = CommandHandler::new(Account, store.clone()).with_cache(100);
+    let accounts = CommandHandler::new(Account, store.clone())
+        .with_cache(100)
+        .with_retry_policy(RetryPolicy {
+            unavailable_retries: 0,
+            ..RetryPolicy::default()
+        });
     let s = stream();
     accounts.handle(&s, Command::Open).await.unwrap();
     store.commit_then_fail_append(1);
@@ -236,6 +241,7 @@ async fn concurrent_commands_from_a_cached_and_a_plain_handler_lose_no_update() 
         max_retries: 10_000,
         base_delay: Duration::from_micros(50),
         max_delay: Duration::from_millis(1),
+        ..RetryPolicy::default()
     };
     let cached = Arc::new(
         CommandHandler::new(Tally, store.clone())

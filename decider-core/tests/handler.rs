@@ -176,7 +176,10 @@ async fn a_repeated_idempotency_key_returns_the_original_outcome_without_decidin
 #[tokio::test]
 async fn a_reply_lost_after_commit_is_recovered_by_retrying_with_the_same_key() {
     let store = MemoryStore::new();
-    let accounts = CommandHandler::new(Account, store.clone());
+    let accounts = CommandHandler::new(Account, store.clone()).with_retry_policy(RetryPolicy {
+        unavailable_retries: 0,
+        ..RetryPolicy::default()
+    });
     let s = stream();
     accounts.handle(&s, Command::Open).await.unwrap();
     store.commit_then_fail_append(1);
@@ -193,6 +196,69 @@ async fn a_reply_lost_after_commit_is_recovered_by_retrying_with_the_same_key() 
         .unwrap();
     assert!(retried.replayed);
     assert_eq!(accounts.load(&s).await.unwrap().state, State::Open(10));
+}
+
+#[tokio::test]
+async fn a_keyed_command_is_retried_by_the_handler_while_the_store_is_unavailable() {
+    let store = MemoryStore::new();
+    let accounts = CommandHandler::new(Account, store.clone());
+    let s = stream();
+    accounts.handle(&s, Command::Open).await.unwrap();
+    // A reply lost after the commit, then two refusals: the key keeps it to one deposit.
+    store.commit_then_fail_append(1);
+    store.fail_append(2, StoreError::Unavailable("down".into()));
+    store.fail_append(3, StoreError::Unavailable("down".into()));
+    let key = Metadata::default().with_idempotency_key("deposit-1");
+
+    let outcome = accounts
+        .handle_with(&s, Command::Deposit(10), key)
+        .await
+        .unwrap();
+    assert_eq!(outcome.events, vec![Event::Deposited { amount: 10 }]);
+    assert_eq!(outcome.last_revision, Some(1));
+    assert_eq!(accounts.load(&s).await.unwrap().state, State::Open(10));
+    assert_eq!(recorded(&store, &s).await.len(), 2, "written once");
+}
+
+#[tokio::test]
+async fn a_keyed_command_gives_up_on_an_unavailable_store_after_its_budget() {
+    let store = MemoryStore::new();
+    let accounts = CommandHandler::new(Account, store.clone()).with_retry_policy(RetryPolicy {
+        unavailable_retries: 2,
+        unavailable_delay: std::time::Duration::from_millis(1),
+        ..RetryPolicy::default()
+    });
+    let s = stream();
+    accounts.handle(&s, Command::Open).await.unwrap();
+    for nth in 1..=3 {
+        store.fail_append(nth, StoreError::Unavailable("down".into()));
+    }
+    let key = Metadata::default().with_idempotency_key("deposit-1");
+    let error = accounts
+        .handle_with(&s, Command::Deposit(10), key.clone())
+        .await
+        .unwrap_err();
+    assert!(error.is_retryable(), "{error:?}");
+    // The budget was three attempts: the fourth append goes through.
+    let outcome = accounts.handle_with(&s, Command::Deposit(10), key).await.unwrap();
+    assert!(!outcome.replayed);
+    assert_eq!(accounts.load(&s).await.unwrap().state, State::Open(10));
+}
+
+#[tokio::test]
+async fn a_command_without_a_key_is_not_retried_when_the_store_is_unavailable() {
+    let store = MemoryStore::new();
+    let accounts = CommandHandler::new(Account, store.clone());
+    let s = stream();
+    accounts.handle(&s, Command::Open).await.unwrap();
+    // A retry could not tell this lost reply from a refusal, and would deposit twice.
+    store.commit_then_fail_append(1);
+    let error = accounts
+        .handle(&s, Command::Deposit(10))
+        .await
+        .unwrap_err();
+    assert!(error.is_retryable(), "{error:?}");
+    assert_eq!(recorded(&store, &s).await.len(), 2, "written once, not retried");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

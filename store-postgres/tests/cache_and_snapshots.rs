@@ -233,6 +233,7 @@ async fn a_cached_and_a_plain_handler_on_one_stream_lose_no_update() {
         max_retries: 10_000,
         base_delay: Duration::from_micros(200),
         max_delay: Duration::from_millis(5),
+        ..RetryPolicy::default()
     };
     let cached = Arc::new(
         CommandHandler::new(Tally, store.clone())
