@@ -240,7 +240,10 @@ async fn a_keyed_command_gives_up_on_an_unavailable_store_after_its_budget() {
         .unwrap_err();
     assert!(error.is_retryable(), "{error:?}");
     // The budget was three attempts: the fourth append goes through.
-    let outcome = accounts.handle_with(&s, Command::Deposit(10), key).await.unwrap();
+    let outcome = accounts
+        .handle_with(&s, Command::Deposit(10), key)
+        .await
+        .unwrap();
     assert!(!outcome.replayed);
     assert_eq!(accounts.load(&s).await.unwrap().state, State::Open(10));
 }
@@ -253,12 +256,13 @@ async fn a_command_without_a_key_is_not_retried_when_the_store_is_unavailable() 
     accounts.handle(&s, Command::Open).await.unwrap();
     // A retry could not tell this lost reply from a refusal, and would deposit twice.
     store.commit_then_fail_append(1);
-    let error = accounts
-        .handle(&s, Command::Deposit(10))
-        .await
-        .unwrap_err();
+    let error = accounts.handle(&s, Command::Deposit(10)).await.unwrap_err();
     assert!(error.is_retryable(), "{error:?}");
-    assert_eq!(recorded(&store, &s).await.len(), 2, "written once, not retried");
+    assert_eq!(
+        recorded(&store, &s).await.len(),
+        2,
+        "written once, not retried"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -273,9 +273,8 @@ impl PostgresStore {
 }
 
 impl PostgresStore {
-    /// Runs one statement (prepared once per connection) on a pooled connection. A connection
-    /// that failed is taken out of the pool rather than handed to the next caller: after a
-    /// backend is terminated its client may not know yet that it is closed.
+    /// Runs one statement (prepared once per connection) on a pooled connection, on another one
+    /// if that connection fails (see [`query_raw`](Self::query_raw)).
     pub(crate) async fn query(
         &self,
         sql: &str,
@@ -288,25 +287,45 @@ impl PostgresStore {
 
     /// Like [`query`](Self::query), but hands back the statement's own error for the caller to
     /// read its SQLSTATE (the outer error is the pool's).
+    ///
+    /// A connection that failed is taken out of the pool rather than handed to the next
+    /// caller, and the statement is sent again on another one, up to [`QUERY_ATTEMPTS`] times
+    /// in all: after a backend is terminated, pooled connections may not know yet that they
+    /// are closed, and a one-off drop should cost the caller nothing once the database answers.
+    /// Every statement sent here is safe to repeat: reads, and appends, which are idempotent by
+    /// event id (a repeat of a committed append is answered as its repeat).
     async fn query_raw(
         &self,
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>, StoreError> {
-        let client = self.shared.pool.get().await.map_err(from_pool)?;
-        let result = match client.prepare_cached(sql).await {
-            Ok(statement) => client.query(&statement, params).await,
-            Err(error) => Err(error),
-        };
-        if result
-            .as_ref()
-            .is_err_and(|error| from_pg(error).is_retryable())
-        {
+        let mut attempt = 1;
+        loop {
+            let client = self.shared.pool.get().await.map_err(from_pool)?;
+            let result = match client.prepare_cached(sql).await {
+                Ok(statement) => client.query(&statement, params).await,
+                Err(error) => Err(error),
+            };
+            let failed = result
+                .as_ref()
+                .err()
+                .map(from_pg)
+                .filter(StoreError::is_retryable);
+            let Some(failure) = failed else {
+                return Ok(result);
+            };
             drop(deadpool_postgres::Object::take(client));
+            if attempt == QUERY_ATTEMPTS {
+                return Ok(result);
+            }
+            tracing::debug!(attempt, %failure, "a pooled connection failed; trying another");
+            attempt += 1;
         }
-        Ok(result)
     }
 }
+
+/// How often a statement is sent, on as many connections, when connections fail under it.
+const QUERY_ATTEMPTS: usize = 3;
 
 fn is_unique_violation(error: &tokio_postgres::Error) -> bool {
     error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)

@@ -220,6 +220,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use deadpool_postgres::{Manager, ManagerConfig};
+    use tokio_postgres::NoTls;
 
     use super::*;
 

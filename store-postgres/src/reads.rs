@@ -22,6 +22,16 @@ use crate::json::ReceivedJson;
 /// The first live poll interval after activity; doubles while nothing arrives.
 const MIN_POLL_INTERVAL: Duration = Duration::from_millis(1);
 
+/// The pauses before a subscription queries again after its store became unavailable, before
+/// it gives up and ends with the error. Short on purpose: they carry a subscription over a
+/// dropped connection or a failover; a longer outage ends it, and its consumer (a projection
+/// runner, say) resumes from its own checkpoint and reports that it is reconnecting.
+const SUBSCRIPTION_RETRY_PAUSES: [Duration; 3] = [
+    Duration::from_millis(50),
+    Duration::from_millis(200),
+    Duration::from_millis(800),
+];
+
 impl PostgresStore {
     /// Runs one page query.
     async fn page(
@@ -316,6 +326,8 @@ struct Following {
     /// Whether the catch-up has waited out transactions holding events back.
     settled: bool,
     failed: bool,
+    /// Unavailable errors in a row.
+    retries: usize,
     wake: Option<Wake>,
     poll_interval: Duration,
 }
@@ -398,6 +410,24 @@ pub(crate) fn subscribe_stream(
 }
 
 impl Following {
+    /// After `error`: pauses and returns `Ok` if the query is worth sending again (the store
+    /// was unavailable, and not for too long), or marks the subscription failed and hands the
+    /// error back. Nothing has advanced, so the next query starts where the failed one did.
+    async fn retry_after(&mut self, error: StoreError) -> Result<(), StoreError> {
+        match SUBSCRIPTION_RETRY_PAUSES.get(self.retries) {
+            Some(pause) if error.is_retryable() => {
+                tracing::debug!(retry = self.retries, %error, "subscription query failed; retrying");
+                self.retries += 1;
+                tokio::time::sleep(*pause).await;
+                Ok(())
+            }
+            _ => {
+                self.failed = true;
+                Err(error)
+            }
+        }
+    }
+
     /// Fetches the next page of the scope and advances past it.
     async fn fetch(&mut self) -> Result<usize, StoreError> {
         let size = i64::from(self.store.shared.options.page_size);
@@ -435,6 +465,7 @@ fn subscribe(store: PostgresStore, scope: Scope) -> impl Subscription + use<> {
         caught_up: false,
         settled: false,
         failed: false,
+        retries: 0,
         wake: None,
         poll_interval: MIN_POLL_INTERVAL,
     };
@@ -454,12 +485,13 @@ fn subscribe(store: PostgresStore, scope: Scope) -> impl Subscription + use<> {
                 wake.seen();
             }
             match f.fetch().await {
-                Err(error) => {
-                    f.failed = true;
-                    return Some((Err(error), f));
-                }
-                Ok(0) => {}
+                Err(error) => match f.retry_after(error).await {
+                    Ok(()) => continue,
+                    Err(error) => return Some((Err(error), f)),
+                },
+                Ok(0) => f.retries = 0,
                 Ok(_) => {
+                    f.retries = 0;
                     f.poll_interval = MIN_POLL_INTERVAL;
                     continue;
                 }
@@ -469,8 +501,10 @@ fn subscribe(store: PostgresStore, scope: Scope) -> impl Subscription + use<> {
                 // transaction belong to the catch-up: wait them out, then read on.
                 if let Scope::All { after, filter } = &f.scope {
                     if let Err(error) = f.store.settle(*after, filter).await {
-                        f.failed = true;
-                        return Some((Err(error), f));
+                        match f.retry_after(error).await {
+                            Ok(()) => continue,
+                            Err(error) => return Some((Err(error), f)),
+                        }
                     }
                     if !f.settled {
                         f.settled = true;

@@ -42,64 +42,124 @@ async fn a_database_that_does_not_answer_is_unavailable() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backend_terminated_mid_append_writes_nothing_and_the_pool_recovers() {
-    let store = fresh_store().await;
-    let s = stream();
-    let blocking_id = Uuid::new_v4();
-
-    // A second client inserts an event with the same id and keeps its transaction open: the
-    // store's append then blocks inside its INSERT, on the unique index, mid-way through.
-    let mut other = raw_client().await;
-    let held = other.transaction().await.unwrap();
-    held.execute(
-        &format!(
-            "INSERT INTO \"{}\".events (stream_id, revision, event_id, event_type, data, metadata) \
-             VALUES ('elsewhere', 0, $1, 'X', '{{}}', '{{}}')",
+/// Holds an event with `id` in an open transaction of another client, so that an append of an
+/// event with the same id blocks inside its INSERT, on the unique index, mid-way through.
+async fn hold_event_id(store: &PostgresStore, id: Uuid) -> tokio_postgres::Client {
+    let other = raw_client().await;
+    other
+        .batch_execute(&format!(
+            "BEGIN; INSERT INTO \"{}\".events (stream_id, revision, event_id, event_type, data, metadata) \
+             VALUES ('elsewhere', 0, '{id}', 'X', '{{}}', '{{}}')",
             store.schema()
-        ),
-        &[&blocking_id],
-    )
+        ))
+        .await
+        .unwrap();
+    other
+}
+
+/// Waits for a backend of `store` other than `previous` to block on a lock, and terminates it.
+async fn terminate_blocked_backend(
+    monitor: &tokio_postgres::Client,
+    store: &PostgresStore,
+    previous: Option<i32>,
+) -> i32 {
+    let pid: i32 = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let rows = monitor
+                .query(
+                    "SELECT pid FROM pg_stat_activity \
+                     WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%' \
+                     AND pid IS DISTINCT FROM $2",
+                    &[&store.schema(), &previous],
+                )
+                .await
+                .unwrap();
+            if let Some(row) = rows.first() {
+                return row.get(0);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
     .await
-    .unwrap();
-
-    let append = tokio::spawn({
-        let (store, s) = (store.clone(), s.clone());
-        async move {
-            let events = vec![
-                EventData::json("First", "{}"),
-                EventData::json("Second", "{}").with_id(blocking_id),
-            ];
-            store.append(&s, ExpectedVersion::NoStream, events).await
-        }
-    });
-
-    // Find the blocked backend and terminate it.
-    let monitor = raw_client().await;
-    let pid: i32 = loop {
-        let rows = monitor
-            .query(
-                "SELECT pid FROM pg_stat_activity \
-                 WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%'",
-                &[&store.schema()],
-            )
-            .await
-            .unwrap();
-        if let Some(row) = rows.first() {
-            break row.get(0);
-        }
-        assert!(
-            !append.is_finished(),
-            "the append did not block: {:?}",
-            append.await
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    .expect("no append blocked on the held event id");
     monitor
         .execute("SELECT pg_terminate_backend($1)", &[&pid])
         .await
         .unwrap();
+    pid
+}
 
+fn blocked_append(
+    store: &PostgresStore,
+    s: &StreamId,
+    blocking_id: Uuid,
+) -> tokio::task::JoinHandle<Result<decider_core::AppendResult, StoreError>> {
+    let (store, s) = (store.clone(), s.clone());
+    tokio::spawn(async move {
+        let events = vec![
+            EventData::json("First", "{}"),
+            EventData::json("Second", "{}").with_id(blocking_id),
+        ];
+        store.append(&s, ExpectedVersion::NoStream, events).await
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_terminated_mid_append_is_retried_on_another_connection_and_writes_once() {
+    let store = fresh_store().await;
+    let s = stream();
+    let blocking_id = Uuid::new_v4();
+    let other = hold_event_id(&store, blocking_id).await;
+    let append = blocked_append(&store, &s, blocking_id);
+    let monitor = raw_client().await;
+    let first = terminate_blocked_backend(&monitor, &store, None).await;
+    // The store sent the append again, on another connection, which blocks in turn.
+    let second = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let rows = monitor
+                .query(
+                    "SELECT pid FROM pg_stat_activity \
+                     WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%'",
+                    &[&store.schema()],
+                )
+                .await
+                .unwrap();
+            if let Some(row) = rows.first() {
+                return row.get::<_, i32>(0);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the append was not sent again");
+    assert_ne!(first, second);
+    assert!(!append.is_finished());
+    // The other client gives its id up: the append goes through, once.
+    other.batch_execute("ROLLBACK").await.unwrap();
+    let written = tokio::time::timeout(Duration::from_secs(10), append)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(written.next_revision, 2);
+    assert!(!written.repeated);
+    assert_eq!(stream_len(&store, &s).await, 2);
+    drop_store(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_terminated_mid_append_on_every_attempt_writes_nothing_and_the_pool_recovers() {
+    let store = fresh_store().await;
+    let s = stream();
+    let blocking_id = Uuid::new_v4();
+    let other = hold_event_id(&store, blocking_id).await;
+    let append = blocked_append(&store, &s, blocking_id);
+    let monitor = raw_client().await;
+    let mut previous = None;
+    // The store sends a statement on three connections at most.
+    for _ in 0..3 {
+        previous = Some(terminate_blocked_backend(&monitor, &store, previous).await);
+    }
     let result = tokio::time::timeout(Duration::from_secs(10), append)
         .await
         .unwrap()
@@ -108,7 +168,7 @@ async fn a_backend_terminated_mid_append_writes_nothing_and_the_pool_recovers() 
         matches!(result, Err(StoreError::Unavailable(_))),
         "{result:?}"
     );
-    held.rollback().await.unwrap();
+    other.batch_execute("ROLLBACK").await.unwrap();
 
     // Nothing of the batch was written, the stream does not exist, and the pool works.
     assert_eq!(stream_len(&store, &s).await, 0);
