@@ -10,7 +10,7 @@
 //! | `GET /accounts/{id}` | balance, from the read model |
 //! | `GET /accounts/{id}/ledger` | every movement with its running balance |
 //! | `GET /transfers/{id}` | where the transfer is |
-//! | `GET /health` | the store and the projections |
+//! | `GET /health` | `ok` (200), `degraded` (503: the store is away or a projection recovers) or `failed` (503: a projection stopped); the store and each projection's state, checkpoint and lag |
 //!
 //! Every POST takes an `Idempotency-Key` header: a request sent again with the same key gets the
 //! first outcome (`"replayed": true`) and changes nothing. Keys are the client's to make unique
@@ -37,6 +37,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use decider_core::projection::{ProjectionStatus, RunnerState};
 use decider_core::{EventStore, Position};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -533,43 +534,70 @@ pub fn transfer_view(
     })
 }
 
+/// `ok` (200) when the store answers and every projection runs; `degraded` (503) while the
+/// store does not answer or a projection recovers from a fault (both come back by
+/// themselves); `failed` (503) when a projection stopped on what retrying cannot fix (a poison
+/// event): that needs an operator.
 async fn health<S: EventStore + Clone, R: ReadModels>(
     State(bank): State<Arc<Bank<S, R>>>,
 ) -> Response {
     let statuses = bank.projections();
-    let failed = statuses.iter().any(|status| {
-        matches!(
-            status.state,
-            decider_core::projection::RunnerState::Failed { .. }
-        )
+    let failed = statuses
+        .iter()
+        .any(|status| matches!(status.state, RunnerState::Failed { .. }));
+    let recovering = statuses
+        .iter()
+        .any(|status| matches!(status.state, RunnerState::Reconnecting { .. }));
+    let projections: Vec<_> = statuses.iter().map(projection_health).collect();
+    let store = bank.check_store().await;
+    let status = match (&store, failed, recovering) {
+        (_, true, _) => "failed",
+        (Err(_), false, _) | (Ok(_), false, true) => "degraded",
+        (Ok(_), false, false) => "ok",
+    };
+    let store = match store {
+        Ok(head) => json!({ "available": true, "head": head.map(|p| p.to_string()) }),
+        Err(error) => json!({ "available": false, "error": error.to_string() }),
+    };
+    let code = if status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({ "status": status, "store": store, "projections": projections });
+    (code, Json(body)).into_response()
+}
+
+fn projection_health(status: &ProjectionStatus) -> serde_json::Value {
+    let mut health = json!({
+        "name": status.projection,
+        "checkpoint": status.checkpoint.map(|p| p.to_string()),
+        "head": status.head.map(|p| p.to_string()),
+        "lag": status.lag,
+        "handled": status.handled,
     });
-    let projections: Vec<_> = statuses
-        .into_iter()
-        .map(|status| {
-            json!({
-                "name": status.projection,
-                "state": format!("{:?}", status.state),
-                "checkpoint": status.checkpoint.map(|p| p.to_string()),
-                "lag": status.lag,
-            })
-        })
-        .collect();
-    match bank.check_store().await {
-        Ok(head) if !failed => Json(json!({
-            "status": "ok",
-            "head": head.map(|p| p.to_string()),
-            "projections": projections,
-        }))
-        .into_response(),
-        Ok(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "projection_failed", "projections": projections })),
-        )
-            .into_response(),
-        Err(error) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "store_unavailable", "message": error.to_string(), "projections": projections })),
-        )
-            .into_response(),
-    }
+    let state = match &status.state {
+        RunnerState::Idle => "idle",
+        RunnerState::WaitingForLease => "waiting_for_lease",
+        RunnerState::CatchingUp => "catching_up",
+        RunnerState::Live => "live",
+        RunnerState::Stopped => "stopped",
+        RunnerState::Reconnecting {
+            since,
+            attempts,
+            last_error,
+        } => {
+            health["attempts"] = json!(attempts);
+            health["error"] = json!(last_error);
+            health["reconnecting_for_ms"] =
+                json!(since.elapsed().map_or(0, |elapsed| elapsed.as_millis()));
+            "reconnecting"
+        }
+        RunnerState::Failed { error } => {
+            health["error"] = json!(error);
+            "failed"
+        }
+    };
+    health["state"] = json!(state);
+    health
 }

@@ -87,8 +87,8 @@ async fn run<S: EventStore + Clone, R: ReadModels>(
             let listener = tokio::net::TcpListener::bind(listen).await?;
             tracing::info!(address = %listener.local_addr()?, "serving the bank's HTTP API");
             let shutdown = async {
-                let _ = tokio::signal::ctrl_c().await;
-                tracing::info!("shutting down");
+                shutdown_signal().await;
+                tracing::info!("shutting down: finishing the requests and batches in hand");
             };
             http::serve(listener, http::router(running.bank().clone()), shutdown).await?;
         }
@@ -98,4 +98,27 @@ async fn run<S: EventStore + Clone, R: ReadModels>(
     }
     running.stop().await?;
     Ok(())
+}
+
+/// Resolves on Ctrl-C, or on SIGTERM (how containers and service managers stop a process).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
 }

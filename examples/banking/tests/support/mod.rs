@@ -23,6 +23,8 @@ use tokio::task::JoinHandle;
 #[path = "../../../../store-postgres/tests/support/mod.rs"]
 pub mod pg;
 
+pub mod scenario;
+
 /// The EventStoreDB protocol double of this test process (nextest runs each test in a process
 /// of its own; every test writes streams of its own anyway).
 pub fn double() -> &'static ProtocolDouble {
@@ -58,8 +60,16 @@ pub async fn postgres_bank() -> (Running<PostgresStore, PgReadModels>, PostgresS
 pub struct Server {
     base: String,
     client: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::io::Result<()>>,
+    process: Process,
+}
+
+/// What serves the API: a task of this test, or a `banking serve` process of its own.
+enum Process {
+    Task {
+        stop: Option<oneshot::Sender<()>>,
+        task: JoinHandle<std::io::Result<()>>,
+    },
+    Child(std::process::Child),
 }
 
 /// A response: the status and the JSON body (`Null` when there is none).
@@ -73,16 +83,63 @@ impl Server {
         let task = tokio::spawn(http::serve(listener, http::router(bank.clone()), async {
             stopped.await.ok();
         }));
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap();
         Self {
             base,
-            client,
-            stop: Some(stop),
-            task,
+            client: client(),
+            process: Process::Task {
+                stop: Some(stop),
+                task,
+            },
         }
+    }
+
+    /// Runs `banking serve` with `args` in a process of its own, on a loopback port, and waits
+    /// until it serves. Its log goes to this test's stderr.
+    pub fn spawn(args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_banking"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start banking serve");
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let address = loop {
+            let Some(Ok(line)) = lines.next() else {
+                panic!("banking serve ended before it served: {:?}", child.wait());
+            };
+            eprintln!("serve: {line}");
+            if let Some((_, address)) = line.split_once("address=") {
+                break address.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        // Keep reading, so that the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                eprintln!("serve: {line}");
+            }
+        });
+        Self {
+            base: format!("http://{address}"),
+            client: client(),
+            process: Process::Child(child),
+        }
+    }
+
+    /// Stops a spawned server with SIGTERM, as a container runtime would, and returns how it
+    /// exited.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let Process::Child(child) = &mut self.process else {
+            panic!("not a process of its own")
+        };
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        child.wait().unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -117,11 +174,36 @@ impl Server {
     }
 
     pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            stop.send(()).ok();
+        match &mut self.process {
+            Process::Task { stop, task } => {
+                if let Some(stop) = stop.take() {
+                    stop.send(()).ok();
+                }
+                task.await.unwrap().unwrap();
+            }
+            Process::Child(child) => {
+                child.kill().ok();
+                child.wait().ok();
+            }
         }
-        self.task.await.unwrap().unwrap();
     }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // A failed test leaves no server behind.
+        if let Process::Child(child) = &mut self.process {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
 }
 
 pub async fn answer(response: reqwest::Response) -> Answer {
