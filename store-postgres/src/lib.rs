@@ -37,6 +37,7 @@ mod projection;
 mod reads;
 mod snapshots;
 mod sql;
+mod tls;
 
 use std::fmt;
 use std::sync::Arc;
