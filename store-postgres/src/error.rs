@@ -81,13 +81,15 @@ fn certificate_refusal(error: &tokio_postgres::Error) -> Option<String> {
             .and_then(std::io::Error::get_ref)
             .and_then(|inner| inner.downcast_ref::<rustls::Error>());
         if let Some(rustls::Error::InvalidCertificate(certificate)) = rustls_error {
-            if let rustls::CertificateError::Other(rustls::OtherError(other)) = certificate {
-                if let Some(refused) = other.downcast_ref::<CertificateRefused>() {
-                    return Some(refused.to_string());
-                }
+            if let rustls::CertificateError::Other(rustls::OtherError(other)) = certificate
+                && let Some(refused) = other.downcast_ref::<CertificateRefused>()
+            {
+                return Some(refused.to_string());
             }
             // A connector of the caller's own (a pool given to `with_pool`).
-            return Some(format!("the server's TLS certificate is refused: {certificate}"));
+            return Some(format!(
+                "the server's TLS certificate is refused: {certificate}"
+            ));
         }
         next = cause.source();
     }

@@ -11,10 +11,10 @@ use std::collections::HashMap;
 use std::pin::pin;
 use std::time::Duration;
 
+use deadpool_postgres::{Manager, ManagerConfig, Pool};
 use decider_core::projection::Lease;
 use decider_core::{EventFilter, EventStore, StoreError, SubscriptionMessage};
 use decider_store_postgres::{ConnectionSettings, PostgresOptions, PostgresStore};
-use deadpool_postgres::{Manager, ManagerConfig, Pool};
 use futures::StreamExt;
 use support::{database_url, drop_store, fresh_store_at, raw_client};
 
@@ -27,8 +27,8 @@ const PROJECTION: &str = "tls";
 /// The PEM file of the server's certificate (self-signed, so also its root). Panics, saying
 /// what to set, when it cannot be read: these tests never skip silently.
 fn server_certificate() -> String {
-    let path = std::env::var("PG_SSLROOTCERT")
-        .unwrap_or_else(|_| DEFAULT_SERVER_CERTIFICATE.to_owned());
+    let path =
+        std::env::var("PG_SSLROOTCERT").unwrap_or_else(|_| DEFAULT_SERVER_CERTIFICATE.to_owned());
     if let Err(error) = std::fs::read(&path) {
         panic!(
             "cannot read the server's certificate at {path}: {error}\n\
@@ -103,12 +103,7 @@ async fn encryption_of_each_connection(store: &PostgresStore) -> HashMap<String,
         Ok(Some(Ok(SubscriptionMessage::CaughtUp))) => {}
         other => panic!("expected catch-up, got {other:?}"),
     }
-    let lease = store
-        .leases()
-        .unwrap()
-        .acquire(PROJECTION)
-        .await
-        .unwrap();
+    let lease = store.leases().unwrap().acquire(PROJECTION).await.unwrap();
     let names = [
         format!("decider:{schema}"),
         format!("decider:{schema}:listen"),
@@ -193,7 +188,9 @@ async fn verify_full_with_the_servers_certificate_as_root_connects_to_the_host_i
         url.push_str(&format!(" dbname={dbname}"));
     }
     if let Some(password) = config.get_password() {
-        let password = String::from_utf8_lossy(password).replace('\\', r"\\").replace('\'', r"\'");
+        let password = String::from_utf8_lossy(password)
+            .replace('\\', r"\\")
+            .replace('\'', r"\'");
         url.push_str(&format!(" password='{password}'"));
     }
     let store = fresh_store_at(&url, options()).await;
@@ -246,8 +243,7 @@ async fn an_unknown_sslmode_is_invalid_input() {
 /// A pool of the caller's own (here plaintext) and settings from a TLS URL: the connections
 /// outside the pool follow the settings.
 #[tokio::test]
-async fn settings_given_with_a_pool_of_ones_own_carry_tls_to_the_listening_and_lease_connections()
-{
+async fn settings_given_with_a_pool_of_ones_own_carry_tls_to_the_listening_and_lease_connections() {
     let plain: tokio_postgres::Config = database_url().parse().unwrap();
     let manager = Manager::from_config(plain, tokio_postgres::NoTls, ManagerConfig::default());
     let pool = Pool::builder(manager).max_size(2).build().unwrap();

@@ -99,7 +99,8 @@ fn from_key_values(text: &str) -> Result<(String, TlsParams), StoreError> {
 /// The parameter at the start of `text`: its key, its value unquoted and unescaped, and its
 /// length in `text`.
 fn key_value(text: &str) -> Result<(&str, String, usize), StoreError> {
-    let bad = |what: &str| StoreError::InvalidInput(format!("bad PostgreSQL connection string: {what}"));
+    let bad =
+        |what: &str| StoreError::InvalidInput(format!("bad PostgreSQL connection string: {what}"));
     let key_end = text
         .find(|c: char| c == '=' || c.is_whitespace())
         .unwrap_or(text.len());
@@ -178,7 +179,9 @@ mod tests {
     #[test]
     fn url_tls_parameters_are_taken_out_and_the_rest_kept_in_order() {
         assert_eq!(
-            split("postgres://u@h/db?application_name=x&sslmode=verify-full&sslrootcert=/ca.pem&connect_timeout=3"),
+            split(
+                "postgres://u@h/db?application_name=x&sslmode=verify-full&sslrootcert=/ca.pem&connect_timeout=3"
+            ),
             (
                 "postgres://u@h/db?application_name=x&connect_timeout=3".to_owned(),
                 params(Some(SslMode::VerifyFull), Some("/ca.pem"))
@@ -186,7 +189,10 @@ mod tests {
         );
         assert_eq!(
             split("postgres://u@h/db?sslmode=verify-ca"),
-            ("postgres://u@h/db".to_owned(), params(Some(SslMode::VerifyCa), None))
+            (
+                "postgres://u@h/db".to_owned(),
+                params(Some(SslMode::VerifyCa), None)
+            )
         );
     }
 
@@ -194,7 +200,10 @@ mod tests {
     fn url_tls_parameters_are_percent_decoded() {
         assert_eq!(
             split("postgres://h/db?sslrootcert=%2Fetc%2Fmy%20ca.pem&ssl%6Dode=require"),
-            ("postgres://h/db".to_owned(), params(Some(SslMode::Require), Some("/etc/my ca.pem")))
+            (
+                "postgres://h/db".to_owned(),
+                params(Some(SslMode::Require), Some("/etc/my ca.pem"))
+            )
         );
     }
 
@@ -202,7 +211,10 @@ mod tests {
     fn a_question_mark_in_the_password_does_not_start_the_query() {
         assert_eq!(
             split("postgres://u:pa?ss@h/db?sslmode=disable"),
-            ("postgres://u:pa?ss@h/db".to_owned(), params(Some(SslMode::Disable), None))
+            (
+                "postgres://u:pa?ss@h/db".to_owned(),
+                params(Some(SslMode::Disable), None)
+            )
         );
     }
 
@@ -250,7 +262,11 @@ mod tests {
 
     #[test]
     fn a_bad_sslmode_is_invalid_input_in_either_form() {
-        for url in ["postgres://h/db?sslmode=bogus", "host=h sslmode=bogus", "sslmode=allow"] {
+        for url in [
+            "postgres://h/db?sslmode=bogus",
+            "host=h sslmode=bogus",
+            "sslmode=allow",
+        ] {
             match take_tls_params(url) {
                 Err(StoreError::InvalidInput(message)) => {
                     assert!(message.contains("sslmode"), "{url}: {message}");

@@ -68,8 +68,7 @@ impl ServerCertVerifier for ServerCertificates {
             Check::Chain(chain) => (chain, false),
             Check::ChainAndName(chain) => (chain, true),
         };
-        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Ok(verified) => Ok(verified),
             // The name is checked last, once the chain has been verified: a wrong name alone
             // means the chain is good.
@@ -124,7 +123,10 @@ impl fmt::Display for CertificateRefused {
                 " (verify-full needs a certificate signed by a trusted root that names the host \
                  connected to; check the host, or sslrootcert)",
             ),
-            _ => f.write_str(" (check sslrootcert)"),
+            _ => f.write_str(
+                " (it must be signed by a root in sslrootcert, or in the system's roots when \
+                 sslrootcert is not given)",
+            ),
         }
     }
 }
