@@ -154,6 +154,14 @@ async fn require_encrypts_the_pool_the_listening_and_the_lease_connections() {
 }
 
 #[tokio::test]
+async fn without_sslmode_every_connection_prefers_tls_which_this_server_offers() {
+    let store = fresh_store_at(&database_url(), options()).await;
+    let encryption = encryption_of_each_connection(&store).await;
+    assert_all(&encryption, true);
+    drop_store(store).await;
+}
+
+#[tokio::test]
 async fn disable_connects_every_connection_in_plaintext() {
     let store = fresh_store_at(&url_with(&[("sslmode", "disable")]), options()).await;
     let encryption = encryption_of_each_connection(&store).await;
