@@ -216,6 +216,29 @@ async fn verify_full_refuses_a_host_the_certificate_does_not_name() {
     assert!(!error.is_retryable());
 }
 
+/// A self-signed root made for these tests, whose key is thrown away: it signed no server.
+const UNRELATED_ROOT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/unrelated-root.pem"
+);
+
+#[tokio::test]
+async fn verify_ca_refuses_a_certificate_no_trusted_root_signed() {
+    let url = url_with(&[("sslmode", "verify-ca"), ("sslrootcert", UNRELATED_ROOT)]);
+    assert_refused_under(&connect_error(&url).await, "verify-ca");
+}
+
+/// As in libpq: `require` with a root file checks the chain like `verify-ca`.
+#[tokio::test]
+async fn require_with_a_root_file_checks_the_chain() {
+    let url = url_with(&[("sslmode", "require"), ("sslrootcert", UNRELATED_ROOT)]);
+    assert_refused_under(&connect_error(&url).await, "require");
+    let root = server_certificate();
+    let url = url_with(&[("sslmode", "require"), ("sslrootcert", &root)]);
+    let store = fresh_store_at(&url, options()).await;
+    drop_store(store).await;
+}
+
 #[tokio::test]
 async fn verify_full_against_the_system_roots_refuses_a_self_signed_certificate() {
     let error = connect_error(&url_with(&[("sslmode", "verify-full")])).await;
