@@ -1,7 +1,7 @@
 //! Opening connections: the pool, the listening connection and lease connections all come from
-//! one [`ConnectionSettings`], so they reach the same server the same way (TLS included), and each names the store's schema in its `application_name` (an
-//! operator, or a test, can tell one store's connections from another's in `pg_stat_activity`,
-//! and terminate exactly those).
+//! one [`ConnectionSettings`], so they reach the same server the same way (TLS included), and
+//! each names the store's schema in its `application_name` (an operator, or a test, can tell one
+//! store's connections from another's in `pg_stat_activity`, and terminate exactly those).
 
 use std::fmt;
 use std::str::FromStr;
