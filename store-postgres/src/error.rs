@@ -1,6 +1,6 @@
 //! How PostgreSQL and pool failures become [`StoreError`]s: lost or refused connections are
 //! `Unavailable` (retryable), bad data is `InvalidInput`, a missing schema says to migrate, and the
-//! rest is `Backend`.
+//! rest, a server certificate that TLS refused included, is `Backend`.
 
 use std::error::Error as _;
 
@@ -8,10 +8,15 @@ use deadpool_postgres::PoolError;
 use decider_core::StoreError;
 use tokio_postgres::error::SqlState;
 
+use crate::tls::CertificateRefused;
+
 /// Maps a driver error, for code that runs its own queries beside the store (read models,
 /// say) and wants the store's error classification.
 pub fn from_pg(error: &tokio_postgres::Error) -> StoreError {
     let Some(code) = error.code() else {
+        if let Some(refusal) = certificate_refusal(error) {
+            return StoreError::Backend(format!("PostgreSQL connection: {refusal}"));
+        }
         // No SQLSTATE: the connection closed or its socket failed, or a value did not convert.
         let io = error
             .source()
@@ -62,6 +67,33 @@ pub fn from_pg(error: &tokio_postgres::Error) -> StoreError {
         ));
     }
     StoreError::Backend(format!("PostgreSQL: {message} ({})", code.code()))
+}
+
+/// Why the TLS handshake refused the server's certificate, if that is what `error` is: the same
+/// certificate would be refused on every retry, so the caller must not be told to retry.
+fn certificate_refusal(error: &tokio_postgres::Error) -> Option<String> {
+    // tokio-rustls reports the rustls error inside an `io::Error`, whose `source` skips it: the
+    // chain is searched for the `io::Error` and its payload read with `get_ref`.
+    let mut next: Option<&(dyn std::error::Error + 'static)> = error.source();
+    while let Some(cause) = next {
+        let rustls_error = cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+        if let Some(rustls::Error::InvalidCertificate(certificate)) = rustls_error {
+            if let rustls::CertificateError::Other(rustls::OtherError(other)) = certificate
+                && let Some(refused) = other.downcast_ref::<CertificateRefused>()
+            {
+                return Some(refused.to_string());
+            }
+            // A connector of the caller's own (a pool given to `with_pool`).
+            return Some(format!(
+                "the server's TLS certificate is refused: {certificate}"
+            ));
+        }
+        next = cause.source();
+    }
+    None
 }
 
 /// Maps a failure to get a connection from the store's pool ([`PostgresStore::pool`](crate::PostgresStore::pool)).

@@ -18,6 +18,8 @@
 //! - **Snapshots**: the store is also a [`SnapshotStore`](decider_core::SnapshotStore) for the
 //!   command handler, one row per stream in the `snapshots` table.
 //! - Everything lives in one schema (default `decider`), so tenants and tests are isolated.
+//! - **TLS** through rustls, as libpq's `sslmode` and `sslrootcert` in the URL say, for every
+//!   connection the store opens (see [`ConnectionSettings`]).
 //!
 //! ```no_run
 //! use decider_store_postgres::PostgresStore;
@@ -37,6 +39,7 @@ mod projection;
 mod reads;
 mod snapshots;
 mod sql;
+mod tls;
 
 use std::fmt;
 use std::sync::Arc;
@@ -158,8 +161,10 @@ impl PostgresStore {
 
     /// A store on an existing pool (one with a TLS connector of your own, say). `settings`
     /// are for the connections outside the pool: the one that listens for appends, and
-    /// projection leases; build them with the same TLS settings as the pool. Without them, live
-    /// subscriptions only poll and [`leases`](Self::leases) are not available.
+    /// projection leases. Build them with [`ConnectionSettings::from_url`] from the pool's URL,
+    /// TLS parameters (`sslmode`, `sslrootcert`) included, so that they reach the server the
+    /// way the pool does. Without them, live subscriptions only poll and
+    /// [`leases`](Self::leases) are not available.
     pub fn with_pool(
         pool: Pool,
         settings: Option<ConnectionSettings>,

@@ -219,17 +219,15 @@ async fn listen_loop(
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use deadpool_postgres::{Manager, ManagerConfig};
-    use tokio_postgres::NoTls;
-
     use super::*;
 
     /// A pool that is never asked for a connection that works: the notifier's attempts fail
     /// and are only logged.
     fn unreachable_pool() -> Pool {
-        let config: tokio_postgres::Config = "host=127.0.0.1 port=1 user=nobody".parse().unwrap();
-        let manager = Manager::from_config(config, NoTls, ManagerConfig::default());
-        Pool::builder(manager).max_size(1).build().unwrap()
+        ConnectionSettings::from_url("host=127.0.0.1 port=1 user=nobody sslmode=disable")
+            .unwrap()
+            .pool(1, Duration::from_secs(1))
+            .unwrap()
     }
 
     #[tokio::test]

@@ -13,16 +13,14 @@ pub fn database_url() -> String {
 /// A store in a new, migrated schema of its own. Panics with what to start or set when no
 /// database answers: a store's tests never skip silently.
 pub async fn fresh_store_with(options: PostgresOptions) -> PostgresStore {
-    let store = unmigrated_store(options).await;
-    store.migrate().await.expect("migrate a fresh schema");
-    store
+    fresh_store_at(&database_url(), options).await
 }
 
 /// Schemas this test process made, dropped by the panic hook if a test fails before its
 /// `drop_store`: a failing test leaves nothing behind either.
 static SCHEMAS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
-fn drop_schemas_on_panic(schema: &str) {
+pub fn drop_schemas_on_panic(schema: &str) {
     static HOOK: std::sync::Once = std::sync::Once::new();
     SCHEMAS
         .lock()
@@ -64,10 +62,21 @@ fn drop_schemas_on_panic(schema: &str) {
 
 /// A store on a schema that does not exist yet.
 pub async fn unmigrated_store(options: PostgresOptions) -> PostgresStore {
-    let url = database_url();
+    unmigrated_store_at(&database_url(), options).await
+}
+
+/// A store in a new, migrated schema of its own, connected through `url` (the database of
+/// `DATABASE_URL` with other connection parameters, say).
+pub async fn fresh_store_at(url: &str, options: PostgresOptions) -> PostgresStore {
+    let store = unmigrated_store_at(url, options).await;
+    store.migrate().await.expect("migrate a fresh schema");
+    store
+}
+
+async fn unmigrated_store_at(url: &str, options: PostgresOptions) -> PostgresStore {
     let schema = format!("decider_test_{}", uuid::Uuid::new_v4().simple());
     drop_schemas_on_panic(&schema);
-    PostgresStore::connect_with(&url, PostgresOptions { schema, ..options })
+    PostgresStore::connect_with(url, PostgresOptions { schema, ..options })
         .await
         .unwrap_or_else(|error| {
             panic!(
