@@ -130,7 +130,8 @@ impl ConnectionSettings {
 
 /// The `application_name` of a store's connections: the one set in the URL, or
 /// `decider:<schema>`; connections outside the pool add what they are for
-/// (`decider:<schema>:listen`, `decider:<schema>:lease:<projection>`).
+/// (`decider:<schema>:listen`, `decider:<schema>:lease:<projection>`). PostgreSQL keeps the
+/// first 63 bytes: a long projection name is cut short, the schema prefix stays.
 pub(crate) fn application_name(settings: &ConnectionSettings, schema: &str) -> String {
     settings
         .config

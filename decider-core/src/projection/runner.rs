@@ -292,8 +292,11 @@ where
                 Ok(checkpoint) => checkpoint,
                 Err(error) => return Err(self.refusal(error)),
             };
-            self.status.set_checkpoint(checkpoint);
-            self.status.set_state(RunnerState::CatchingUp);
+            self.status.update(|status| {
+                status.checkpoint = checkpoint;
+                status.in_flight = 0;
+                status.state = RunnerState::CatchingUp;
+            });
             let mut source = self.start_source(checkpoint);
             let restart = loop {
                 let first = tokio::select! {

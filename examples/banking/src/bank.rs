@@ -450,8 +450,10 @@ impl<S: EventStore + Clone, R: ReadModels> Running<S, R> {
         let (shutdown, stopped) = watch::channel(false);
         // No lingering for fuller batches: a transfer waits on both projections, and events that
         // arrive while a batch is applied make the next batch anyway.
+        // And back within two seconds of the database's return after an outage.
         let options = RunnerOptions {
             max_linger: Duration::ZERO,
+            retry_max: Duration::from_secs(2),
             ..RunnerOptions::default()
         };
         let read_side = ProjectionRunner::new(

@@ -31,7 +31,10 @@ async fn a_server_whose_database_connections_are_terminated_recovers_by_itself()
             .await
             .unwrap()
             .get(0);
-        assert!(killed >= 3, "round {round}: only {killed} connections terminated");
+        assert!(
+            killed >= 3,
+            "round {round}: only {killed} connections terminated"
+        );
         everything_flows(&server, &bank, &format!("round-{round}")).await;
         let health = healthy(&server).await;
         assert!(

@@ -39,7 +39,10 @@ fn cluster(action: &str) {
         .args(["--skip-systemctl-redirect", version, "main", action])
         .status()
         .expect("run pg_ctlcluster (as root)");
-    assert!(status.success(), "pg_ctlcluster {version} main {action}: {status}");
+    assert!(
+        status.success(),
+        "pg_ctlcluster {version} main {action}: {status}"
+    );
 }
 
 /// Starts the database again when dropped, also when the test fails midway.

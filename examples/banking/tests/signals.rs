@@ -40,6 +40,9 @@ async fn sigterm_finishes_the_requests_in_hand_and_exits_zero() {
         .unwrap();
     assert_eq!(status.code(), Some(0), "{status:?}");
     let (answer, waited) = waiting.await.unwrap();
-    assert_eq!(answer.0, 504, "the request in hand got its answer: {answer:?}");
+    assert_eq!(
+        answer.0, 504,
+        "the request in hand got its answer: {answer:?}"
+    );
     assert!(waited >= Duration::from_millis(1_400), "{waited:?}");
 }
