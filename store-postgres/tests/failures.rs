@@ -57,13 +57,13 @@ async fn hold_event_id(store: &PostgresStore, id: Uuid) -> tokio_postgres::Clien
     other
 }
 
-/// Waits for a backend of `store` other than `previous` to block on a lock, and terminates it.
-async fn terminate_blocked_backend(
+/// Waits for a backend of `store` other than `previous` to block on a lock.
+async fn blocked_backend(
     monitor: &tokio_postgres::Client,
     store: &PostgresStore,
     previous: Option<i32>,
 ) -> i32 {
-    let pid: i32 = tokio::time::timeout(Duration::from_secs(10), async {
+    tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             let rows = monitor
                 .query(
@@ -81,7 +81,16 @@ async fn terminate_blocked_backend(
         }
     })
     .await
-    .expect("no append blocked on the held event id");
+    .expect("no append blocked on the held event id")
+}
+
+/// Waits for a backend of `store` other than `previous` to block on a lock, and terminates it.
+async fn terminate_blocked_backend(
+    monitor: &tokio_postgres::Client,
+    store: &PostgresStore,
+    previous: Option<i32>,
+) -> i32 {
+    let pid = blocked_backend(monitor, store, previous).await;
     monitor
         .execute("SELECT pg_terminate_backend($1)", &[&pid])
         .await
@@ -114,25 +123,7 @@ async fn a_backend_terminated_mid_append_is_retried_on_another_connection_and_wr
     let monitor = raw_client().await;
     let first = terminate_blocked_backend(&monitor, &store, None).await;
     // The store sent the append again, on another connection, which blocks in turn.
-    let second = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let rows = monitor
-                .query(
-                    "SELECT pid FROM pg_stat_activity \
-                     WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%'",
-                    &[&store.schema()],
-                )
-                .await
-                .unwrap();
-            if let Some(row) = rows.first() {
-                return row.get::<_, i32>(0);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the append was not sent again");
-    assert_ne!(first, second);
+    blocked_backend(&monitor, &store, Some(first)).await;
     assert!(!append.is_finished());
     // The other client gives its id up: the append goes through, once.
     other.batch_execute("ROLLBACK").await.unwrap();
