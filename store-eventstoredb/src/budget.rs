@@ -18,7 +18,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// connection: `calls` for appends and reads (a read holds its stream until it has been read to
 /// its end or dropped), `subscriptions` for subscriptions (each for its whole life).
 ///
-/// A call or subscription over its budget waits for a stream of that budget to be released.
+/// A call or subscription over its budget waits for a stream of that budget to be released; a
+/// task that keeps a read open while it appends holds two call streams meanwhile, so more such
+/// tasks than `calls` wait for each other.
 /// The defaults (64 and 32) stay below the 100 streams a KurrentDB server admits on one
 /// connection by default, leaving room for the client's own calls (server features, gossip);
 /// against a server configured with another `Kestrel:Limits:Http2:MaxStreamsPerConnection`,
