@@ -37,14 +37,11 @@ async fn one_task(store: EventStoreDbStore, task: usize) {
                 Direction::Backward,
                 Some(1)
             ));
-            match newest.next().await {
-                Some(event) => Some(
-                    event
-                        .unwrap_or_else(|error| panic!("task {task}: a read failed: {error}"))
-                        .revision,
-                ),
-                None => None,
-            }
+            newest.next().await.map(|event| {
+                event
+                    .unwrap_or_else(|error| panic!("task {task}: a read failed: {error}"))
+                    .revision
+            })
         };
         assert_eq!(last, round.checked_sub(1), "task {task} lost an event");
         let expected = ExpectedVersion::from_last_revision(last);
