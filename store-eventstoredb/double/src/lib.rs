@@ -17,6 +17,9 @@
 //!   follow live appends, with checkpoints for filtered `$all` subscriptions;
 //! - `ServerFeatures.GetSupportedMethods`.
 //!
+//! Like a KurrentDB server it admits [`MAX_STREAMS_PER_CONNECTION`] streams at once on one
+//! HTTP/2 connection.
+//!
 //! What it does not: deletes and tombstones, batch appends, regex filters, link events,
 //! `FellBehind` (a slow subscriber is served from the log, never dropped), persistent
 //! subscriptions, projections, users, TLS, clustering and gossip.
@@ -54,6 +57,11 @@ use crate::proto::event_store::client::server_features::server_features_server::
 use crate::proto::event_store::client::streams::streams_server::StreamsServer;
 use crate::quickack::QuickAck;
 use crate::service::{FeaturesService, StreamsService};
+
+/// The streams the double admits at once on one HTTP/2 connection: a KurrentDB server's
+/// (Kestrel's `Http2.MaxStreamsPerConnection` default, which KurrentDB does not change; see ADR
+/// 7). tonic's default would be no limit at all (it overrides hyper's 200 with none).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 100;
 
 /// Where an append may be held, for fault tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,6 +237,7 @@ impl ProtocolDouble {
                 Some((accepted, listener))
             });
             let served = tonic::transport::Server::builder()
+                .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
                 .add_service(streams)
                 .add_service(features)
                 .serve_with_incoming(incoming)

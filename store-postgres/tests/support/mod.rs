@@ -16,21 +16,34 @@ pub async fn fresh_store_with(options: PostgresOptions) -> PostgresStore {
     fresh_store_at(&database_url(), options).await
 }
 
-/// Schemas this test process made, dropped by the panic hook if a test fails before its
-/// `drop_store`: a failing test leaves nothing behind either.
-static SCHEMAS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+/// Schemas this test process made, each with the thread that made it (the test's own thread,
+/// where its body runs and where its failure is raised), dropped by the panic hook when that
+/// thread panics before the test's `drop_store`: a failing test leaves nothing behind either.
+/// Only the panicking test's schemas: under `cargo test` one process runs many tests at once,
+/// and a panic of one must not drop the schemas of the others (nor a panic on a runtime's worker
+/// thread, which the test thread reports when it fails).
+static SCHEMAS: std::sync::Mutex<Vec<(std::thread::ThreadId, String)>> =
+    std::sync::Mutex::new(Vec::new());
 
 pub fn drop_schemas_on_panic(schema: &str) {
     static HOOK: std::sync::Once = std::sync::Once::new();
     SCHEMAS
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .push(schema.to_owned());
+        .push((std::thread::current().id(), schema.to_owned()));
     HOOK.call_once(|| {
         let report = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             report(info);
-            let schemas = std::mem::take(&mut *SCHEMAS.lock().unwrap_or_else(|p| p.into_inner()));
+            let panicking = std::thread::current().id();
+            let schemas: Vec<String> = {
+                let mut made = SCHEMAS.lock().unwrap_or_else(|p| p.into_inner());
+                let (mine, others) = std::mem::take(&mut *made)
+                    .into_iter()
+                    .partition::<Vec<_>, _>(|(thread, _)| *thread == panicking);
+                *made = others;
+                mine.into_iter().map(|(_, schema)| schema).collect()
+            };
             if schemas.is_empty() {
                 return;
             }
