@@ -1,4 +1,4 @@
-//! The in-memory store under the workloads W2–W4 of BENCHMARKS.md, printed one line each.
+//! The in-memory store under the workloads W2–W4 of docs/benchmarks.md, printed one line each.
 //!
 //! Run with `cargo bench -p decider-store-memory`. There is no database to compare with: W3 is
 //! printed beside a plain `read_all` of the same run. W1 (commands through the handler, with and

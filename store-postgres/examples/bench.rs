@@ -1,4 +1,4 @@
-//! The PostgreSQL store under workloads W2–W4 of BENCHMARKS.md, each line beside the raw database
+//! The PostgreSQL store under workloads W2–W4 of docs/benchmarks.md, each line beside the raw database
 //! doing the same work in the same run.
 //!
 //! ```text

@@ -1,4 +1,4 @@
-//! Workload W1 of BENCHMARKS.md — commands through `CommandHandler` — on the memory store and on
+//! Workload W1 of docs/benchmarks.md — commands through `CommandHandler` — on the memory store and on
 //! PostgreSQL, each run without cache, with the state cache, and with snapshots, beside the raw
 //! baseline of the same run at the same client count.
 //!
@@ -126,7 +126,7 @@ impl Workload {
     }
 }
 
-/// The three runs of BENCHMARKS.md.
+/// The three runs of docs/benchmarks.md.
 const SHORT: [Workload; 3] = [
     Workload::new(1, 500, 5),
     Workload::new(4, 2_000, 5),

@@ -1,4 +1,4 @@
-//! W5 (BENCHMARKS.md): a projection catching up over 1M events into a per-stream counter table
+//! W5 (docs/benchmarks.md): a projection catching up over 1M events into a per-stream counter table
 //! through `PgTransactionalSink`, beside the raw database doing the same work in the same run —
 //! keyset-paged reads of the same events and a batched `INSERT … ON CONFLICT DO UPDATE` of the
 //! same rows, one transaction per batch.
