@@ -50,7 +50,9 @@ use tokio_postgres::NoTls;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use uuid::Uuid;
 
-const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// Plaintext, like the raw baseline, which connects without TLS: set `sslmode=disable` in your
+/// own `DATABASE_URL` too, or the store pays for TLS and the raw side does not.
+const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable";
 
 /// Connections in the store's pool and in the raw baseline's: the most clients of any run.
 const POOL_SIZE: usize = 16;

@@ -63,7 +63,8 @@ async fn main() {
         .unwrap_or(1.0);
     let total = ((1_000_000.0 * scale) as usize).max(BATCH);
     let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        // Plaintext, like the raw baseline (which connects without TLS).
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test?sslmode=disable".to_owned());
     let schema = format!("decider_w5_{}", uuid::Uuid::new_v4().simple());
     let store = PostgresStore::connect_with(
         &url,

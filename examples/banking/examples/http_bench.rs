@@ -36,7 +36,8 @@ async fn main() {
     let store = args.next().unwrap_or_else(|| "postgres".to_owned());
     let per_level: usize = args.next().map_or(2_000, |n| n.parse().expect("a count"));
     let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        // Plaintext, like the raw baseline (which connects without TLS).
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test?sslmode=disable".to_owned());
     println!("banking http_bench: {store}, {per_level} transfers per level, {ACCOUNTS} accounts");
     match store.as_str() {
         "memory" => run("decider/memory", bank::in_memory(), per_level).await,
