@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -745,6 +746,30 @@ async fn a_saga_redelivered_from_the_start_sends_each_command_once_in_effect() {
 
 // --- faults are weather -------------------------------------------------------------------
 
+/// Runs `runner` while `check` runs, then stops it; returns what the run returned.
+async fn run_during<S, K, L>(
+    runner: &ProjectionRunner<S, K, L>,
+    check: impl Future<Output = ()>,
+) -> Result<(), ProjectionError>
+where
+    S: EventStore + Clone,
+    K: Sink,
+    L: Lease,
+{
+    let (stop, stopped) = oneshot::channel::<()>();
+    let check = async {
+        check.await;
+        let _ = stop.send(());
+    };
+    let (result, ()) = tokio::join!(
+        runner.run(async {
+            stopped.await.ok();
+        }),
+        check
+    );
+    result
+}
+
 /// A lease that the test can make fail (to be taken) and lose (once held), counting how often
 /// it was taken.
 #[derive(Default)]
@@ -841,7 +866,6 @@ async fn a_lost_lease_is_taken_again_and_the_run_resumes_from_the_checkpoint() {
     .with_options(options)
     .with_lease(Flaky(lease.clone()));
     let status = runner.status_handle();
-    let (stop, stopped) = oneshot::channel::<()>();
     let faults = async {
         watch_states(&status, |s| {
             s.state == RunnerState::Live && s.handled == 100
@@ -854,15 +878,8 @@ async fn a_lost_lease_is_taken_again_and_the_run_resumes_from_the_checkpoint() {
         })
         .await;
         assert_eq!(reconnecting(&seen, "lease"), Some(1), "{seen:?}");
-        stop.send(()).unwrap();
     };
-    let (result, ()) = tokio::join!(
-        runner.run(async {
-            stopped.await.ok();
-        }),
-        faults
-    );
-    result.unwrap();
+    run_during(&runner, faults).await.unwrap();
     assert_eq!(lease.taken.load(Ordering::SeqCst), 2);
     let counts = model.counts();
     assert_eq!(counts.len(), 120);
@@ -889,7 +906,6 @@ async fn a_lease_that_cannot_be_taken_is_tried_again_with_growing_backoff() {
         .with_options(options)
         .with_lease(Flaky(lease.clone()));
     let status = runner.status_handle();
-    let (stop, stopped) = oneshot::channel::<()>();
     let started = std::time::Instant::now();
     let check = async {
         let seen = watch_states(&status, |s| s.state == RunnerState::Live && s.handled == 20).await;
@@ -903,15 +919,8 @@ async fn a_lease_that_cannot_be_taken_is_tried_again_with_growing_backoff() {
             })
             .collect();
         assert_eq!(attempts, [1, 2, 3, 4], "{seen:?}");
-        stop.send(()).unwrap();
     };
-    let (result, ()) = tokio::join!(
-        runner.run(async {
-            stopped.await.ok();
-        }),
-        check
-    );
-    result.unwrap();
+    run_during(&runner, check).await.unwrap();
     assert_eq!(model.counts().len(), 20);
 }
 
@@ -930,7 +939,6 @@ async fn a_sink_that_fails_retryably_is_reported_reconnecting_never_failed() {
     let runner = ProjectionRunner::new(store, Projection::new("p"), sink(&model, &Arc::default()))
         .with_options(options);
     let status = runner.status_handle();
-    let (stop, stopped) = oneshot::channel::<()>();
     let check = async {
         let seen = watch_states(&status, |s| s.state == RunnerState::Live && s.handled == 30).await;
         assert_eq!(reconnecting(&seen, "flaky"), Some(1), "{seen:?}");
@@ -939,15 +947,8 @@ async fn a_sink_that_fails_retryably_is_reported_reconnecting_never_failed() {
                 .any(|state| matches!(state, RunnerState::Reconnecting { attempts: 3, .. })),
             "{seen:?}"
         );
-        stop.send(()).unwrap();
     };
-    let (result, ()) = tokio::join!(
-        runner.run(async {
-            stopped.await.ok();
-        }),
-        check
-    );
-    result.unwrap();
+    run_during(&runner, check).await.unwrap();
     assert!(model.counts().values().all(|&n| n == 1));
 }
 
@@ -970,7 +971,6 @@ async fn a_runner_waiting_for_its_lease_reports_the_true_lag() {
     .with_options(options)
     .with_lease(leases);
     let status = runner.status_handle();
-    let (stop, stopped) = oneshot::channel::<()>();
     let check = async {
         fill(&store, 4, 25, "Deposited").await;
         watch_states(&status, |s| s.lag == Some(100)).await;
@@ -1001,15 +1001,8 @@ async fn a_runner_waiting_for_its_lease_reports_the_true_lag() {
             60,
             "resumed from the holder's checkpoint"
         );
-        stop.send(()).unwrap();
     };
-    let (result, ()) = tokio::join!(
-        runner.run(async {
-            stopped.await.ok();
-        }),
-        check
-    );
-    result.unwrap();
+    run_during(&runner, check).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1028,19 +1021,11 @@ async fn a_filtered_projection_that_is_caught_up_has_no_lag_whatever_else_is_app
     )
     .with_options(options);
     let status = runner.status_handle();
-    let (stop, stopped) = oneshot::channel::<()>();
     let check = async {
         watch_states(&status, |s| s.state == RunnerState::Live && s.handled == 20).await;
         fill(&store, 2, 10, "Withdrawn").await;
         watch_states(&status, |s| s.head == Some(Position::new(40, 40))).await;
         assert_eq!(status.get().lag, Some(0), "{:?}", status.get());
-        stop.send(()).unwrap();
     };
-    let (result, ()) = tokio::join!(
-        runner.run(async {
-            stopped.await.ok();
-        }),
-        check
-    );
-    result.unwrap();
+    run_during(&runner, check).await.unwrap();
 }

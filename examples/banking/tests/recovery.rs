@@ -46,12 +46,6 @@ async fn a_server_whose_database_connections_are_terminated_recovers_by_itself()
             "{health:?}"
         );
     }
-    assert_eq!(
-        tokio::task::spawn_blocking(move || server.terminate())
-            .await
-            .unwrap()
-            .code(),
-        Some(0)
-    );
+    assert_eq!(server.terminate().await.code(), Some(0));
     pg::drop_store(store).await;
 }

@@ -113,12 +113,6 @@ async fn a_database_restart_under_a_running_server_heals_without_a_process_resta
     assert!(recovered < RECOVERY, "{recovered:?}");
     drop(restarted);
 
-    assert_eq!(
-        tokio::task::spawn_blocking(move || server.terminate())
-            .await
-            .unwrap()
-            .code(),
-        Some(0)
-    );
+    assert_eq!(server.terminate().await.code(), Some(0));
     pg::drop_store(store).await;
 }

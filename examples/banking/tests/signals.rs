@@ -35,9 +35,7 @@ async fn sigterm_finishes_the_requests_in_hand_and_exits_zero() {
         }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let status = tokio::task::spawn_blocking(move || server.terminate())
-        .await
-        .unwrap();
+    let status = server.terminate().await;
     assert_eq!(status.code(), Some(0), "{status:?}");
     let (answer, waited) = waiting.await.unwrap();
     assert_eq!(

@@ -130,7 +130,13 @@ impl Server {
 
     /// Stops a spawned server with SIGTERM, as a container runtime would, and returns how it
     /// exited.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
+    pub async fn terminate(self) -> std::process::ExitStatus {
+        tokio::task::spawn_blocking(move || self.terminate_blocking())
+            .await
+            .unwrap()
+    }
+
+    fn terminate_blocking(mut self) -> std::process::ExitStatus {
         let Process::Child(child) = &mut self.process else {
             panic!("not a process of its own")
         };
