@@ -63,6 +63,8 @@ fn save_checkpoint(
 ) -> Result<(), CheckpointError> {
     let (next_commit, next_prepare) = (to_sql(next.commit()), to_sql(next.prepare()));
     let changed = match expected {
+        // Never backwards, even from the right place (compared here, on the unsigned parts).
+        Some(expected) if next <= expected => Ok(0),
         Some(expected) => {
             connection
                 .prepare_cached(sql::MOVE_CHECKPOINT)
