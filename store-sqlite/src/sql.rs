@@ -1,0 +1,159 @@
+//! Every statement of the store, and the schema it runs on.
+//!
+//! The file is marked as ours by `PRAGMA application_id` and versioned by `PRAGMA user_version`
+//! (both in the database header, so they are read without touching a table).
+
+/// `PRAGMA application_id` of a decider database: "dcdr" in ASCII.
+pub(crate) const APPLICATION_ID: i32 = 0x6463_6472;
+
+/// The schema version this code writes and reads. A file with a higher `user_version` was
+/// written by newer code and is refused.
+pub(crate) const SCHEMA_VERSION: u32 = 1;
+
+/// Migrations, in order: `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`.
+pub(crate) const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [r#"
+CREATE TABLE events (
+    -- The global position, gap-free in commit order: SQLite admits one writer at a time and a
+    -- rolled-back append gives its numbers back (no AUTOINCREMENT, nothing is ever deleted).
+    seq          INTEGER PRIMARY KEY,
+    stream_id    TEXT    NOT NULL,
+    category     TEXT    NOT NULL,
+    revision     INTEGER NOT NULL,
+    event_id     BLOB    NOT NULL UNIQUE,
+    event_type   TEXT    NOT NULL,
+    -- 0: JSON text, 1: opaque bytes.
+    content_type INTEGER NOT NULL,
+    payload      BLOB    NOT NULL,
+    metadata     TEXT    NOT NULL,
+    -- Microseconds since the Unix epoch.
+    recorded_at  INTEGER NOT NULL,
+    -- The first position and the length of the append that wrote the row: an exact repeat
+    -- of that append is recognised by them.
+    batch_start  INTEGER NOT NULL,
+    batch_len    INTEGER NOT NULL,
+    UNIQUE (stream_id, revision)
+) STRICT;
+
+CREATE TABLE checkpoints (
+    projection   TEXT    PRIMARY KEY,
+    commit_part  INTEGER NOT NULL,
+    prepare_part INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE dead_letters (
+    projection   TEXT    NOT NULL,
+    event_id     BLOB    NOT NULL,
+    stream_id    TEXT    NOT NULL,
+    revision     INTEGER NOT NULL,
+    commit_part  INTEGER NOT NULL,
+    prepare_part INTEGER NOT NULL,
+    reason       TEXT    NOT NULL,
+    failed_at    INTEGER NOT NULL,
+    PRIMARY KEY (projection, event_id)
+) STRICT;
+
+CREATE TABLE snapshots (
+    stream_id     TEXT    PRIMARY KEY,
+    revision      INTEGER NOT NULL,
+    state_version INTEGER NOT NULL,
+    payload       BLOB    NOT NULL
+) STRICT;
+
+CREATE TABLE leases (
+    projection TEXT    PRIMARY KEY,
+    owner      TEXT    NOT NULL,
+    -- Milliseconds since the Unix epoch, by the holder's clock.
+    expires_at INTEGER NOT NULL
+) STRICT;
+"#];
+
+/// Whether the file holds any schema object (someone else's tables, say).
+pub(crate) const HAS_OBJECTS: &str = "SELECT EXISTS (SELECT 1 FROM sqlite_schema)";
+
+pub(crate) const FIND_EVENT_ID: &str =
+    "SELECT seq, stream_id, revision, batch_start, batch_len FROM events WHERE event_id = ?1";
+
+pub(crate) const BATCH_IDS: &str =
+    "SELECT event_id FROM events WHERE seq >= ?1 AND seq < ?1 + ?2 ORDER BY seq";
+
+pub(crate) const LAST_REVISION: &str = "SELECT MAX(revision) FROM events WHERE stream_id = ?1";
+
+pub(crate) const LAST_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM events";
+
+pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (seq, stream_id, category, revision, \
+     event_id, event_type, content_type, payload, metadata, recorded_at, batch_start, batch_len) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+
+/// The columns [`crate::reads`] turns into a `RecordedEvent`, in its order.
+const EVENT_COLUMNS: &str =
+    "seq, stream_id, revision, event_id, event_type, content_type, payload, metadata, recorded_at";
+
+pub(crate) fn read_stream_forward() -> String {
+    format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ?1 AND revision >= ?2 \
+         ORDER BY revision LIMIT ?3"
+    )
+}
+
+pub(crate) fn read_stream_backward() -> String {
+    format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ?1 AND revision <= ?2 \
+         ORDER BY revision DESC LIMIT ?3"
+    )
+}
+
+/// A page of the global log after `?1`; `?2` and `?3` are JSON arrays of the event types and
+/// categories to pass, or NULL for all.
+pub(crate) fn read_all_page() -> String {
+    format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 \
+         AND (?2 IS NULL OR event_type IN (SELECT value FROM json_each(?2))) \
+         AND (?3 IS NULL OR category IN (SELECT value FROM json_each(?3))) \
+         ORDER BY seq LIMIT ?4"
+    )
+}
+
+pub(crate) const HEAD_POSITION: &str = "SELECT MAX(seq) FROM events";
+
+pub(crate) const SAVE_SNAPSHOT: &str = "INSERT INTO snapshots (stream_id, revision, \
+     state_version, payload) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (stream_id) DO UPDATE SET \
+     revision = excluded.revision, state_version = excluded.state_version, \
+     payload = excluded.payload WHERE excluded.revision > snapshots.revision";
+
+pub(crate) const LOAD_SNAPSHOT: &str =
+    "SELECT revision, state_version, payload FROM snapshots WHERE stream_id = ?1";
+
+pub(crate) const LOAD_CHECKPOINT: &str =
+    "SELECT commit_part, prepare_part FROM checkpoints WHERE projection = ?1";
+
+/// Creates a checkpoint that does not exist yet (the compare-and-set from "none").
+pub(crate) const CREATE_CHECKPOINT: &str = "INSERT INTO checkpoints (projection, commit_part, \
+     prepare_part) VALUES (?1, ?2, ?3) ON CONFLICT (projection) DO NOTHING";
+
+/// Moves a checkpoint only from where the writer left it.
+pub(crate) const MOVE_CHECKPOINT: &str = "UPDATE checkpoints SET commit_part = ?4, \
+     prepare_part = ?5 WHERE projection = ?1 AND commit_part = ?2 AND prepare_part = ?3";
+
+pub(crate) const DELETE_CHECKPOINT: &str = "DELETE FROM checkpoints WHERE projection = ?1";
+
+pub(crate) const RECORD_DEAD_LETTER: &str = "INSERT INTO dead_letters (projection, event_id, \
+     stream_id, revision, commit_part, prepare_part, reason, failed_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (projection, event_id) DO NOTHING";
+
+pub(crate) const LIST_DEAD_LETTERS: &str = "SELECT event_id, stream_id, revision, commit_part, \
+     prepare_part, reason, failed_at FROM dead_letters WHERE projection = ?1 \
+     ORDER BY commit_part, prepare_part";
+
+pub(crate) const DELETE_DEAD_LETTER: &str =
+    "DELETE FROM dead_letters WHERE projection = ?1 AND event_id = ?2";
+
+/// Takes a lease that is free, expired, or already this owner's.
+pub(crate) const TAKE_LEASE: &str = "INSERT INTO leases (projection, owner, expires_at) \
+     VALUES (?1, ?2, ?3) ON CONFLICT (projection) DO UPDATE SET owner = excluded.owner, \
+     expires_at = excluded.expires_at WHERE leases.expires_at < ?4 OR leases.owner = excluded.owner";
+
+/// Extends a lease this owner still holds.
+pub(crate) const RENEW_LEASE: &str =
+    "UPDATE leases SET expires_at = ?3 WHERE projection = ?1 AND owner = ?2";
+
+pub(crate) const RELEASE_LEASE: &str = "DELETE FROM leases WHERE projection = ?1 AND owner = ?2";

@@ -1,0 +1,432 @@
+//! The writer: one thread owning the one write connection, fed by a channel.
+//!
+//! SQLite admits one writer at a time anyway; a thread of our own keeps its blocking calls off
+//! the async runtime's workers and lets it **group commit**: every append queued when the
+//! writer looks is written in one transaction, so one `fsync` serves them all. Each append
+//! keeps its own outcome: it runs inside a `SAVEPOINT`, and a conflict (or any refusal) rolls
+//! back only that savepoint. With nothing queued an append commits alone, at once — the writer
+//! never lingers to wait for company.
+//!
+//! When the group's transaction itself fails (a full disk, the lock held by another process past
+//! the busy timeout), nothing of it is written, and each of its appends is tried again alone, so
+//! that one append's failure is never another's.
+
+use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, mpsc};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use decider_core::{
+    AppendResult, ContentType, EventData, ExpectedVersion, Position, StoreError, StreamId,
+};
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{oneshot, watch};
+use uuid::Uuid;
+
+use crate::error::{is_unique_violation, store_error};
+use crate::sql;
+
+/// The largest event payload accepted, in bytes; SQLite's own limit for a value is 1 GB.
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024 * 1024;
+
+/// The most appends one group transaction takes, so that a flood of appends still commits (and
+/// answers) in bounded steps.
+const MAX_GROUP: usize = 512;
+
+/// An event checked and encoded for the `events` table.
+#[derive(Debug)]
+pub(crate) struct PreparedEvent {
+    id: Uuid,
+    event_type: String,
+    payload: Bytes,
+    content_type: ContentType,
+    metadata: String,
+}
+
+/// Checks a batch before it is queued; refuses what SQLite would refuse less clearly.
+pub(crate) fn prepare(
+    stream: &StreamId,
+    events: Vec<EventData>,
+) -> Result<Vec<PreparedEvent>, StoreError> {
+    if events.is_empty() {
+        return Err(StoreError::InvalidInput(format!(
+            "append to {stream} holds no event"
+        )));
+    }
+    let mut seen = HashSet::with_capacity(events.len());
+    let mut prepared = Vec::with_capacity(events.len());
+    for (index, event) in events.into_iter().enumerate() {
+        let refuse = |why: String| {
+            StoreError::InvalidInput(format!(
+                "event {index} ({:?}, id {}) of the append to {stream}: {why}",
+                event.event_type, event.id
+            ))
+        };
+        if !seen.insert(event.id) {
+            return Err(refuse("its id appears twice in the batch".to_owned()));
+        }
+        if event.event_type.is_empty() || event.event_type.contains('\0') {
+            return Err(refuse(
+                "the event type is empty or holds a NUL character".to_owned(),
+            ));
+        }
+        if event.payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(refuse(format!(
+                "the payload is {} bytes; the limit is {MAX_PAYLOAD_BYTES}",
+                event.payload.len()
+            )));
+        }
+        if event.content_type == ContentType::Json {
+            serde_json::from_slice::<serde::de::IgnoredAny>(&event.payload)
+                .map_err(|e| refuse(format!("the payload is not JSON: {e}")))?;
+        }
+        let metadata = serde_json::to_string(&event.metadata)
+            .map_err(|e| refuse(format!("the metadata does not serialise: {e}")))?;
+        prepared.push(PreparedEvent {
+            id: event.id,
+            event_type: event.event_type,
+            payload: event.payload,
+            content_type: event.content_type,
+            metadata,
+        });
+    }
+    Ok(prepared)
+}
+
+/// Work that runs on the write connection, on the writer thread.
+pub(crate) type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+struct PendingAppend {
+    stream: StreamId,
+    expected: ExpectedVersion,
+    events: Vec<PreparedEvent>,
+    reply: oneshot::Sender<Result<AppendResult, StoreError>>,
+}
+
+enum Request {
+    Append(PendingAppend),
+    Job(Job),
+}
+
+/// The handle of the writer thread; the thread ends when the last handle is dropped.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    requests: mpsc::Sender<Request>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Append(_) => "Append",
+            Self::Job(_) => "Job",
+        })
+    }
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Unavailable("the SQLite writer thread has stopped".to_owned())
+}
+
+impl Writer {
+    /// Starts the writer thread on `connection`; `appended` is bumped after every commit that
+    /// wrote events, to wake this process's subscriptions.
+    pub(crate) fn start(
+        connection: Connection,
+        appended: Arc<watch::Sender<u64>>,
+    ) -> Result<Self, StoreError> {
+        let (requests, queue) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("decider-sqlite-writer".to_owned())
+            .spawn(move || run(connection, queue, appended))
+            .map_err(|e| StoreError::Backend(format!("cannot start the SQLite writer: {e}")))?;
+        Ok(Self { requests })
+    }
+
+    /// Queues an append and waits for its own outcome.
+    pub(crate) async fn append(
+        &self,
+        stream: StreamId,
+        expected: ExpectedVersion,
+        events: Vec<PreparedEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        self.requests
+            .send(Request::Append(PendingAppend {
+                stream,
+                expected,
+                events,
+                reply,
+            }))
+            .map_err(|_| writer_gone())?;
+        outcome.await.map_err(|_| writer_gone())?
+    }
+
+    /// Runs `work` on the write connection and waits for its result. `work` opens and commits
+    /// its own transaction.
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> T + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        self.submit(Box::new(move |connection| {
+            // The caller may have given up waiting; the work is done either way.
+            let _ = reply.send(work(connection));
+        }))?;
+        outcome.await.map_err(|_| writer_gone())
+    }
+
+    /// Queues `job` without waiting for it (a lease released from a `Drop`).
+    pub(crate) fn submit(&self, job: Job) -> Result<(), StoreError> {
+        self.requests
+            .send(Request::Job(job))
+            .map_err(|_| writer_gone())
+    }
+}
+
+/// The writer thread's loop: take what is queued, write appends in groups, jobs one by one, in
+/// the order they came.
+fn run(
+    mut connection: Connection,
+    queue: mpsc::Receiver<Request>,
+    appended: Arc<watch::Sender<u64>>,
+) {
+    let mut carried: Option<Request> = None;
+    loop {
+        let first = match carried.take() {
+            Some(request) => request,
+            None => match queue.recv() {
+                Ok(request) => request,
+                Err(mpsc::RecvError) => break,
+            },
+        };
+        match first {
+            Request::Job(job) => run_job(&mut connection, job),
+            Request::Append(append) => {
+                let mut group = vec![append];
+                while group.len() < MAX_GROUP {
+                    match queue.try_recv() {
+                        Ok(Request::Append(append)) => group.push(append),
+                        Ok(job) => {
+                            carried = Some(job);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                commit_group(&connection, group, &appended);
+            }
+        }
+    }
+    tracing::debug!("the SQLite writer stops: the store was dropped");
+}
+
+fn run_job(connection: &mut Connection, job: Job) {
+    // A panicking handler must not take the writer (and so the store) down with it; its reply
+    // channel is dropped, which its caller sees as a failure.
+    if std::panic::catch_unwind(AssertUnwindSafe(|| job(connection))).is_err() {
+        tracing::error!("a job on the SQLite writer panicked");
+    }
+    if !connection.is_autocommit() {
+        // A job that left its transaction open (a panic inside it) must not leave the writer
+        // inside it.
+        let _ = connection.execute_batch("ROLLBACK");
+    }
+}
+
+/// Writes `group` in one transaction, or each append alone if that transaction fails.
+fn commit_group(connection: &Connection, group: Vec<PendingAppend>, appended: &watch::Sender<u64>) {
+    match write_group(connection, &group) {
+        Ok(outcomes) => {
+            if outcomes.iter().any(Result::is_ok) {
+                appended.send_modify(|n| *n = n.wrapping_add(1));
+            }
+            for (append, outcome) in group.into_iter().zip(outcomes) {
+                let _ = append.reply.send(outcome);
+            }
+        }
+        Err(error) if group.len() == 1 => {
+            let error = store_error(&error);
+            tracing::warn!(%error, "an SQLite append failed");
+            for append in group {
+                let _ = append.reply.send(Err(error.clone()));
+            }
+        }
+        Err(error) => {
+            tracing::debug!(%error, appends = group.len(), "a group commit failed; each append alone");
+            for append in group {
+                commit_group(connection, vec![append], appended);
+            }
+        }
+    }
+}
+
+/// Why one append of a group did not write.
+enum Refusal {
+    /// The append itself is refused (a conflict, a reused id): only its savepoint rolls back.
+    Refused(StoreError),
+    /// SQLite failed: the group's transaction is in doubt.
+    Failed(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for Refusal {
+    fn from(error: rusqlite::Error) -> Self {
+        Self::Failed(error)
+    }
+}
+
+/// One transaction for the whole group, a savepoint per append. `Err` means nothing was written.
+fn write_group(
+    connection: &Connection,
+    group: &[PendingAppend],
+) -> Result<Vec<Result<AppendResult, StoreError>>, rusqlite::Error> {
+    // IMMEDIATE takes the write lock now (waiting up to the busy timeout), so that no other
+    // process writes between our reads of the stream and our inserts.
+    connection.execute_batch("BEGIN IMMEDIATE")?;
+    let written = write_in_transaction(connection, group);
+    if written.is_err() && !connection.is_autocommit() {
+        // Some errors (a full disk) end the transaction by themselves; the others leave it open.
+        let _ = connection.execute_batch("ROLLBACK");
+    }
+    written
+}
+
+fn write_in_transaction(
+    connection: &Connection,
+    group: &[PendingAppend],
+) -> Result<Vec<Result<AppendResult, StoreError>>, rusqlite::Error> {
+    let now = micros_since_epoch(SystemTime::now());
+    let mut outcomes = Vec::with_capacity(group.len());
+    for append in group {
+        connection.prepare_cached("SAVEPOINT append")?.execute([])?;
+        match append_one(connection, append, now) {
+            Ok(result) => {
+                connection.prepare_cached("RELEASE append")?.execute([])?;
+                outcomes.push(Ok(result));
+            }
+            Err(Refusal::Refused(error)) => {
+                connection
+                    .prepare_cached("ROLLBACK TO append")?
+                    .execute([])?;
+                connection.prepare_cached("RELEASE append")?.execute([])?;
+                outcomes.push(Err(error));
+            }
+            Err(Refusal::Failed(error)) => return Err(error),
+        }
+    }
+    connection.prepare_cached("COMMIT")?.execute([])?;
+    Ok(outcomes)
+}
+
+pub(crate) fn micros_since_epoch(time: SystemTime) -> i64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+fn position(seq: i64) -> Position {
+    // Sequences are positive integers assigned by this code.
+    Position::new(seq as u64, seq as u64)
+}
+
+/// The append rules: an exact repeat answers its original result, a reused id is refused, then
+/// the expectation is checked and the events written at the next revisions and positions.
+fn append_one(
+    connection: &Connection,
+    append: &PendingAppend,
+    now: i64,
+) -> Result<AppendResult, Refusal> {
+    let stream = &append.stream;
+    let count = append.events.len() as i64;
+    // An idempotent retry is recognised before the version check: after a lost reply the stream
+    // has moved past `expected` because of this very batch. Only the first id is looked up: a
+    // batch that reuses only later ids fails the unique index below.
+    let first_id = append.events[0].id;
+    let found = connection
+        .prepare_cached(sql::FIND_EVENT_ID)?
+        .query_row([first_id.as_bytes().as_slice()], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, i64>(3)?,
+                row.get::<_, i64>(4)?,
+            ))
+        })
+        .optional()?;
+    if let Some((seq, found_stream, revision, batch_start, batch_len)) = found {
+        if seq == batch_start && batch_len == count && found_stream == stream.as_str() {
+            let mut statement = connection.prepare_cached(sql::BATCH_IDS)?;
+            let ids = statement.query_map(params![seq, count], |row| row.get::<_, Vec<u8>>(0))?;
+            let mut same = 0;
+            for (id, event) in ids.zip(&append.events) {
+                if id?.as_slice() != event.id.as_bytes() {
+                    break;
+                }
+                same += 1;
+            }
+            if same == append.events.len() {
+                return Ok(AppendResult {
+                    next_revision: (revision + count) as u64,
+                    position: position(seq + count - 1),
+                    repeated: true,
+                });
+            }
+        }
+        return Err(reused_ids(stream));
+    }
+    let last: Option<i64> = connection
+        .prepare_cached(sql::LAST_REVISION)?
+        .query_row([stream.as_str()], |row| row.get(0))?;
+    let last = last.map(|r| r as u64);
+    if !append.expected.is_met_by(last) {
+        return Err(Refusal::Refused(StoreError::WrongExpectedVersion {
+            stream: stream.clone(),
+            expected: append.expected,
+            actual: last,
+        }));
+    }
+    let first_revision = last.map_or(0, |r| r as i64 + 1);
+    let last_seq: i64 = connection
+        .prepare_cached(sql::LAST_SEQ)?
+        .query_row([], |row| row.get(0))?;
+    let batch_start = last_seq + 1;
+    let mut insert = connection.prepare_cached(sql::INSERT_EVENT)?;
+    for (offset, event) in append.events.iter().enumerate() {
+        let offset = offset as i64;
+        let content_type = match event.content_type {
+            ContentType::Json => 0,
+            ContentType::Binary => 1,
+        };
+        let inserted = insert.execute(params![
+            batch_start + offset,
+            stream.as_str(),
+            stream.category(),
+            first_revision + offset,
+            event.id.as_bytes().as_slice(),
+            event.event_type,
+            content_type,
+            event.payload.as_ref(),
+            event.metadata,
+            now,
+            batch_start,
+            count,
+        ]);
+        match inserted {
+            Ok(_) => {}
+            Err(error) if is_unique_violation(&error) => return Err(reused_ids(stream)),
+            Err(error) => return Err(Refusal::Failed(error)),
+        }
+    }
+    Ok(AppendResult {
+        next_revision: (first_revision + count) as u64,
+        position: position(batch_start + count - 1),
+        repeated: false,
+    })
+}
+
+fn reused_ids(stream: &StreamId) -> Refusal {
+    Refusal::Refused(StoreError::InvalidInput(format!(
+        "append to {stream} reuses event ids of an earlier append but is not that append \
+         repeated (event ids must be unique)"
+    )))
+}

@@ -1,0 +1,109 @@
+//! A process killed with SIGKILL in the middle of a stream of appends loses nothing it was told
+//! is written, and leaves no part of a batch.
+//!
+//! The test re-runs its own binary as the child (the ignored test `crash_child`, selected by
+//! name), which appends batches one by one and prints each acknowledged revision; the parent
+//! kills it after a few acknowledgements and checks the file.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use decider_core::{Direction, EventData, EventStore, ExpectedVersion, StreamFrom, StreamId};
+use decider_store_sqlite::SqliteStore;
+use futures::TryStreamExt;
+use support::{remove_database, temp_path};
+
+const CHILD_PATH: &str = "DECIDER_SQLITE_CRASH_CHILD_DB";
+const BATCH: u64 = 5;
+
+fn stream() -> StreamId {
+    StreamId::new("crash-1").unwrap()
+}
+
+/// The child: appends batches of [`BATCH`] events until killed, printing `acked N` (the stream's
+/// new length) after each append returns. Does nothing unless run by the parent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the child process of appends_acknowledged_before_a_sigkill_survive_it_whole"]
+async fn crash_child() {
+    let Ok(path) = std::env::var(CHILD_PATH) else {
+        return;
+    };
+    let store = SqliteStore::open(&path).unwrap();
+    let mut stdout = std::io::stdout();
+    let mut length = 0u64;
+    for batch in 0u64.. {
+        let events = (0..BATCH)
+            .map(|i| EventData::json("Appended", format!("{{\"batch\":{batch},\"index\":{i}}}")))
+            .collect();
+        let result = store
+            .append(
+                &stream(),
+                ExpectedVersion::from_last_revision(length.checked_sub(1)),
+                events,
+            )
+            .await
+            .unwrap();
+        length = result.next_revision;
+        writeln!(stdout, "acked {length}").unwrap();
+        stdout.flush().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_acknowledged_before_a_sigkill_survive_it_whole() {
+    let path = temp_path("crash");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["crash_child", "--exact", "--ignored", "--nocapture"])
+        .env(CHILD_PATH, &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut acked = 0u64;
+    let mut acks = 0;
+    while acks < 40 {
+        let line = lines.next().expect("the child ended early").unwrap();
+        if let Some(length) = line.strip_prefix("acked ") {
+            acked = length.parse().unwrap();
+            acks += 1;
+        }
+    }
+    // Child::kill sends SIGKILL: no destructor, no flush, no checkpoint runs in the child.
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let store = SqliteStore::open(&path).unwrap();
+    let events: Vec<_> = store
+        .read_stream(&stream(), StreamFrom::Start, Direction::Forward, None)
+        .try_collect()
+        .await
+        .unwrap();
+    let length = events.len() as u64;
+    assert!(
+        length >= acked,
+        "acknowledged {acked} events, found {length}"
+    );
+    // The child has at most one append in flight: it may have committed without its ack read.
+    assert!(
+        length <= acked + 2 * BATCH,
+        "found {length} events, more than the child could have written after {acked}"
+    );
+    assert_eq!(
+        length % BATCH,
+        0,
+        "a batch was written in part: {length} events"
+    );
+    for (revision, event) in events.iter().enumerate() {
+        assert_eq!(event.revision, revision as u64, "a gap in the revisions");
+        let payload: serde_json::Value = serde_json::from_slice(&event.payload).unwrap();
+        let revision = revision as u64;
+        assert_eq!(payload["batch"], revision / BATCH);
+        assert_eq!(payload["index"], revision % BATCH);
+    }
+    drop(store);
+    remove_database(&path);
+}

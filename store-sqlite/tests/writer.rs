@@ -1,0 +1,266 @@
+//! The writer: group commit keeps each append's own outcome, one append's failure is never
+//! another's, and several stores (as several processes would) share one file.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use decider_core::{
+    EventData, EventFilter, EventStore, ExpectedVersion, StoreError, StreamFrom, StreamId,
+    SubscriptionMessage,
+};
+use decider_store_sqlite::{SqliteOptions, SqliteStore};
+use futures::{StreamExt, TryStreamExt};
+use support::{remove_database, temp_path};
+
+/// Holds the writer thread busy for `pause`, so that appends sent meanwhile queue up and are
+/// taken as one group.
+async fn hold_writer(store: &SqliteStore, pause: Duration) -> tokio::task::JoinHandle<()> {
+    let (started, running) = tokio::sync::oneshot::channel();
+    let store = store.clone();
+    let held = tokio::spawn(async move {
+        store
+            .write(move |_| {
+                let _ = started.send(());
+                std::thread::sleep(pause);
+            })
+            .await
+            .unwrap();
+    });
+    running.await.unwrap();
+    held
+}
+
+async fn count(store: &SqliteStore, stream: &StreamId) -> usize {
+    store
+        .read_stream(
+            stream,
+            StreamFrom::Start,
+            decider_core::Direction::Forward,
+            None,
+        )
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_with_one_expectation_inside_one_group_admit_exactly_one_winner() {
+    let store = support::fresh_store().await;
+    let stream = StreamId::new("race-1").unwrap();
+    store
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![EventData::json("A", "{}")],
+        )
+        .await
+        .unwrap();
+    let held = hold_writer(&store, Duration::from_millis(300)).await;
+    let racers: Vec<_> = (0..16)
+        .map(|_| {
+            let (store, stream) = (store.clone(), stream.clone());
+            tokio::spawn(async move {
+                store
+                    .append(
+                        &stream,
+                        ExpectedVersion::Exact(0),
+                        vec![EventData::json("B", "{}")],
+                    )
+                    .await
+            })
+        })
+        .collect();
+    held.await.unwrap();
+    let mut winners = 0;
+    for racer in racers {
+        match racer.await.unwrap() {
+            Ok(result) => {
+                winners += 1;
+                assert_eq!(result.next_revision, 2);
+            }
+            Err(StoreError::WrongExpectedVersion {
+                expected, actual, ..
+            }) => {
+                assert_eq!(expected, ExpectedVersion::Exact(0));
+                assert_eq!(actual, Some(1));
+            }
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+    assert_eq!(winners, 1);
+    assert_eq!(count(&store, &stream).await, 2);
+    remove_database(store.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_append_inside_a_group_leaves_the_others_written() {
+    let store = support::fresh_store().await;
+    let taken = EventData::json("Taken", "{}");
+    let first = StreamId::new("first-1").unwrap();
+    store
+        .append(&first, ExpectedVersion::NoStream, vec![taken.clone()])
+        .await
+        .unwrap();
+    let held = hold_writer(&store, Duration::from_millis(300)).await;
+    let mut appends = Vec::new();
+    for n in 0..8 {
+        let store = store.clone();
+        // Append 3 reuses the taken id beside a new one: refused, alone.
+        let events = if n == 3 {
+            vec![EventData::json("New", "{}"), taken.clone()]
+        } else {
+            vec![EventData::json("New", "{}"), EventData::json("New", "{}")]
+        };
+        appends.push(tokio::spawn(async move {
+            let stream = StreamId::new(format!("group-{n}")).unwrap();
+            store
+                .append(&stream, ExpectedVersion::NoStream, events)
+                .await
+        }));
+    }
+    held.await.unwrap();
+    for (n, append) in appends.into_iter().enumerate() {
+        let outcome = append.await.unwrap();
+        let stream = StreamId::new(format!("group-{n}")).unwrap();
+        if n == 3 {
+            assert!(
+                matches!(outcome, Err(StoreError::InvalidInput(_))),
+                "{outcome:?}"
+            );
+            assert_eq!(count(&store, &stream).await, 0, "a refused append wrote");
+        } else {
+            assert_eq!(outcome.unwrap().next_revision, 2);
+            assert_eq!(count(&store, &stream).await, 2);
+        }
+    }
+    // Positions stay gap-free across the refused append's rolled-back savepoint.
+    let all: Vec<_> = store
+        .read_all(None, None, &EventFilter::all())
+        .try_collect()
+        .await
+        .unwrap();
+    let positions: Vec<u64> = all.iter().map(|e| e.position.commit()).collect();
+    assert_eq!(positions, (1..=15).collect::<Vec<_>>());
+    remove_database(store.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_only_the_append_that_does_not_fit_and_writes_none_of_it() {
+    let path = temp_path("full");
+    let options = SqliteOptions {
+        max_page_count: Some(40),
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open_with(&path, options).unwrap();
+    let small = StreamId::new("small-1").unwrap();
+    let big = StreamId::new("big-1").unwrap();
+    let held = hold_writer(&store, Duration::from_millis(300)).await;
+    let mut smalls = Vec::new();
+    for _ in 0..4 {
+        let (store, small) = (store.clone(), small.clone());
+        smalls.push(tokio::spawn(async move {
+            store
+                .append(
+                    &small,
+                    ExpectedVersion::Any,
+                    vec![EventData::json("Small", "{}")],
+                )
+                .await
+        }));
+    }
+    let too_big: Vec<EventData> = (0..4)
+        .map(|_| EventData::json("Big", format!("\"{}\"", "x".repeat(100_000))))
+        .collect();
+    let failed = {
+        let (store, big) = (store.clone(), big.clone());
+        tokio::spawn(async move { store.append(&big, ExpectedVersion::Any, too_big).await })
+    };
+    held.await.unwrap();
+    for small in smalls {
+        small.await.unwrap().unwrap();
+    }
+    match failed.await.unwrap() {
+        Err(StoreError::Backend(message)) => assert!(message.contains("full"), "{message}"),
+        other => panic!("expected a Backend error for a full disk, got {other:?}"),
+    }
+    assert_eq!(
+        count(&store, &big).await,
+        0,
+        "part of the failed append was written"
+    );
+    assert_eq!(count(&store, &small).await, 4);
+    // The store goes on: what fits is written.
+    store
+        .append(
+            &small,
+            ExpectedVersion::Exact(3),
+            vec![EventData::json("Small", "{}")],
+        )
+        .await
+        .unwrap();
+    drop(store);
+    remove_database(&path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_on_one_file_serialise_their_writers_and_see_each_other_live() {
+    let path = temp_path("shared");
+    let a = SqliteStore::open(&path).unwrap();
+    let b = SqliteStore::open(&path).unwrap();
+    let stream = StreamId::new("shared-1").unwrap();
+    let mut subscription = Box::pin(b.subscribe_stream(&stream, None));
+    assert_eq!(
+        subscription.next().await.unwrap().unwrap(),
+        SubscriptionMessage::CaughtUp
+    );
+    let written = Instant::now();
+    a.append(
+        &stream,
+        ExpectedVersion::NoStream,
+        vec![EventData::json("A", "{}")],
+    )
+    .await
+    .unwrap();
+    let Some(Ok(SubscriptionMessage::Event(event))) = subscription.next().await else {
+        panic!("no event");
+    };
+    assert_eq!(event.revision, 0);
+    // Woken by the other store's commit through PRAGMA data_version, not the 1 s safety poll.
+    assert!(
+        written.elapsed() < Duration::from_millis(500),
+        "seen after {:?}",
+        written.elapsed()
+    );
+    // Both write; the expectations hold across the two writers.
+    let racers: Vec<_> = [a.clone(), b.clone()]
+        .into_iter()
+        .cycle()
+        .take(10)
+        .map(|store| {
+            let stream = stream.clone();
+            tokio::spawn(async move {
+                store
+                    .append(
+                        &stream,
+                        ExpectedVersion::Exact(0),
+                        vec![EventData::json("B", "{}")],
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for racer in racers {
+        match racer.await.unwrap() {
+            Ok(_) => winners += 1,
+            Err(error) => assert!(error.is_wrong_expected_version(), "{error}"),
+        }
+    }
+    assert_eq!(winners, 1);
+    assert_eq!(count(&a, &stream).await, 2);
+    drop((a, b, subscription));
+    remove_database(&path);
+}
