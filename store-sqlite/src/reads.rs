@@ -31,8 +31,10 @@ pub(crate) const OTHER_PROCESS_POLL: Duration = Duration::from_millis(50);
 const LIVE_SAFETY_POLL: Duration = Duration::from_secs(1);
 
 impl SqliteStore {
-    /// Runs `work` on a pooled read connection, on a blocking thread.
-    pub(crate) async fn read<T: Send + 'static>(
+    /// Runs `work` on a pooled read connection, on a blocking thread: for read models of your
+    /// own in the store's file. In WAL mode it never waits for the writer, and it sees the
+    /// transactions committed when it starts.
+    pub async fn read<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {

@@ -20,6 +20,7 @@ use decider_core::{
 use decider_store_eventstoredb::EventStoreDbStore;
 use decider_store_memory::MemoryStore;
 use decider_store_postgres::{PgTransactionalSink, PostgresOptions, PostgresStore};
+use decider_store_sqlite::{SqliteStore, SqliteTransactionalSink};
 use futures::TryStreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -31,6 +32,7 @@ use crate::money::{Amount, Currency};
 use crate::process::TransferProcess;
 use crate::read_model::memory::MemoryReadModels;
 use crate::read_model::postgres::PgReadModels;
+use crate::read_model::sqlite::SqliteReadModels;
 use crate::read_model::{AccountView, LedgerEntry, PROJECTION, ReadModels};
 use crate::transfer::{
     Transfer, TransferCommand, TransferError, TransferId, TransferRequest, TransferState,
@@ -597,5 +599,33 @@ pub async fn on_postgres_store(
         PgTransactionalSink::new(store.clone(), read_models),
         |process| CheckpointedSink::new(process, store.checkpoints(), store.dead_letters()),
         leases,
+    ))
+}
+
+/// A bank on the SQLite file of `url` (`sqlite://PATH`, created if missing): events, read
+/// models, checkpoints, dead letters and leases in that one file, the read models written
+/// exactly once; projections leased, so that several processes may serve the same file.
+pub async fn on_sqlite(url: &str) -> Result<Running<SqliteStore, SqliteReadModels>, StoreError> {
+    let url = url.to_owned();
+    // Opening reads and may create the file: blocking work, kept off the runtime's workers.
+    let store = tokio::task::spawn_blocking(move || SqliteStore::connect(&url))
+        .await
+        .map_err(|error| {
+            StoreError::Backend(format!("opening the SQLite file failed: {error}"))
+        })??;
+    on_sqlite_store(store).await
+}
+
+/// A bank on `store`; see [`on_sqlite`].
+pub async fn on_sqlite_store(
+    store: SqliteStore,
+) -> Result<Running<SqliteStore, SqliteReadModels>, StoreError> {
+    let read_models = SqliteReadModels::new(store.clone()).await?;
+    Ok(Running::start(
+        store.clone(),
+        read_models.clone(),
+        SqliteTransactionalSink::new(store.clone(), read_models),
+        |process| CheckpointedSink::new(process, store.checkpoints(), store.dead_letters()),
+        store.leases(),
     ))
 }

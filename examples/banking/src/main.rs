@@ -1,6 +1,7 @@
 //! `banking demo` runs a scripted day at the bank; `banking serve` serves the HTTP API.
-//! Both take `--store`: nothing for the in-memory store, a `postgres://` URL, or an
-//! EventStoreDB / KurrentDB connection string (`esdb://…`, `kurrentdb://…`).
+//! Both take `--store`: a `sqlite://PATH` file (what `serve` uses by default:
+//! `sqlite://banking.db`), a `postgres://` URL, an EventStoreDB / KurrentDB connection string
+//! (`esdb://…`, `kurrentdb://…`), or `memory` (what `demo` uses by default; nothing is kept).
 
 use std::error::Error;
 use std::net::SocketAddr;
@@ -21,13 +22,25 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// The event store: "memory" (the default), a postgres:// URL, or an EventStoreDB /
-    /// KurrentDB connection string such as esdb://127.0.0.1:2113?tls=false.
-    #[arg(long, global = true, default_value = "memory")]
-    store: StoreUrl,
+    /// The event store: a sqlite://PATH file (serve's default: sqlite://banking.db), a
+    /// postgres:// URL, an EventStoreDB / KurrentDB connection string such as
+    /// esdb://127.0.0.1:2113?tls=false, or "memory" (demo's default; nothing survives a restart).
+    #[arg(long, global = true)]
+    store: Option<StoreUrl>,
     /// On PostgreSQL, the schema holding the bank's tables (created if missing).
     #[arg(long, global = true, default_value = "banking")]
     schema: String,
+}
+
+impl Cli {
+    /// The store named, or the command's default: a file for the server, which must keep what
+    /// it is told; memory for the demo, which starts afresh every time.
+    fn store(&self) -> StoreUrl {
+        self.store.clone().unwrap_or_else(|| match self.command {
+            Command::Serve { .. } => StoreUrl::Sqlite("sqlite://banking.db".to_owned()),
+            Command::Demo => StoreUrl::Memory,
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -45,7 +58,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let store = format!("{:?}", cli.store);
+    let store = format!("{:?}", cli.store());
     match start(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -65,16 +78,25 @@ async fn start(cli: Cli) -> Result<(), Box<dyn Error>> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
         )
         .init();
-    match &cli.store {
-        StoreUrl::Memory => run(cli.command, bank::in_memory()).await,
+    match cli.store() {
+        StoreUrl::Memory => {
+            if matches!(cli.command, Command::Serve { .. }) {
+                tracing::warn!(
+                    "the store is in memory: every account, transfer and idempotency key is lost \
+                     when the server stops (use --store sqlite://PATH or postgres://… to keep them)"
+                );
+            }
+            run(cli.command, bank::in_memory()).await
+        }
+        StoreUrl::Sqlite(url) => run(cli.command, bank::on_sqlite(&url).await?).await,
         StoreUrl::Postgres(url) => {
             let options = PostgresOptions {
                 schema: cli.schema.clone(),
                 ..PostgresOptions::default()
             };
-            run(cli.command, bank::on_postgres(url, options).await?).await
+            run(cli.command, bank::on_postgres(&url, options).await?).await
         }
-        StoreUrl::EventStoreDb(url) => run(cli.command, bank::on_eventstoredb(url).await?).await,
+        StoreUrl::EventStoreDb(url) => run(cli.command, bank::on_eventstoredb(&url).await?).await,
     }
 }
 

@@ -6,8 +6,10 @@ use std::str::FromStr;
 /// Where the events live.
 #[derive(Clone, PartialEq, Eq)]
 pub enum StoreUrl {
-    /// In process memory: nothing to set up, nothing kept (the default).
+    /// In process memory: nothing to set up, nothing kept.
     Memory,
+    /// An SQLite file, at a `sqlite://PATH` URL: nothing to set up, everything kept.
+    Sqlite(String),
     /// PostgreSQL, at a `postgres://` or `postgresql://` URL.
     Postgres(String),
     /// EventStoreDB / KurrentDB, at a connection string of the `kurrentdb` client
@@ -30,8 +32,8 @@ const EVENTSTOREDB_SCHEMES: [&str; 8] = [
 /// A `--store` value that names no store this build knows.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown store {0:?}: use \"memory\" (the default), a postgres:// URL, or an EventStoreDB / \
-     KurrentDB connection string (esdb://, kurrentdb://)"
+    "unknown store {0:?}: use a sqlite://PATH URL, a postgres:// URL, an EventStoreDB / \
+     KurrentDB connection string (esdb://, kurrentdb://), or \"memory\" (nothing is kept)"
 )]
 pub struct UnknownStore(pub String);
 
@@ -42,6 +44,7 @@ impl FromStr for StoreUrl {
         let scheme = url.split_once("://").map(|(scheme, _)| scheme);
         match (url, scheme) {
             ("" | "memory", _) => Ok(Self::Memory),
+            (_, Some("sqlite")) => Ok(Self::Sqlite(url.to_owned())),
             (_, Some("postgres" | "postgresql")) => Ok(Self::Postgres(url.to_owned())),
             (_, Some(scheme)) if EVENTSTOREDB_SCHEMES.contains(&scheme) => {
                 Ok(Self::EventStoreDb(url.to_owned()))
@@ -56,6 +59,7 @@ impl fmt::Debug for StoreUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Memory => f.write_str("memory"),
+            Self::Sqlite(url) => f.write_str(url),
             Self::Postgres(url) | Self::EventStoreDb(url) => write!(f, "{}", redacted(url)),
         }
     }
@@ -83,6 +87,10 @@ mod tests {
     fn parses_each_kind_of_store() {
         assert_eq!("".parse(), Ok(StoreUrl::Memory));
         assert_eq!("memory".parse(), Ok(StoreUrl::Memory));
+        assert_eq!(
+            "sqlite://banking.db".parse(),
+            Ok(StoreUrl::Sqlite("sqlite://banking.db".into()))
+        );
         assert_eq!(
             "postgres://postgres@127.0.0.1/test".parse(),
             Ok(StoreUrl::Postgres(

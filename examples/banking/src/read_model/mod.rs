@@ -2,13 +2,15 @@
 //! projection runner.
 //!
 //! [`apply`] is the whole logic, pure and shared: an account's view and an event in, the next
-//! view and the ledger line out. [`memory`] keeps the views in process; [`postgres`] keeps them in
-//! tables written in the same transaction as the projection's checkpoint (exactly once).
+//! view and the ledger line out. [`memory`] keeps the views in process; [`sqlite`] and
+//! [`postgres`] keep them in tables written in the same transaction as the projection's
+//! checkpoint (exactly once).
 //! Both skip an event at or below the revision a view has reached, so a batch delivered twice
 //! changes nothing.
 
 pub mod memory;
 pub mod postgres;
+pub mod sqlite;
 
 use std::future::Future;
 use std::time::UNIX_EPOCH;

@@ -1,0 +1,218 @@
+//! The read models as tables in the SQLite store's own file, written by a
+//! [`SqliteTransactionalSink`](decider_store_sqlite::SqliteTransactionalSink): each batch's rows
+//! and the projection's checkpoint commit together, so every event is applied exactly once.
+
+use std::collections::HashMap;
+
+use decider_core::projection::{CheckpointStore, HandleError};
+use decider_core::{Codec, JsonCodec, Position, RecordedEvent, StoreError};
+use decider_store_sqlite::{SqliteStore, SqliteTransactionalHandler, handle_error, store_error};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use uuid::Uuid;
+
+use crate::account::{AccountEvent, AccountId};
+use crate::read_model::{AccountView, LedgerEntry, MovementKind, PROJECTION, ReadModels, apply};
+use crate::transfer::TransferId;
+
+/// The statements.
+mod sql {
+    pub(super) const CREATE: &str = "
+        CREATE TABLE IF NOT EXISTS banking_accounts (
+            account_id BLOB PRIMARY KEY,
+            owner TEXT NOT NULL,
+            currency TEXT NOT NULL,
+            overdraft_limit INTEGER NOT NULL,
+            balance INTEGER NOT NULL,
+            closed INTEGER NOT NULL,
+            version INTEGER NOT NULL,
+            position_commit INTEGER NOT NULL,
+            position_prepare INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS banking_ledger (
+            account_id BLOB NOT NULL,
+            revision INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            amount INTEGER NOT NULL,
+            balance INTEGER NOT NULL,
+            transfer_id BLOB,
+            counterparty BLOB,
+            recorded_at_ms INTEGER NOT NULL,
+            PRIMARY KEY (account_id, revision)
+        ) WITHOUT ROWID;";
+
+    pub(super) const ACCOUNT: &str = "
+        SELECT account_id, owner, currency, overdraft_limit, balance, closed, version,
+               position_commit, position_prepare
+        FROM banking_accounts WHERE account_id = ?1";
+
+    pub(super) const UPSERT_ACCOUNT: &str = "
+        INSERT INTO banking_accounts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+        ON CONFLICT (account_id) DO UPDATE SET
+            balance = excluded.balance, closed = excluded.closed, version = excluded.version,
+            position_commit = excluded.position_commit,
+            position_prepare = excluded.position_prepare";
+
+    pub(super) const INSERT_LEDGER: &str =
+        "INSERT INTO banking_ledger VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+    pub(super) const LEDGER: &str = "
+        SELECT revision, kind, amount, balance, transfer_id, counterparty, recorded_at_ms
+        FROM banking_ledger WHERE account_id = ?1 ORDER BY revision";
+
+    pub(super) const RESET: &str = "DELETE FROM banking_accounts; DELETE FROM banking_ledger;";
+}
+
+/// Balances and ledgers in the tables `banking_accounts` and `banking_ledger` of the store's
+/// file; a [`SqliteTransactionalHandler`] for the projection runner.
+#[derive(Debug, Clone)]
+pub struct SqliteReadModels {
+    store: SqliteStore,
+}
+
+impl SqliteReadModels {
+    /// Creates the tables if they are missing.
+    pub async fn new(store: SqliteStore) -> Result<Self, StoreError> {
+        store
+            .write(|connection| connection.execute_batch(sql::CREATE))
+            .await?
+            .map_err(|error| store_error(&error))?;
+        Ok(Self { store })
+    }
+}
+
+fn account_view(connection: &Connection, id: AccountId) -> rusqlite::Result<Option<AccountView>> {
+    connection
+        .prepare_cached(sql::ACCOUNT)?
+        .query_row(params![id.0], |row| {
+            Ok(AccountView {
+                id: AccountId(row.get(0)?),
+                owner: row.get(1)?,
+                currency: row.get(2)?,
+                overdraft_limit: row.get(3)?,
+                balance: row.get(4)?,
+                closed: row.get(5)?,
+                version: row.get::<_, i64>(6)? as u64,
+                position: Position::new(row.get::<_, i64>(7)? as u64, row.get::<_, i64>(8)? as u64),
+            })
+        })
+        .optional()
+}
+
+impl SqliteTransactionalHandler for SqliteReadModels {
+    fn handle(
+        &self,
+        transaction: &Transaction<'_>,
+        batch: &[RecordedEvent],
+    ) -> Result<(), HandleError> {
+        let codec = JsonCodec::<AccountEvent>::new();
+        let fail = |error: rusqlite::Error| handle_error(&error);
+        let mut views: HashMap<AccountId, Option<AccountView>> = HashMap::new();
+        let mut insert_ledger = transaction
+            .prepare_cached(sql::INSERT_LEDGER)
+            .map_err(fail)?;
+        for (index, recorded) in batch.iter().enumerate() {
+            let event = codec
+                .decode(recorded)
+                .map_err(|error| HandleError::Poison {
+                    index,
+                    reason: error.to_string(),
+                })?;
+            let Some(id) = AccountId::from_stream(&recorded.stream) else {
+                continue;
+            };
+            if !views.contains_key(&id) {
+                views.insert(id, account_view(transaction, id).map_err(fail)?);
+            }
+            let view = views.get(&id).and_then(Option::as_ref);
+            let Some((next, entry)) = apply(view, recorded, &event) else {
+                continue;
+            };
+            if let Some(entry) = entry {
+                insert_ledger
+                    .execute(params![
+                        id.0,
+                        entry.revision as i64,
+                        entry.kind.as_str(),
+                        entry.amount,
+                        entry.balance,
+                        entry.transfer.map(|t| t.0),
+                        entry.counterparty.map(|a| a.0),
+                        entry.recorded_at_ms as i64,
+                    ])
+                    .map_err(fail)?;
+            }
+            views.insert(id, Some(next));
+        }
+        let mut upsert = transaction
+            .prepare_cached(sql::UPSERT_ACCOUNT)
+            .map_err(fail)?;
+        for view in views.values().flatten() {
+            upsert
+                .execute(params![
+                    view.id.0,
+                    view.owner,
+                    view.currency,
+                    view.overdraft_limit,
+                    view.balance,
+                    view.closed,
+                    view.version as i64,
+                    view.position.commit() as i64,
+                    view.position.prepare() as i64,
+                ])
+                .map_err(fail)?;
+        }
+        Ok(())
+    }
+
+    fn reset(&self, transaction: &Transaction<'_>) -> Result<(), HandleError> {
+        transaction
+            .execute_batch(sql::RESET)
+            .map_err(|error| handle_error(&error))
+    }
+}
+
+impl ReadModels for SqliteReadModels {
+    async fn account(&self, id: AccountId) -> Result<Option<AccountView>, StoreError> {
+        self.store
+            .read(move |connection| account_view(connection, id).map_err(|e| store_error(&e)))
+            .await
+    }
+
+    async fn ledger(&self, id: AccountId) -> Result<Vec<LedgerEntry>, StoreError> {
+        self.store
+            .read(move |connection| {
+                let mut statement = connection
+                    .prepare_cached(sql::LEDGER)
+                    .map_err(|e| store_error(&e))?;
+                let rows = statement
+                    .query_map(params![id.0], ledger_entry)
+                    .map_err(|e| store_error(&e))?;
+                rows.map(|row| row.map_err(|e| store_error(&e)).and_then(|entry| entry))
+                    .collect()
+            })
+            .await
+    }
+
+    async fn position(&self) -> Result<Option<Position>, StoreError> {
+        self.store.checkpoints().load(PROJECTION).await
+    }
+}
+
+/// A ledger row, or the stored kind it does not know.
+fn ledger_entry(row: &Row<'_>) -> rusqlite::Result<Result<LedgerEntry, StoreError>> {
+    let kind: String = row.get(1)?;
+    let Some(kind) = MovementKind::from_name(&kind) else {
+        return Ok(Err(StoreError::Backend(format!(
+            "unknown movement kind {kind:?} in the ledger"
+        ))));
+    };
+    Ok(Ok(LedgerEntry {
+        revision: row.get::<_, i64>(0)? as u64,
+        kind,
+        amount: row.get(2)?,
+        balance: row.get(3)?,
+        transfer: row.get::<_, Option<Uuid>>(4)?.map(TransferId),
+        counterparty: row.get::<_, Option<Uuid>>(5)?.map(AccountId),
+        recorded_at_ms: row.get::<_, i64>(6)? as u64,
+    }))
+}
