@@ -43,6 +43,12 @@ async fn concurrent_traffic_on_the_eventstoredb_protocol_double_conserves_money(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_traffic_on_sqlite_conserves_money() {
+    let (running, _file) = support::sqlite_bank().await;
+    traffic(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_traffic_on_postgres_conserves_money() {
     let (running, store) = support::postgres_bank().await;
     traffic(running).await;

@@ -3,6 +3,7 @@
 //! and the projection's checkpoint commit together, so every event is applied exactly once.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use decider_core::projection::{CheckpointStore, HandleError};
 use decider_core::{Codec, JsonCodec, Position, RecordedEvent, StoreError};
@@ -120,8 +121,8 @@ impl SqliteTransactionalHandler for SqliteReadModels {
             let Some(id) = AccountId::from_stream(&recorded.stream) else {
                 continue;
             };
-            if !views.contains_key(&id) {
-                views.insert(id, account_view(transaction, id).map_err(fail)?);
+            if let Entry::Vacant(unread) = views.entry(id) {
+                unread.insert(account_view(transaction, id).map_err(fail)?);
             }
             let view = views.get(&id).and_then(Option::as_ref);
             let Some((next, entry)) = apply(view, recorded, &event) else {

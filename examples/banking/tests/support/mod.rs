@@ -9,11 +9,13 @@ use banking::http;
 use banking::read_model::ReadModels;
 use banking::read_model::memory::MemoryReadModels;
 use banking::read_model::postgres::PgReadModels;
+use banking::read_model::sqlite::SqliteReadModels;
 use decider_core::EventStore;
 use decider_eventstoredb_double::ProtocolDouble;
 use decider_store_eventstoredb::EventStoreDbStore;
 use decider_store_memory::MemoryStore;
 use decider_store_postgres::{PostgresOptions, PostgresStore};
+use decider_store_sqlite::SqliteStore;
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -39,6 +41,40 @@ pub async fn eventstoredb_double_bank() -> Running<EventStoreDbStore, MemoryRead
         .expect("start the bank on the EventStoreDB protocol double")
 }
 
+/// A database file of its own, removed (with its `-wal` and `-shm` files) when dropped.
+pub struct TempDb(pub std::path::PathBuf);
+
+impl TempDb {
+    pub fn new() -> Self {
+        Self(
+            std::env::temp_dir().join(format!("banking-test-{}.db", uuid::Uuid::new_v4().simple())),
+        )
+    }
+
+    pub fn url(&self) -> String {
+        format!("sqlite://{}", self.0.display())
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.0.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A bank on a fresh SQLite file; keep the file until the bank is stopped.
+pub async fn sqlite_bank() -> (Running<SqliteStore, SqliteReadModels>, TempDb) {
+    let file = TempDb::new();
+    let running = bank::on_sqlite(&file.url())
+        .await
+        .expect("start the bank on SQLite");
+    (running, file)
+}
+
 pub fn memory_bank() -> Running<MemoryStore, MemoryReadModels> {
     bank::in_memory()
 }
@@ -61,6 +97,26 @@ pub struct Server {
     base: String,
     client: reqwest::Client,
     process: Process,
+    /// The working directory of a spawned server, removed after it.
+    scratch: Option<TempDir>,
+}
+
+/// A directory of its own, removed with what it holds when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("banking-test-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// What serves the API: a task of this test, or a `banking serve` process of its own.
@@ -90,14 +146,25 @@ impl Server {
                 stop: Some(stop),
                 task,
             },
+            scratch: None,
         }
     }
 
-    /// Runs `banking serve` with `args` in a process of its own, on a loopback port, and waits
-    /// until it serves. Its log goes to this test's stderr.
+    /// Runs `banking serve` with `args` in a process of its own, on a loopback port, in a new
+    /// working directory of its own (where its default `banking.db` goes), and waits until it
+    /// serves. Its log goes to this test's stderr.
     pub fn spawn(args: &[&str]) -> Self {
+        let dir = TempDir::new();
+        let mut server = Self::spawn_in(&dir.0, args);
+        server.scratch = Some(dir);
+        server
+    }
+
+    /// Like [`spawn`](Self::spawn), in `dir`.
+    pub fn spawn_in(dir: &std::path::Path, args: &[&str]) -> Self {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_banking"))
+            .current_dir(dir)
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
@@ -125,6 +192,7 @@ impl Server {
             base: format!("http://{address}"),
             client: client(),
             process: Process::Child(child),
+            scratch: None,
         }
     }
 
