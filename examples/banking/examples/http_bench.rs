@@ -4,9 +4,10 @@
 //! SQL transaction (two balance updates and two ledger rows) behind the same HTTP stack, the
 //! "raw database" a CRUD bank would be.
 //!
-//! `cargo run --release -p banking --example http_bench [-- postgres|memory] [transfers per level]`
+//! `cargo run --release -p banking --example http_bench [-- postgres|sqlite|memory] [transfers per level]`
 //! (PostgreSQL from `DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/test`; the bench
-//! works in a schema of its own and drops it at the end).
+//! works in a schema of its own and drops it at the end. SQLite: a file of its own in the
+//! temporary directory, WAL and `synchronous=FULL` on both sides, removed at the end).
 #![allow(
     clippy::print_stdout,
     clippy::unwrap_used,
@@ -54,7 +55,20 @@ async fn main() {
             raw(&store, per_level).await;
             store.drop_schema().await.unwrap();
         }
-        other => panic!("unknown store {other}: postgres or memory"),
+        "sqlite" => {
+            let dir = std::env::temp_dir().join(format!("banking-bench-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let url = format!("sqlite://{}", dir.join("bank.db").display());
+            run(
+                "decider/sqlite",
+                bank::on_sqlite(&url).await.unwrap(),
+                per_level,
+            )
+            .await;
+            raw_sqlite(&dir.join("raw.db"), per_level).await;
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+        other => panic!("unknown store {other}: postgres, sqlite or memory"),
     }
 }
 
@@ -202,6 +216,11 @@ async fn raw(store: &PostgresStore, per_level: usize) {
     let router = axum::Router::new()
         .route("/raw_transfers", post(raw_transfer))
         .with_state(store.clone());
+    raw_load(router, "raw SQL/postgres", per_level).await;
+}
+
+/// Serves `router` and sends it `per_level` raw transfers at each concurrency level.
+async fn raw_load(router: axum::Router, label: &str, per_level: usize) {
     let (base, stop) = serve(router).await;
     let http = reqwest::Client::new();
     for concurrency in LEVELS {
@@ -222,11 +241,68 @@ async fn raw(store: &PostgresStore, per_level: usize) {
         };
         let (per_second, p50, p99) = load(concurrency, per_level, work).await;
         println!(
-            "{:<17} C={concurrency:<2} transfers/s={per_second:>8.0} p50={p50:>7.2} ms p99={p99:>7.2} ms",
-            "raw SQL/postgres"
+            "{label:<17} C={concurrency:<2} transfers/s={per_second:>8.0} p50={p50:>7.2} ms p99={p99:>7.2} ms"
         );
     }
     stop.send(()).ok();
+}
+
+/// The raw baseline on SQLite: the same transaction with rusqlite, on one connection in WAL
+/// mode with `synchronous=FULL` (the store's defaults), run on a blocking thread.
+async fn raw_sqlite(path: &std::path::Path, per_level: usize) {
+    let connection = rusqlite::Connection::open(path).unwrap();
+    connection
+        .execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+             CREATE TABLE raw_accounts (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL);
+             CREATE TABLE raw_ledger (account INTEGER, transfer BLOB, amount INTEGER,
+                 balance INTEGER, PRIMARY KEY (account, transfer));
+             WITH RECURSIVE n(id) AS (SELECT 0 UNION ALL SELECT id + 1 FROM n WHERE id < {})
+             INSERT INTO raw_accounts SELECT id, 100000000 FROM n;",
+            ACCOUNTS - 1
+        ))
+        .unwrap();
+    let connection = Arc::new(std::sync::Mutex::new(connection));
+    let router = axum::Router::new()
+        .route("/raw_transfers", post(raw_sqlite_transfer))
+        .with_state(connection);
+    raw_load(router, "raw SQL/sqlite", per_level).await;
+}
+
+async fn raw_sqlite_transfer(
+    State(connection): State<Arc<std::sync::Mutex<rusqlite::Connection>>>,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    let (from, to, amount) = (
+        body["from"].as_i64().unwrap(),
+        body["to"].as_i64().unwrap(),
+        body["amount"].as_i64().unwrap(),
+    );
+    let transfer = uuid::Uuid::new_v4();
+    tokio::task::spawn_blocking(move || {
+        let mut connection = connection.lock().unwrap();
+        let transaction = connection.transaction().unwrap();
+        for (account, delta) in ordered(from, to, amount) {
+            let balance: i64 = transaction
+                .query_row(
+                    "UPDATE raw_accounts SET balance = balance + ?2
+                     WHERE id = ?1 AND balance + ?2 >= 0 RETURNING balance",
+                    rusqlite::params![account, delta],
+                    |row| row.get(0),
+                )
+                .unwrap();
+            transaction
+                .execute(
+                    "INSERT INTO raw_ledger VALUES (?1, ?2, ?3, ?4)",
+                    rusqlite::params![account, transfer.as_bytes().as_slice(), delta, balance],
+                )
+                .unwrap();
+        }
+        transaction.commit().unwrap();
+    })
+    .await
+    .unwrap();
+    Json(json!({ "id": transfer, "status": "completed" }))
 }
 
 async fn raw_transfer(State(store): State<PostgresStore>, Json(body): Json<Value>) -> Json<Value> {
