@@ -296,6 +296,20 @@ fn write_in_transaction(
     group: &[PendingAppend],
 ) -> Result<Vec<Result<AppendResult, StoreError>>, rusqlite::Error> {
     let now = micros_since_epoch(SystemTime::now());
+    if let [alone] = group {
+        // No savepoint needed for an append alone: its refusal rolls back the transaction.
+        return match append_one(connection, alone, now) {
+            Ok(result) => {
+                connection.prepare_cached("COMMIT")?.execute([])?;
+                Ok(vec![Ok(result)])
+            }
+            Err(Refusal::Refused(error)) => {
+                connection.prepare_cached("ROLLBACK")?.execute([])?;
+                Ok(vec![Err(error)])
+            }
+            Err(Refusal::Failed(error)) => Err(error),
+        };
+    }
     let mut outcomes = Vec::with_capacity(group.len());
     for append in group {
         connection.prepare_cached("SAVEPOINT append")?.execute([])?;
