@@ -25,6 +25,9 @@
 //!   (`PRAGMA user_version`): a file that is not one, or was written by newer code, is refused
 //!   at open with an [`OpenError`], and nothing is written to it.
 //!
+//! The store runs its blocking work on its own threads and on tokio's blocking pool: use it
+//! from inside a tokio runtime.
+//!
 //! ```
 //! use decider_core::{EventData, EventStore, ExpectedVersion, StreamId};
 //! use decider_store_sqlite::SqliteStore;
@@ -72,6 +75,9 @@ pub use crate::projection::{
 };
 pub use crate::writer::MAX_PAYLOAD_BYTES;
 pub(crate) use open::open_reader;
+/// The SQLite binding the store is built on, for handlers that write read models in its
+/// transactions: use this one, so that the types match.
+pub use rusqlite;
 
 /// How SQLite syncs commits to disk (`PRAGMA synchronous`, in WAL mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

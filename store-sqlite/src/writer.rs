@@ -7,9 +7,10 @@
 //! back only that savepoint. With nothing queued an append commits alone, at once — the writer
 //! never lingers to wait for company.
 //!
-//! When the group's transaction itself fails (a full disk, the lock held by another process past
-//! the busy timeout), nothing of it is written, and each of its appends is tried again alone, so
-//! that one append's failure is never another's.
+//! When the group's transaction itself fails (a full disk, say), nothing of it is written, and
+//! each of its appends is tried again alone, so that one append's failure is never another's.
+//! Only when the write lock is held by another process past the busy timeout do they all fail
+//! at once, with `Unavailable`: alone, each would wait as long again.
 
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
@@ -245,7 +246,9 @@ fn commit_group(connection: &Connection, group: Vec<PendingAppend>, appended: &w
                 let _ = append.reply.send(outcome);
             }
         }
-        Err(error) if group.len() == 1 => {
+        // The lock held elsewhere past the busy timeout: trying each append alone would wait
+        // that long again for each. They all fail, retryably, now.
+        Err(error) if group.len() == 1 || store_error(&error).is_retryable() => {
             let error = store_error(&error);
             tracing::warn!(%error, "an SQLite append failed");
             for append in group {
@@ -443,4 +446,43 @@ fn reused_ids(stream: &StreamId) -> Refusal {
         "append to {stream} reuses event ids of an earlier append but is not that append \
          repeated (event ids must be unique)"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_that_is_not_json_is_refused_naming_the_event() {
+        let stream = StreamId::new("s").unwrap();
+        let events = vec![
+            EventData::json("Good", "{}"),
+            EventData::json("Bad", "{not json"),
+        ];
+        let Err(StoreError::InvalidInput(message)) = prepare(&stream, events) else {
+            panic!("accepted")
+        };
+        assert!(message.contains("event 1 (\"Bad\""), "{message}");
+    }
+
+    #[test]
+    fn a_payload_over_the_limit_and_an_empty_type_are_refused() {
+        let stream = StreamId::new("s").unwrap();
+        let big = EventData {
+            content_type: ContentType::Binary,
+            ..EventData::json("Big", vec![0u8; MAX_PAYLOAD_BYTES + 1])
+        };
+        assert!(matches!(
+            prepare(&stream, vec![big]),
+            Err(StoreError::InvalidInput(message)) if message.contains("limit")
+        ));
+        assert!(matches!(
+            prepare(&stream, vec![EventData::json("", "{}")]),
+            Err(StoreError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            prepare(&stream, Vec::new()),
+            Err(StoreError::InvalidInput(_))
+        ));
+    }
 }

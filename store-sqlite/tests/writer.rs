@@ -264,3 +264,53 @@ async fn two_stores_on_one_file_serialise_their_writers_and_see_each_other_live(
     drop((a, b, subscription));
     remove_database(&path);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_lock_held_elsewhere_past_the_busy_timeout_is_unavailable_and_writes_nothing() {
+    let path = temp_path("busy");
+    let options = SqliteOptions {
+        busy_timeout: Duration::from_millis(200),
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open_with(&path, options).unwrap();
+    // Another process's writer, in the middle of a long transaction.
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let stream = StreamId::new("busy-1").unwrap();
+    let appends: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, stream) = (store.clone(), stream.clone());
+            tokio::spawn(async move {
+                store
+                    .append(
+                        &stream,
+                        ExpectedVersion::Any,
+                        vec![EventData::json("E", "{}")],
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    for append in appends {
+        let error = append.await.unwrap().unwrap_err();
+        assert!(error.is_retryable(), "{error:?}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the appends waited {:?}: once per append?",
+        started.elapsed()
+    );
+    other.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(count(&store, &stream).await, 0);
+    store
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![EventData::json("E", "{}")],
+        )
+        .await
+        .unwrap();
+    drop((store, other));
+    remove_database(&path);
+}
