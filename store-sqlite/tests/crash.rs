@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use decider_core::{Direction, EventData, EventStore, ExpectedVersion, StreamFrom, StreamId};
 use decider_store_sqlite::SqliteStore;
 use futures::TryStreamExt;
-use support::{remove_database, temp_path};
+use support::{TempDatabase, remove_database};
 
 const CHILD_PATH: &str = "DECIDER_SQLITE_CRASH_CHILD_DB";
 const BATCH: u64 = 5;
@@ -54,7 +54,8 @@ async fn crash_child() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_acknowledged_before_a_sigkill_survive_it_whole() {
-    let path = temp_path("crash");
+    let database = TempDatabase::new("crash");
+    let path = database.path().to_owned();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["crash_child", "--exact", "--ignored", "--nocapture"])
         .env(CHILD_PATH, &path)

@@ -12,7 +12,7 @@ use decider_core::{
 };
 use decider_store_sqlite::{SqliteOptions, SqliteStore};
 use futures::{StreamExt, TryStreamExt};
-use support::{remove_database, temp_path};
+use support::{TempDatabase, remove_database};
 
 /// Holds the writer thread busy for `pause`, so that appends sent meanwhile queue up and are
 /// taken as one group.
@@ -48,7 +48,8 @@ async fn count(store: &SqliteStore, stream: &StreamId) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_with_one_expectation_inside_one_group_admit_exactly_one_winner() {
-    let store = support::fresh_store().await;
+    let database = TempDatabase::new("store");
+    let store = database.open();
     let stream = StreamId::new("race-1").unwrap();
     store
         .append(
@@ -97,7 +98,8 @@ async fn concurrent_appends_with_one_expectation_inside_one_group_admit_exactly_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_append_inside_a_group_leaves_the_others_written() {
-    let store = support::fresh_store().await;
+    let database = TempDatabase::new("store");
+    let store = database.open();
     let taken = EventData::json("Taken", "{}");
     let first = StreamId::new("first-1").unwrap();
     store
@@ -149,7 +151,8 @@ async fn a_refused_append_inside_a_group_leaves_the_others_written() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_fails_only_the_append_that_does_not_fit_and_writes_none_of_it() {
-    let path = temp_path("full");
+    let database = TempDatabase::new("full");
+    let path = database.path().to_owned();
     let options = SqliteOptions {
         max_page_count: Some(40),
         ..SqliteOptions::default()
@@ -207,7 +210,8 @@ async fn a_full_disk_fails_only_the_append_that_does_not_fit_and_writes_none_of_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_stores_on_one_file_serialise_their_writers_and_see_each_other_live() {
-    let path = temp_path("shared");
+    let database = TempDatabase::new("shared");
+    let path = database.path().to_owned();
     let a = SqliteStore::open(&path).unwrap();
     let b = SqliteStore::open(&path).unwrap();
     let stream = StreamId::new("shared-1").unwrap();
@@ -267,7 +271,8 @@ async fn two_stores_on_one_file_serialise_their_writers_and_see_each_other_live(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_lock_held_elsewhere_past_the_busy_timeout_is_unavailable_and_writes_nothing() {
-    let path = temp_path("busy");
+    let database = TempDatabase::new("busy");
+    let path = database.path().to_owned();
     let options = SqliteOptions {
         busy_timeout: Duration::from_millis(200),
         ..SqliteOptions::default()
