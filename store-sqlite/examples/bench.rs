@@ -3,7 +3,7 @@
 //! transaction per append on one connection shared by the raw clients (SQLite has one writer
 //! anyway). Each measurement runs twice, alternating with its baseline, and keeps the better.
 //!
-//! `cargo run --release -p decider-store-sqlite --example bench [-- normal] [-- secs=3]`
+//! `cargo run --release -p decider-store-sqlite --example bench [-- normal] [secs=3] [clients=N]`
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -165,7 +165,14 @@ fn main() {
         Synchronous::Full => "full",
         Synchronous::Normal => "normal",
     };
+    let only: Option<usize> = args
+        .iter()
+        .find_map(|a| a.strip_prefix("clients="))
+        .map(|c| c.parse().unwrap());
     for (clients, events) in [(1, 1), (4, 1), (16, 1), (4, 100)] {
+        if only.is_some_and(|only| only != clients) {
+            continue;
+        }
         // Two rounds, alternating, the better of each kept: on a shared machine a neighbour's
         // burst should not decide the ratio.
         let (mut store, mut raw) = (0f64, 0f64);

@@ -94,7 +94,8 @@ impl SqliteStore {
             let rows = statement
                 .query_map(params![stream.as_str(), from, size], row_to_event)
                 .map_err(|e| store_error(&e))?;
-            rows.map(|row| row.map_err(|e| store_error(&e))?).collect()
+            rows.map(|row| row.map_err(|e| store_error(&e)).and_then(|event| event))
+                .collect()
         })
         .await
     }
@@ -121,7 +122,8 @@ impl SqliteStore {
             let rows = statement
                 .query_map(params![after, types, categories, size], row_to_event)
                 .map_err(|e| store_error(&e))?;
-            rows.map(|row| row.map_err(|e| store_error(&e))?).collect()
+            rows.map(|row| row.map_err(|e| store_error(&e)).and_then(|event| event))
+                .collect()
         })
         .await
     }
