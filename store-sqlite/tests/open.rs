@@ -244,3 +244,37 @@ async fn a_url_opens_the_file_it_names() {
     drop(store);
     remove_database(&path);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durability_is_wal_with_full_sync_by_default_and_normal_on_request() {
+    use decider_store_sqlite::{SqliteOptions, Synchronous};
+    let settings = |store: SqliteStore| async move {
+        store
+            .write(|connection| {
+                let mode: String = connection
+                    .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+                    .unwrap();
+                let sync: i64 = connection
+                    .query_row("PRAGMA synchronous", [], |row| row.get(0))
+                    .unwrap();
+                let timeout: i64 = connection
+                    .query_row("PRAGMA busy_timeout", [], |row| row.get(0))
+                    .unwrap();
+                (mode, sync, timeout)
+            })
+            .await
+            .unwrap()
+    };
+    let database = TempDatabase::new("durability");
+    // FULL is 2, NORMAL 1.
+    assert_eq!(
+        settings(database.open()).await,
+        ("wal".to_owned(), 2, 5_000)
+    );
+    let normal = SqliteOptions {
+        synchronous: Synchronous::Normal,
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open_with(database.path(), normal).unwrap();
+    assert_eq!(settings(store).await, ("wal".to_owned(), 1, 5_000));
+}

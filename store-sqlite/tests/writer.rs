@@ -323,3 +323,44 @@ async fn a_write_lock_held_elsewhere_past_the_busy_timeout_is_unavailable_and_wr
     drop((store, other));
     remove_database(&path);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_wakes_an_idle_subscriber_of_the_same_store_at_once() {
+    let database = TempDatabase::new("wake");
+    let store = database.open();
+    let stream = StreamId::new("wake-1").unwrap();
+    let mut subscription = Box::pin(store.subscribe_stream(&stream, None));
+    assert_eq!(
+        subscription.next().await.unwrap().unwrap(),
+        SubscriptionMessage::CaughtUp
+    );
+    let mut lags = Vec::new();
+    for revision in 0..10u64 {
+        let follower = tokio::spawn(async move {
+            let next = subscription.next().await;
+            (next, Instant::now(), subscription)
+        });
+        // Idle before the append: only a wake-up brings the event.
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let written = Instant::now();
+        store
+            .append(
+                &stream,
+                ExpectedVersion::Any,
+                vec![EventData::json("E", "{}")],
+            )
+            .await
+            .unwrap();
+        let (next, delivered, back) = follower.await.unwrap();
+        subscription = back;
+        let Some(Ok(SubscriptionMessage::Event(event))) = next else {
+            panic!("no event");
+        };
+        assert_eq!(event.revision, revision);
+        lags.push(delivered.saturating_duration_since(written));
+    }
+    lags.sort();
+    // The writer's own wake-up takes a millisecond or so; the 50 ms watcher alone would put the
+    // median near 25 ms.
+    assert!(lags[5] < Duration::from_millis(10), "lags {lags:?}");
+}
