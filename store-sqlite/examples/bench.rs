@@ -1,4 +1,4 @@
-//! W2 (BENCHMARKS.md) on SQLite: appends to distinct streams through `SqliteStore`, beside raw
+//! W2 (BENCHMARKS.md) on SQLite, and W3 over 200k events: appends to distinct streams through `SqliteStore`, beside raw
 //! rusqlite doing the same INSERTs in the same file settings (WAL, the same `synchronous`), one
 //! transaction per append on one connection shared by the raw clients (SQLite has one writer
 //! anyway). Each measurement runs twice, alternating with its baseline, and keeps the better.
@@ -145,6 +145,81 @@ fn raw_run(sync: Synchronous, clients: usize, events: usize, secs: Duration) -> 
     rate
 }
 
+/// Every column the store reads, as the raw baseline decodes it.
+type RawRow = (i64, String, i64, Vec<u8>, String, i64, Vec<u8>, String, i64);
+
+/// W3 at a smaller scale: `subscribe_all` from the start over `events` events until `CaughtUp`,
+/// beside raw paged SELECTs of the same rows in global order, 1,000 a page.
+async fn catch_up(sync: Synchronous, events: usize) -> (f64, f64) {
+    let path = temp("catch-up");
+    let options = SqliteOptions {
+        synchronous: sync,
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open_with(&path, options).unwrap();
+    for n in 0..events / 100 {
+        let stream = StreamId::new(format!("fill-{n}")).unwrap();
+        let batch = (0..100)
+            .map(|_| EventData::json("Deposited", r#"{"amount":10}"#))
+            .collect();
+        store
+            .append(&stream, ExpectedVersion::NoStream, batch)
+            .await
+            .unwrap();
+    }
+    let started = Instant::now();
+    let mut subscription = Box::pin(store.subscribe_all(None, &decider_core::EventFilter::all()));
+    let mut seen = 0usize;
+    while let Some(message) = futures::StreamExt::next(&mut subscription).await {
+        match message.unwrap() {
+            decider_core::SubscriptionMessage::Event(_) => seen += 1,
+            decider_core::SubscriptionMessage::CaughtUp => break,
+        }
+    }
+    assert_eq!(seen, events);
+    let store_rate = seen as f64 / started.elapsed().as_secs_f64();
+    drop(subscription);
+
+    let connection = rusqlite::Connection::open(&path).unwrap();
+    let started = Instant::now();
+    let (mut after, mut read) = (0i64, 0usize);
+    let mut page = connection
+        .prepare(
+            "SELECT seq, stream_id, revision, event_id, event_type, content_type, payload, \
+             metadata, recorded_at FROM events WHERE seq > ?1 ORDER BY seq LIMIT 1000",
+        )
+        .unwrap();
+    loop {
+        let rows: Vec<RawRow> = page
+            .query_map([after], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                    row.get(6)?,
+                    row.get(7)?,
+                    row.get(8)?,
+                ))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let Some(last) = rows.last() else { break };
+        after = last.0;
+        read += rows.len();
+    }
+    assert_eq!(read, events);
+    let raw_rate = read as f64 / started.elapsed().as_secs_f64();
+    drop(page);
+    drop(connection);
+    drop(store);
+    remove(&path);
+    (store_rate, raw_rate)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let sync = if args.iter().any(|a| a == "normal") {
@@ -184,6 +259,15 @@ fn main() {
             "W2 sqlite synchronous={label} clients={clients} events_per_append={events} \
              secs={:.1} appends/s={store:.0} raw_insert/s={raw:.0} ratio={:.2}",
             secs.as_secs_f64(),
+            store / raw
+        );
+    }
+    if only.is_none() {
+        let events = 200_000;
+        let (store, raw) = runtime.block_on(catch_up(sync, events));
+        println!(
+            "W3 sqlite synchronous={label} events={events} events/s={store:.0} \
+             raw_select/s={raw:.0} ratio={:.2}",
             store / raw
         );
     }
