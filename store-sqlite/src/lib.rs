@@ -154,6 +154,9 @@ impl SqliteStore {
     /// Opens the decider database at `path` with `options`. Creates the schema in a new or empty
     /// file, upgrades an older one, and refuses (writing nothing) a file that is not a decider
     /// database or was written by newer code.
+    ///
+    /// Opening is blocking file I/O (a migration, at worst): do it at start-up, or inside
+    /// `spawn_blocking`.
     pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, OpenError> {
         let path = path.as_ref().to_path_buf();
         if options.page_size == 0 || options.readers == 0 {
