@@ -25,6 +25,9 @@
 //!   (`PRAGMA user_version`): a file that is not one, or was written by newer code, is refused
 //!   at open with an [`OpenError`], and nothing is written to it.
 //!
+//! The store runs its blocking work on its own threads and on tokio's blocking pool: use it
+//! from inside a tokio runtime.
+//!
 //! ```
 //! use decider_core::{EventData, EventStore, ExpectedVersion, StreamId};
 //! use decider_store_sqlite::SqliteStore;
@@ -72,6 +75,9 @@ pub use crate::projection::{
 };
 pub use crate::writer::MAX_PAYLOAD_BYTES;
 pub(crate) use open::open_reader;
+/// The SQLite binding the store is built on, for handlers that write read models in its
+/// transactions: use this one, so that the types match.
+pub use rusqlite;
 
 /// How SQLite syncs commits to disk (`PRAGMA synchronous`, in WAL mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -148,6 +154,9 @@ impl SqliteStore {
     /// Opens the decider database at `path` with `options`. Creates the schema in a new or empty
     /// file, upgrades an older one, and refuses (writing nothing) a file that is not a decider
     /// database or was written by newer code.
+    ///
+    /// Opening is blocking file I/O (a migration, at worst): do it at start-up, or inside
+    /// `spawn_blocking`.
     pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, OpenError> {
         let path = path.as_ref().to_path_buf();
         if options.page_size == 0 || options.readers == 0 {

@@ -96,7 +96,8 @@ impl SqliteStore {
             let rows = statement
                 .query_map(params![stream.as_str(), from, size], row_to_event)
                 .map_err(|e| store_error(&e))?;
-            rows.map(|row| row.map_err(|e| store_error(&e))?).collect()
+            rows.map(|row| row.map_err(|e| store_error(&e)).and_then(|event| event))
+                .collect()
         })
         .await
     }
@@ -123,7 +124,8 @@ impl SqliteStore {
             let rows = statement
                 .query_map(params![after, types, categories, size], row_to_event)
                 .map_err(|e| store_error(&e))?;
-            rows.map(|row| row.map_err(|e| store_error(&e))?).collect()
+            rows.map(|row| row.map_err(|e| store_error(&e)).and_then(|event| event))
+                .collect()
         })
         .await
     }

@@ -7,9 +7,10 @@
 //! back only that savepoint. With nothing queued an append commits alone, at once — the writer
 //! never lingers to wait for company.
 //!
-//! When the group's transaction itself fails (a full disk, the lock held by another process past
-//! the busy timeout), nothing of it is written, and each of its appends is tried again alone, so
-//! that one append's failure is never another's.
+//! When the group's transaction itself fails (a full disk, say), nothing of it is written, and
+//! each of its appends is tried again alone, so that one append's failure is never another's.
+//! Only when the write lock is held by another process past the busy timeout do they all fail
+//! at once, with `Unavailable`: alone, each would wait as long again.
 
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
@@ -245,7 +246,9 @@ fn commit_group(connection: &Connection, group: Vec<PendingAppend>, appended: &w
                 let _ = append.reply.send(outcome);
             }
         }
-        Err(error) if group.len() == 1 => {
+        // The lock held elsewhere past the busy timeout: trying each append alone would wait
+        // that long again for each. They all fail, retryably, now.
+        Err(error) if group.len() == 1 || store_error(&error).is_retryable() => {
             let error = store_error(&error);
             tracing::warn!(%error, "an SQLite append failed");
             for append in group {
@@ -296,6 +299,20 @@ fn write_in_transaction(
     group: &[PendingAppend],
 ) -> Result<Vec<Result<AppendResult, StoreError>>, rusqlite::Error> {
     let now = micros_since_epoch(SystemTime::now());
+    if let [alone] = group {
+        // No savepoint needed for an append alone: its refusal rolls back the transaction.
+        return match append_one(connection, alone, now) {
+            Ok(result) => {
+                connection.prepare_cached("COMMIT")?.execute([])?;
+                Ok(vec![Ok(result)])
+            }
+            Err(Refusal::Refused(error)) => {
+                connection.prepare_cached("ROLLBACK")?.execute([])?;
+                Ok(vec![Err(error)])
+            }
+            Err(Refusal::Failed(error)) => Err(error),
+        };
+    }
     let mut outcomes = Vec::with_capacity(group.len());
     for append in group {
         connection.prepare_cached("SAVEPOINT append")?.execute([])?;
@@ -429,4 +446,43 @@ fn reused_ids(stream: &StreamId) -> Refusal {
         "append to {stream} reuses event ids of an earlier append but is not that append \
          repeated (event ids must be unique)"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_that_is_not_json_is_refused_naming_the_event() {
+        let stream = StreamId::new("s").unwrap();
+        let events = vec![
+            EventData::json("Good", "{}"),
+            EventData::json("Bad", "{not json"),
+        ];
+        let Err(StoreError::InvalidInput(message)) = prepare(&stream, events) else {
+            panic!("accepted")
+        };
+        assert!(message.contains("event 1 (\"Bad\""), "{message}");
+    }
+
+    #[test]
+    fn a_payload_over_the_limit_and_an_empty_type_are_refused() {
+        let stream = StreamId::new("s").unwrap();
+        let big = EventData {
+            content_type: ContentType::Binary,
+            ..EventData::json("Big", vec![0u8; MAX_PAYLOAD_BYTES + 1])
+        };
+        assert!(matches!(
+            prepare(&stream, vec![big]),
+            Err(StoreError::InvalidInput(message)) if message.contains("limit")
+        ));
+        assert!(matches!(
+            prepare(&stream, vec![EventData::json("", "{}")]),
+            Err(StoreError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            prepare(&stream, Vec::new()),
+            Err(StoreError::InvalidInput(_))
+        ));
+    }
 }

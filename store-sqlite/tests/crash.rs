@@ -11,12 +11,18 @@ mod support;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use decider_core::{Direction, EventData, EventStore, ExpectedVersion, StreamFrom, StreamId};
+use std::time::{Duration, Instant};
+
+use decider_core::{
+    Direction, EventData, EventStore, ExpectedVersion, StreamFrom, StreamId, SubscriptionMessage,
+};
 use decider_store_sqlite::SqliteStore;
+use futures::StreamExt;
 use futures::TryStreamExt;
-use support::{remove_database, temp_path};
+use support::{TempDatabase, remove_database};
 
 const CHILD_PATH: &str = "DECIDER_SQLITE_CRASH_CHILD_DB";
+const CHILD_PAUSE: &str = "DECIDER_SQLITE_CRASH_CHILD_PAUSE_MS";
 const BATCH: u64 = 5;
 
 fn stream() -> StreamId {
@@ -31,6 +37,9 @@ async fn crash_child() {
     let Ok(path) = std::env::var(CHILD_PATH) else {
         return;
     };
+    let pause = std::env::var(CHILD_PAUSE)
+        .ok()
+        .map(|ms| Duration::from_millis(ms.parse().unwrap()));
     let store = SqliteStore::open(&path).unwrap();
     let mut stdout = std::io::stdout();
     let mut length = 0u64;
@@ -49,12 +58,16 @@ async fn crash_child() {
         length = result.next_revision;
         writeln!(stdout, "acked {length}").unwrap();
         stdout.flush().unwrap();
+        if let Some(pause) = pause {
+            tokio::time::sleep(pause).await;
+        }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_acknowledged_before_a_sigkill_survive_it_whole() {
-    let path = temp_path("crash");
+    let database = TempDatabase::new("crash");
+    let path = database.path().to_owned();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["crash_child", "--exact", "--ignored", "--nocapture"])
         .env(CHILD_PATH, &path)
@@ -106,4 +119,76 @@ async fn appends_acknowledged_before_a_sigkill_survive_it_whole() {
     }
     drop(store);
     remove_database(&path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_sees_another_process_append_within_a_fraction_of_a_second() {
+    let database = TempDatabase::new("live");
+    let path = database.path().to_owned();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["crash_child", "--exact", "--ignored", "--nocapture"])
+        .env(CHILD_PATH, &path)
+        // Slow enough that the subscriber waits between appends and must be woken.
+        .env(CHILD_PAUSE, "100")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Each acknowledgement, with when the parent read it, from a thread of its own.
+    let (acks, mut acked) = tokio::sync::mpsc::unbounded_channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if let Some(length) = line.strip_prefix("acked ") {
+                let length: u64 = length.parse().unwrap();
+                if acks.send((length, Instant::now())).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    // The child has created the file once it acknowledged its first append.
+    let (first, _) = acked.recv().await.expect("the child ended early");
+    let store = SqliteStore::open(&path).unwrap();
+    // The subscriber pulls all the time, in a task of its own, so that it is waiting (idle)
+    // when each append commits, and records when each append's last event reached it.
+    let delivered = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let follower = tokio::spawn({
+        let mut subscription = Box::pin(store.subscribe_stream(&stream(), Some(first - 1)));
+        let delivered = delivered.clone();
+        async move {
+            while let Some(message) = subscription.next().await {
+                if let SubscriptionMessage::Event(event) = message.unwrap() {
+                    delivered
+                        .lock()
+                        .unwrap()
+                        .insert(event.revision + 1, Instant::now());
+                }
+            }
+        }
+    });
+    let mut acks = Vec::new();
+    while acks.len() < 10 {
+        acks.push(acked.recv().await.expect("the child ended early"));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    follower.abort();
+    let delivered = delivered.lock().unwrap().clone();
+    let mut worst = Duration::ZERO;
+    for (length, at) in acks {
+        let reached = delivered
+            .get(&length)
+            .unwrap_or_else(|| panic!("the append up to {length} never reached the subscriber"));
+        // Delivered before the parent read the ack counts as no delay.
+        worst = worst.max(reached.saturating_duration_since(at));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The watcher looks every 50 ms; the safety poll alone would take up to a second.
+    assert!(
+        worst < Duration::from_millis(300),
+        "another process's append took {worst:?} to reach a live subscriber"
+    );
+    drop(store);
 }

@@ -11,7 +11,7 @@ use decider_core::{
 };
 use decider_store_sqlite::{OpenError, SqliteStore};
 use futures::TryStreamExt;
-use support::{remove_database, temp_path};
+use support::{TempDatabase, remove_database, temp_path};
 
 /// Drops `store` and waits until its threads have closed their connections, so that the file
 /// is whole on disk (the last connection to close folds the WAL back into it).
@@ -22,7 +22,8 @@ async fn close(store: SqliteStore) {
 
 #[test]
 fn a_text_file_is_refused_and_left_untouched() {
-    let path = temp_path("text");
+    let database = TempDatabase::new("text");
+    let path = database.path().to_owned();
     let text = "not a database, just notes\n".repeat(100);
     std::fs::write(&path, &text).unwrap();
     let error = SqliteStore::open(&path).unwrap_err();
@@ -40,7 +41,8 @@ fn a_text_file_is_refused_and_left_untouched() {
 
 #[test]
 fn an_sqlite_database_of_another_application_is_refused_and_left_untouched() {
-    let path = temp_path("foreign");
+    let database = TempDatabase::new("foreign");
+    let path = database.path().to_owned();
     {
         let theirs = rusqlite::Connection::open(&path).unwrap();
         theirs
@@ -71,7 +73,8 @@ fn an_sqlite_database_of_another_application_is_refused_and_left_untouched() {
 
 #[test]
 fn an_empty_file_becomes_a_decider_database() {
-    let path = temp_path("empty");
+    let database = TempDatabase::new("empty");
+    let path = database.path().to_owned();
     std::fs::write(&path, b"").unwrap();
     let store = SqliteStore::open(&path).unwrap();
     drop(store);
@@ -82,7 +85,8 @@ fn an_empty_file_becomes_a_decider_database() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_newer_than_the_code_is_refused_naming_both_versions() {
-    let path = temp_path("newer");
+    let database = TempDatabase::new("newer");
+    let path = database.path().to_owned();
     close(SqliteStore::open(&path).unwrap()).await;
     rusqlite::Connection::open(&path)
         .unwrap()
@@ -127,7 +131,8 @@ fn a_place_that_cannot_be_written_is_a_typed_error_with_the_path() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_file_is_refused_when_permissions_apply() {
     use std::os::unix::fs::PermissionsExt;
-    let path = temp_path("readonly");
+    let database = TempDatabase::new("readonly");
+    let path = database.path().to_owned();
     close(SqliteStore::open(&path).unwrap()).await;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
     let writable_anyway = std::fs::OpenOptions::new().write(true).open(&path).is_ok(); // root
@@ -145,7 +150,8 @@ async fn a_read_only_file_is_refused_when_permissions_apply() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_copy_gives_typed_errors_and_no_panic() {
-    let path = temp_path("original");
+    let database = TempDatabase::new("original");
+    let path = database.path().to_owned();
     let store = SqliteStore::open(&path).unwrap();
     for n in 0..50 {
         let stream = StreamId::new(format!("corrupt-{n}")).unwrap();
@@ -169,7 +175,8 @@ async fn a_corrupted_copy_gives_typed_errors_and_no_panic() {
     remove_database(&path);
 
     // Pages in the middle overwritten: the open (header intact) may succeed, reading must fail.
-    let middle = temp_path("corrupt-middle");
+    let middle_database = TempDatabase::new("corrupt-middle");
+    let middle = middle_database.path().to_owned();
     let mut bytes = original.clone();
     let end = bytes.len() - 4096;
     for byte in &mut bytes[8 * 1024..end] {
@@ -206,7 +213,8 @@ async fn a_corrupted_copy_gives_typed_errors_and_no_panic() {
     remove_database(&middle);
 
     // The header overwritten: not a database any more.
-    let header = temp_path("corrupt-header");
+    let header_database = TempDatabase::new("corrupt-header");
+    let header = header_database.path().to_owned();
     let mut bytes = original;
     bytes[..16].copy_from_slice(b"garbage garbage!");
     std::fs::write(&header, &bytes).unwrap();
@@ -220,7 +228,8 @@ async fn a_corrupted_copy_gives_typed_errors_and_no_panic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_url_opens_the_file_it_names() {
-    let path = temp_path("url");
+    let database = TempDatabase::new("url");
+    let path = database.path().to_owned();
     let store = SqliteStore::connect(&format!("sqlite://{}", path.display())).unwrap();
     let stream = StreamId::new("url-1").unwrap();
     store
@@ -234,4 +243,38 @@ async fn a_url_opens_the_file_it_names() {
     assert_eq!(store.path(), path);
     drop(store);
     remove_database(&path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durability_is_wal_with_full_sync_by_default_and_normal_on_request() {
+    use decider_store_sqlite::{SqliteOptions, Synchronous};
+    let settings = |store: SqliteStore| async move {
+        store
+            .write(|connection| {
+                let mode: String = connection
+                    .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+                    .unwrap();
+                let sync: i64 = connection
+                    .query_row("PRAGMA synchronous", [], |row| row.get(0))
+                    .unwrap();
+                let timeout: i64 = connection
+                    .query_row("PRAGMA busy_timeout", [], |row| row.get(0))
+                    .unwrap();
+                (mode, sync, timeout)
+            })
+            .await
+            .unwrap()
+    };
+    let database = TempDatabase::new("durability");
+    // FULL is 2, NORMAL 1.
+    assert_eq!(
+        settings(database.open()).await,
+        ("wal".to_owned(), 2, 5_000)
+    );
+    let normal = SqliteOptions {
+        synchronous: Synchronous::Normal,
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open_with(database.path(), normal).unwrap();
+    assert_eq!(settings(store).await, ("wal".to_owned(), 1, 5_000));
 }

@@ -22,7 +22,7 @@ use decider_store_sqlite::{
 };
 use futures::TryStreamExt;
 use rusqlite::Transaction;
-use support::{remove_database, temp_path};
+use support::{TempDatabase, remove_database};
 use tokio::sync::oneshot;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -160,7 +160,8 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_transactional_sink_applies_every_event_exactly_once_and_a_lost_reply_is_success() {
-    let store = support::fresh_store().await;
+    let database = TempDatabase::new("store");
+    let store = database.open();
     fill(&store, "acct", 10, 30, "Deposited").await;
     let counter = Counter::new(&store).await;
     let runner = runner(&store, &counter, RunnerOptions::default());
@@ -206,7 +207,8 @@ async fn the_transactional_sink_applies_every_event_exactly_once_and_a_lost_repl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_moves_only_from_where_it_was_and_never_backwards() {
-    let store = support::fresh_store().await;
+    let database = TempDatabase::new("store");
+    let store = database.open();
     let checkpoints = store.checkpoints();
     let (p1, p2, p3) = (
         Position::new(10, 1),
@@ -231,7 +233,8 @@ async fn a_checkpoint_moves_only_from_where_it_was_and_never_backwards() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_event_is_dead_lettered_in_the_batch_transaction_and_redriven() {
-    let store = support::fresh_store().await;
+    let database = TempDatabase::new("store");
+    let store = database.open();
     fill(&store, "acct", 2, 10, "Deposited").await;
     fill(&store, "bad", 1, 1, "Frozen").await;
     fill(&store, "acct", 2, 10, "Withdrawn").await;
@@ -265,7 +268,8 @@ async fn a_poison_event_is_dead_lettered_in_the_batch_transaction_and_redriven()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_replays_into_an_emptied_read_model_with_the_same_result() {
-    let store = support::fresh_store().await;
+    let database = TempDatabase::new("store");
+    let store = database.open();
     fill(&store, "acct", 5, 20, "Deposited").await;
     let counter = Counter::new(&store).await;
     let runner = runner(&store, &counter, RunnerOptions::default());
@@ -280,7 +284,8 @@ async fn a_rebuild_replays_into_an_emptied_read_model_with_the_same_result() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_is_held_by_one_store_at_a_time_and_passes_on_when_dropped() {
-    let path = temp_path("leases");
+    let database = TempDatabase::new("leases");
+    let path = database.path().to_owned();
     let a = SqliteStore::open(&path).unwrap();
     let b = SqliteStore::open(&path).unwrap();
     let fast = |store: &SqliteStore| {
@@ -308,7 +313,8 @@ async fn a_lease_is_held_by_one_store_at_a_time_and_passes_on_when_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_holders_lease_expires_and_a_holder_that_finds_another_owner_reports_it_lost() {
-    let path = temp_path("lease-expiry");
+    let database = TempDatabase::new("lease-expiry");
+    let path = database.path().to_owned();
     let store = SqliteStore::open(&path).unwrap();
     let leases = store
         .leases()
@@ -351,7 +357,8 @@ async fn a_dead_holders_lease_expires_and_a_holder_that_finds_another_owner_repo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_leased_runners_on_one_file_count_every_event_once() {
-    let path = temp_path("runners");
+    let database = TempDatabase::new("runners");
+    let path = database.path().to_owned();
     let a = SqliteStore::open(&path).unwrap();
     let b = SqliteStore::open(&path).unwrap();
     fill(&a, "acct", 10, 20, "Deposited").await;
@@ -428,7 +435,8 @@ async fn two_leased_runners_on_one_file_count_every_event_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_keep_the_newest_per_stream() {
-    let store = support::fresh_store().await;
+    let database = TempDatabase::new("store");
+    let store = database.open();
     let stream = StreamId::new("snap-1").unwrap();
     assert_eq!(store.load(&stream).await.unwrap(), None);
     let at = |revision: u64| Snapshot {

@@ -12,7 +12,7 @@ use decider_core::{
 };
 use decider_store_sqlite::{SqliteOptions, SqliteStore};
 use futures::{StreamExt, TryStreamExt};
-use support::{remove_database, temp_path};
+use support::{TempDatabase, remove_database};
 
 /// Holds the writer thread busy for `pause`, so that appends sent meanwhile queue up and are
 /// taken as one group.
@@ -48,7 +48,8 @@ async fn count(store: &SqliteStore, stream: &StreamId) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_with_one_expectation_inside_one_group_admit_exactly_one_winner() {
-    let store = support::fresh_store().await;
+    let database = TempDatabase::new("store");
+    let store = database.open();
     let stream = StreamId::new("race-1").unwrap();
     store
         .append(
@@ -97,7 +98,8 @@ async fn concurrent_appends_with_one_expectation_inside_one_group_admit_exactly_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_append_inside_a_group_leaves_the_others_written() {
-    let store = support::fresh_store().await;
+    let database = TempDatabase::new("store");
+    let store = database.open();
     let taken = EventData::json("Taken", "{}");
     let first = StreamId::new("first-1").unwrap();
     store
@@ -149,7 +151,8 @@ async fn a_refused_append_inside_a_group_leaves_the_others_written() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_fails_only_the_append_that_does_not_fit_and_writes_none_of_it() {
-    let path = temp_path("full");
+    let database = TempDatabase::new("full");
+    let path = database.path().to_owned();
     let options = SqliteOptions {
         max_page_count: Some(40),
         ..SqliteOptions::default()
@@ -207,7 +210,8 @@ async fn a_full_disk_fails_only_the_append_that_does_not_fit_and_writes_none_of_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_stores_on_one_file_serialise_their_writers_and_see_each_other_live() {
-    let path = temp_path("shared");
+    let database = TempDatabase::new("shared");
+    let path = database.path().to_owned();
     let a = SqliteStore::open(&path).unwrap();
     let b = SqliteStore::open(&path).unwrap();
     let stream = StreamId::new("shared-1").unwrap();
@@ -216,6 +220,12 @@ async fn two_stores_on_one_file_serialise_their_writers_and_see_each_other_live(
         subscription.next().await.unwrap().unwrap(),
         SubscriptionMessage::CaughtUp
     );
+    // The subscriber waits, idle, before the other store appends.
+    let follower = tokio::spawn(async move {
+        let next = subscription.next().await;
+        (next, Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let written = Instant::now();
     a.append(
         &stream,
@@ -224,16 +234,14 @@ async fn two_stores_on_one_file_serialise_their_writers_and_see_each_other_live(
     )
     .await
     .unwrap();
-    let Some(Ok(SubscriptionMessage::Event(event))) = subscription.next().await else {
+    let (next, delivered) = follower.await.unwrap();
+    let Some(Ok(SubscriptionMessage::Event(event))) = next else {
         panic!("no event");
     };
     assert_eq!(event.revision, 0);
     // Woken by the other store's commit through PRAGMA data_version, not the 1 s safety poll.
-    assert!(
-        written.elapsed() < Duration::from_millis(500),
-        "seen after {:?}",
-        written.elapsed()
-    );
+    let lag = delivered.duration_since(written);
+    assert!(lag < Duration::from_millis(300), "seen after {lag:?}");
     // Both write; the expectations hold across the two writers.
     let racers: Vec<_> = [a.clone(), b.clone()]
         .into_iter()
@@ -261,6 +269,98 @@ async fn two_stores_on_one_file_serialise_their_writers_and_see_each_other_live(
     }
     assert_eq!(winners, 1);
     assert_eq!(count(&a, &stream).await, 2);
-    drop((a, b, subscription));
+    drop((a, b));
     remove_database(&path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_lock_held_elsewhere_past_the_busy_timeout_is_unavailable_and_writes_nothing() {
+    let database = TempDatabase::new("busy");
+    let path = database.path().to_owned();
+    let options = SqliteOptions {
+        busy_timeout: Duration::from_millis(200),
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open_with(&path, options).unwrap();
+    // Another process's writer, in the middle of a long transaction.
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let stream = StreamId::new("busy-1").unwrap();
+    let appends: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, stream) = (store.clone(), stream.clone());
+            tokio::spawn(async move {
+                store
+                    .append(
+                        &stream,
+                        ExpectedVersion::Any,
+                        vec![EventData::json("E", "{}")],
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    for append in appends {
+        let error = append.await.unwrap().unwrap_err();
+        assert!(error.is_retryable(), "{error:?}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the appends waited {:?}: once per append?",
+        started.elapsed()
+    );
+    other.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(count(&store, &stream).await, 0);
+    store
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![EventData::json("E", "{}")],
+        )
+        .await
+        .unwrap();
+    drop((store, other));
+    remove_database(&path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_wakes_an_idle_subscriber_of_the_same_store_at_once() {
+    let database = TempDatabase::new("wake");
+    let store = database.open();
+    let stream = StreamId::new("wake-1").unwrap();
+    let mut subscription = Box::pin(store.subscribe_stream(&stream, None));
+    assert_eq!(
+        subscription.next().await.unwrap().unwrap(),
+        SubscriptionMessage::CaughtUp
+    );
+    let mut lags = Vec::new();
+    for revision in 0..10u64 {
+        let follower = tokio::spawn(async move {
+            let next = subscription.next().await;
+            (next, Instant::now(), subscription)
+        });
+        // Idle before the append: only a wake-up brings the event.
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let written = Instant::now();
+        store
+            .append(
+                &stream,
+                ExpectedVersion::Any,
+                vec![EventData::json("E", "{}")],
+            )
+            .await
+            .unwrap();
+        let (next, delivered, back) = follower.await.unwrap();
+        subscription = back;
+        let Some(Ok(SubscriptionMessage::Event(event))) = next else {
+            panic!("no event");
+        };
+        assert_eq!(event.revision, revision);
+        lags.push(delivered.saturating_duration_since(written));
+    }
+    lags.sort();
+    // The writer's own wake-up takes a millisecond or so; the 50 ms watcher alone would put the
+    // median near 25 ms.
+    assert!(lags[5] < Duration::from_millis(10), "lags {lags:?}");
 }

@@ -25,6 +25,30 @@ pub fn remove_database(path: &Path) {
     }
 }
 
+/// A temp database path, removed with its companions when dropped: also when the test fails.
+pub struct TempDatabase(PathBuf);
+
+impl TempDatabase {
+    pub fn new(name: &str) -> Self {
+        Self(temp_path(name))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// A store on this file, default options.
+    pub fn open(&self) -> SqliteStore {
+        SqliteStore::open(&self.0).unwrap()
+    }
+}
+
+impl Drop for TempDatabase {
+    fn drop(&mut self) {
+        remove_database(&self.0);
+    }
+}
+
 pub async fn fresh_store() -> SqliteStore {
     fresh_store_with(SqliteOptions::default())
 }
