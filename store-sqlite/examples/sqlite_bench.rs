@@ -15,12 +15,12 @@
 //!   paged SELECTs and the same upserts, a transaction a page.
 //!
 //! ```text
-//! cargo run --release -p decider-store-sqlite --example bench                # all, FULL
-//! cargo run --release -p decider-store-sqlite --example bench -- normal      # all, NORMAL
-//! cargo run --release -p decider-store-sqlite --example bench -- W1 W4       # some
-//! cargo run --release -p decider-store-sqlite --example bench -- W5 events=1000000
-//! cargo run --release -p decider-store-sqlite --example bench -- clients=16  # W1, W2 at C=16
-//! cargo run --release -p decider-store-sqlite --example bench -- W2 secs=5   # longer W2 runs
+//! cargo run --release -p decider-store-sqlite --example sqlite_bench                # all, FULL
+//! cargo run --release -p decider-store-sqlite --example sqlite_bench -- normal      # all, NORMAL
+//! cargo run --release -p decider-store-sqlite --example sqlite_bench -- W1 W4       # some
+//! cargo run --release -p decider-store-sqlite --example sqlite_bench -- W5 events=1000000
+//! cargo run --release -p decider-store-sqlite --example sqlite_bench -- clients=16  # W1, W2 at C=16
+//! cargo run --release -p decider-store-sqlite --example sqlite_bench -- W2 secs=5   # longer W2 runs
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
