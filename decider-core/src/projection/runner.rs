@@ -341,10 +341,9 @@ where
                 if caught_up {
                     faults.clear();
                     self.status.set_state(RunnerState::Live);
-                    // Everything the subscription had is handled and checkpointed.
-                    if let Ok(head) = self.store.head_position().await {
-                        self.status.measured(head, 0);
-                    }
+                    // Everything the subscription had is handled and checkpointed: no lag now
+                    // (the next measurement tells what has been appended since).
+                    self.status.caught_up();
                 }
                 if let Some(error) = failure {
                     // Everything the source delivered is handled; resume from the checkpoint.

@@ -149,6 +149,14 @@ impl StatusHandle {
         self.update(|status| status.checkpoint = checkpoint);
     }
 
+    /// Records that the projection has handled everything its subscription had.
+    pub(crate) fn caught_up(&self) {
+        self.update(|status| {
+            status.lag = Some(0);
+            status.measured_at = Some(SystemTime::now());
+        });
+    }
+
     /// Records a measurement: the head, and how far behind it the projection is.
     pub(crate) fn measured(&self, head: Option<Position>, lag: u64) {
         self.update(|status| {
