@@ -398,9 +398,16 @@ async fn when_the_active_runner_loses_its_connection_the_other_takes_over_exactl
     })
     .await
     .expect("the second runner did not take over");
-    // The first runner lost its lease, not its life: it waits to take over in turn.
-    assert!(!first_run.is_finished(), "{:?}", first.status());
-    assert_eq!(first.status().state, RunnerState::WaitingForLease);
+    // The first runner lost its lease, not its life: once its backoff is over it waits to take
+    // over in turn.
+    tokio::time::timeout(WAIT, async {
+        while first.status().state != RunnerState::WaitingForLease {
+            assert!(!first_run.is_finished(), "{:?}", first.status());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the first runner is not waiting: {:?}", first.status()));
     stop_second.send(()).unwrap();
     second_run.await.unwrap().unwrap();
     stop_first.send(()).unwrap();
