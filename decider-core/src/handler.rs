@@ -62,6 +62,7 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::backoff;
 use crate::cache::StateCache;
 use crate::clock::{IdGenerator, RandomIds};
 use crate::codec::{Codec, CodecError, JsonCodec};
@@ -125,23 +126,14 @@ impl RetryPolicy {
     /// The delay before retry number `retry` (0-based): uniformly random up to the capped
     /// exponential bound ("full jitter"), so that writers that collided spread out.
     fn backoff(&self, retry: u32) -> Duration {
-        let bound = self
-            .base_delay
-            .saturating_mul(1u32.checked_shl(retry).unwrap_or(u32::MAX))
-            .min(self.max_delay);
-        let nanos = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(fastrand::u64(0..=nanos))
+        backoff::full_jitter(backoff::capped(self.base_delay, retry, self.max_delay))
     }
 
     /// The pause before retry number `retry` (0-based) of a keyed command whose store was
     /// unavailable: never short, since the store needs time to come back.
     fn unavailable_backoff(&self, retry: u32) -> Duration {
-        let bound = self
-            .unavailable_delay
-            .saturating_mul(1u32.checked_shl(retry).unwrap_or(u32::MAX))
-            .min(Duration::from_secs(1).max(self.unavailable_delay));
-        let nanos = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(nanos / 2 + fastrand::u64(0..=nanos - nanos / 2))
+        let max = Duration::from_secs(1).max(self.unavailable_delay);
+        backoff::equal_jitter(backoff::capped(self.unavailable_delay, retry, max))
     }
 }
 

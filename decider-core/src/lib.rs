@@ -65,6 +65,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod backoff;
 pub mod cache;
 pub mod clock;
 pub mod codec;

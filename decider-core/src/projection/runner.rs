@@ -10,6 +10,7 @@ use futures::StreamExt;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::Instrument;
 
+use crate::backoff;
 use crate::event::{Position, RecordedEvent, StreamId};
 use crate::projection::dead_letter::DeadLetter;
 use crate::projection::lease::{Lease, LeaseGuard, Unleased};
@@ -750,12 +751,7 @@ impl Faults {
     /// its upper half ("equal jitter"), so that runners that lost their database together do
     /// not all come back at the same instant, yet none retries at once.
     fn backoff(&self, base: Duration, max: Duration) -> Duration {
-        let doublings = self.attempts.saturating_sub(1);
-        let bound = base
-            .saturating_mul(1u32.checked_shl(doublings).unwrap_or(u32::MAX))
-            .min(max);
-        let nanos = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(nanos / 2 + fastrand::u64(0..=nanos - nanos / 2))
+        backoff::equal_jitter(backoff::capped(base, self.attempts.saturating_sub(1), max))
     }
 }
 
