@@ -108,6 +108,30 @@ async fn fill(store: &impl EventStore, streams: usize, per_stream: usize, event_
     }
 }
 
+/// Runs `runner` while `check` runs, then stops it; returns what the run returned.
+async fn run_during<S, K, L>(
+    runner: &ProjectionRunner<S, K, L>,
+    check: impl Future<Output = ()>,
+) -> Result<(), ProjectionError>
+where
+    S: EventStore + Clone,
+    K: Sink,
+    L: Lease,
+{
+    let (stop, stopped) = oneshot::channel::<()>();
+    let check = async {
+        check.await;
+        let _ = stop.send(());
+    };
+    let (result, ()) = tokio::join!(
+        runner.run(async {
+            stopped.await.ok();
+        }),
+        check
+    );
+    result
+}
+
 /// Runs `runner` until it has handled `handled` more events, then stops it.
 async fn run_until<S, K, L>(
     runner: &ProjectionRunner<S, K, L>,
@@ -120,7 +144,6 @@ where
 {
     let status = runner.status_handle();
     let target = status.get().handled + handled;
-    let (stop, stopped) = oneshot::channel::<()>();
     let watch = async move {
         tokio::time::timeout(WAIT, async {
             while status.get().handled < target
@@ -131,15 +154,8 @@ where
         })
         .await
         .expect("the projection did not get there in time");
-        let _ = stop.send(());
     };
-    let (result, ()) = tokio::join!(
-        runner.run(async {
-            stopped.await.ok();
-        }),
-        watch
-    );
-    result
+    run_during(runner, watch).await
 }
 
 /// A checkpoint store that fails the `nth` save from now, as if the process died right after the
@@ -745,30 +761,6 @@ async fn a_saga_redelivered_from_the_start_sends_each_command_once_in_effect() {
 }
 
 // --- faults are weather -------------------------------------------------------------------
-
-/// Runs `runner` while `check` runs, then stops it; returns what the run returned.
-async fn run_during<S, K, L>(
-    runner: &ProjectionRunner<S, K, L>,
-    check: impl Future<Output = ()>,
-) -> Result<(), ProjectionError>
-where
-    S: EventStore + Clone,
-    K: Sink,
-    L: Lease,
-{
-    let (stop, stopped) = oneshot::channel::<()>();
-    let check = async {
-        check.await;
-        let _ = stop.send(());
-    };
-    let (result, ()) = tokio::join!(
-        runner.run(async {
-            stopped.await.ok();
-        }),
-        check
-    );
-    result
-}
 
 /// A lease that the test can make fail (to be taken) and lose (once held), counting how often
 /// it was taken.

@@ -24,7 +24,7 @@ use decider_store_postgres::{
 };
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
-use support::{drop_store, fresh_store_with, raw_client};
+use support::{drop_store, fresh_store_with, raw_client, terminate_connections_of};
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -137,20 +137,6 @@ impl TransactionalHandler for Counter {
             .map_err(|e| handle_error(&e))?;
         Ok(())
     }
-}
-
-/// Terminates every connection of `store` (pool, listener, leases), never another test's.
-async fn terminate_connections_of(monitor: &tokio_postgres::Client, store: &PostgresStore) -> i64 {
-    let name = format!("decider:{}", store.schema());
-    monitor
-        .query_one(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE application_name = $1 OR application_name LIKE $1 || ':%'",
-            &[&name],
-        )
-        .await
-        .unwrap()
-        .get(0)
 }
 
 fn spawn<K: Sink, L: Lease>(
@@ -289,7 +275,7 @@ async fn terminating_the_stores_connections_again_and_again_loses_and_doubles_no
     let mut killed = 0;
     for _ in 0..12 {
         tokio::time::sleep(Duration::from_millis(120)).await;
-        killed += terminate_connections_of(&monitor, &store).await;
+        killed += terminate_connections_of(&monitor, store.schema()).await;
     }
     for writer in writers {
         writer.await.unwrap();
@@ -432,7 +418,7 @@ async fn live_subscriptions_ride_out_terminated_connections_without_a_gap_or_a_r
     let mut killed = 0;
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        killed += terminate_connections_of(&monitor, &store).await;
+        killed += terminate_connections_of(&monitor, store.schema()).await;
     }
     assert!(killed >= 8, "only {killed} connections were terminated");
     tokio::time::timeout(WAIT, writer).await.unwrap().unwrap();

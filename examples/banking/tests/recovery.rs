@@ -22,15 +22,7 @@ async fn a_server_whose_database_connections_are_terminated_recovers_by_itself()
     let monitor = pg::raw_client().await;
     for round in 0..3 {
         // The issue's scenario, narrowed to this server's own connections.
-        let killed: i64 = monitor
-            .query_one(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                 WHERE application_name = $1 OR application_name LIKE $1 || ':%'",
-                &[&format!("decider:{}", store.schema())],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let killed = pg::terminate_connections_of(&monitor, store.schema()).await;
         assert!(
             killed >= 3,
             "round {round}: only {killed} connections terminated"

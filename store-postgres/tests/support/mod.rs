@@ -120,3 +120,17 @@ pub async fn raw_client() -> tokio_postgres::Client {
     tokio::spawn(connection);
     client
 }
+
+/// Terminates every connection of the store in `schema` (its pool, listener and leases, all
+/// named `decider:<schema>…`), never another test's; returns how many.
+pub async fn terminate_connections_of(monitor: &tokio_postgres::Client, schema: &str) -> i64 {
+    monitor
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = $1 OR application_name LIKE $1 || ':%'",
+            &[&format!("decider:{schema}")],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
