@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use decider_core::projection::{EventHandler, HandleError};
-use decider_core::{Codec, JsonCodec, Position, RecordedEvent, StoreError};
+use decider_core::{Position, RecordedEvent, StoreError};
 
-use crate::account::{AccountEvent, AccountId};
-use crate::read_model::{AccountView, LedgerEntry, ReadModels, apply};
+use crate::account::AccountId;
+use crate::read_model::{AccountView, LedgerEntry, ReadModels, account_events, apply};
 
 /// Balances and ledgers in memory; an [`EventHandler`] for the projection runner. Cheap to
 /// clone: clones share the data.
@@ -46,30 +46,18 @@ impl MemoryReadModels {
 
 impl EventHandler for MemoryReadModels {
     async fn handle(&self, batch: &[RecordedEvent]) -> Result<(), HandleError> {
-        let codec = JsonCodec::<AccountEvent>::new();
-        let events = batch
-            .iter()
-            .enumerate()
-            .map(|(index, recorded)| {
-                codec.decode(recorded).map_err(|error| HandleError::Poison {
-                    index,
-                    reason: error.to_string(),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let events = account_events(batch)?;
         let mut models = self.write();
-        for (recorded, event) in batch.iter().zip(&events) {
-            let Some(id) = AccountId::from_stream(&recorded.stream) else {
-                continue;
-            };
-            if let Some((view, entry)) = apply(models.accounts.get(&id), recorded, event) {
-                models.accounts.insert(id, view);
+        for (id, recorded, event) in &events {
+            if let Some((view, entry)) = apply(models.accounts.get(id), recorded, event) {
+                models.accounts.insert(*id, view);
                 if let Some(entry) = entry {
-                    models.ledgers.entry(id).or_default().push(entry);
+                    models.ledgers.entry(*id).or_default().push(entry);
                 }
             }
-            models.position = models.position.max(Some(recorded.position));
         }
+        // Positions grow through a batch: its last one is the furthest the models have got.
+        models.position = models.position.max(batch.last().map(|e| e.position));
         Ok(())
     }
 

@@ -15,7 +15,8 @@ pub mod sqlite;
 use std::future::Future;
 use std::time::UNIX_EPOCH;
 
-use decider_core::{Position, RecordedEvent, StoreError};
+use decider_core::projection::HandleError;
+use decider_core::{Codec, JsonCodec, Position, RecordedEvent, StoreError};
 use serde::Serialize;
 
 use crate::account::{AccountEvent, AccountId};
@@ -193,6 +194,27 @@ pub fn apply(
             .map_or(0, |since| since.as_millis() as u64),
     };
     Some((next, Some(entry)))
+}
+
+/// The events of `batch` that belong to an account, decoded, each with its account: what every
+/// read model applies. An event that does not decode is poison, named by its index in the batch.
+pub fn account_events(
+    batch: &[RecordedEvent],
+) -> Result<Vec<(AccountId, &RecordedEvent, AccountEvent)>, HandleError> {
+    let codec = JsonCodec::<AccountEvent>::new();
+    let mut events = Vec::with_capacity(batch.len());
+    for (index, recorded) in batch.iter().enumerate() {
+        let event = codec
+            .decode(recorded)
+            .map_err(|error| HandleError::Poison {
+                index,
+                reason: error.to_string(),
+            })?;
+        if let Some(id) = AccountId::from_stream(&recorded.stream) {
+            events.push((id, recorded, event));
+        }
+    }
+    Ok(events)
 }
 
 /// What the HTTP API reads: the two read models and how far they have got.

@@ -5,15 +5,17 @@
 use std::collections::{HashMap, HashSet};
 
 use decider_core::projection::{CheckpointStore, HandleError};
-use decider_core::{Codec, JsonCodec, Position, RecordedEvent, StoreError};
+use decider_core::{Position, RecordedEvent, StoreError};
 use decider_store_postgres::{
     PgCheckpoints, PostgresStore, TransactionalHandler, handle_error, pool_error, store_error,
 };
 use tokio_postgres::{GenericClient, Row, Transaction};
 use uuid::Uuid;
 
-use crate::account::{AccountEvent, AccountId};
-use crate::read_model::{AccountView, LedgerEntry, MovementKind, PROJECTION, ReadModels, apply};
+use crate::account::AccountId;
+use crate::read_model::{
+    AccountView, LedgerEntry, MovementKind, PROJECTION, ReadModels, account_events, apply,
+};
 use crate::transfer::TransferId;
 
 /// The statements, for the schema `{schema}` of the store.
@@ -143,19 +145,7 @@ impl TransactionalHandler for PgReadModels {
         transaction: &Transaction<'_>,
         batch: &[RecordedEvent],
     ) -> Result<(), HandleError> {
-        let codec = JsonCodec::<AccountEvent>::new();
-        let mut decoded = Vec::with_capacity(batch.len());
-        for (index, recorded) in batch.iter().enumerate() {
-            let event = codec
-                .decode(recorded)
-                .map_err(|error| HandleError::Poison {
-                    index,
-                    reason: error.to_string(),
-                })?;
-            if let Some(id) = AccountId::from_stream(&recorded.stream) {
-                decoded.push((id, recorded, event));
-            }
-        }
+        let decoded = account_events(batch)?;
         let ids: Vec<Uuid> = decoded
             .iter()
             .map(|(id, ..)| id.0)

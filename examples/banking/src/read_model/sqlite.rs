@@ -6,13 +6,15 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 use decider_core::projection::{CheckpointStore, HandleError};
-use decider_core::{Codec, JsonCodec, Position, RecordedEvent, StoreError};
+use decider_core::{Position, RecordedEvent, StoreError};
 use decider_store_sqlite::{SqliteStore, SqliteTransactionalHandler, handle_error, store_error};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use uuid::Uuid;
 
-use crate::account::{AccountEvent, AccountId};
-use crate::read_model::{AccountView, LedgerEntry, MovementKind, PROJECTION, ReadModels, apply};
+use crate::account::AccountId;
+use crate::read_model::{
+    AccountView, LedgerEntry, MovementKind, PROJECTION, ReadModels, account_events, apply,
+};
 use crate::transfer::TransferId;
 
 /// The statements.
@@ -105,22 +107,12 @@ impl SqliteTransactionalHandler for SqliteReadModels {
         transaction: &Transaction<'_>,
         batch: &[RecordedEvent],
     ) -> Result<(), HandleError> {
-        let codec = JsonCodec::<AccountEvent>::new();
         let fail = |error: rusqlite::Error| handle_error(&error);
         let mut views: HashMap<AccountId, Option<AccountView>> = HashMap::new();
         let mut insert_ledger = transaction
             .prepare_cached(sql::INSERT_LEDGER)
             .map_err(fail)?;
-        for (index, recorded) in batch.iter().enumerate() {
-            let event = codec
-                .decode(recorded)
-                .map_err(|error| HandleError::Poison {
-                    index,
-                    reason: error.to_string(),
-                })?;
-            let Some(id) = AccountId::from_stream(&recorded.stream) else {
-                continue;
-            };
+        for (id, recorded, event) in account_events(batch)? {
             if let Entry::Vacant(unread) = views.entry(id) {
                 unread.insert(account_view(transaction, id).map_err(fail)?);
             }
