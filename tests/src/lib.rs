@@ -75,6 +75,13 @@
 
 pub mod conformance;
 
+/// The README's code, compiled and run as doctests, so that what a newcomer copies first
+/// always builds. (Only under `cargo test --doc`; the fragments the README marks `ignore` are
+/// pieces of that example, not programs.)
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct Readme;
+
 use std::time::Duration;
 
 /// The longest a single check may run before it fails: generous, so that a slow but correct store
