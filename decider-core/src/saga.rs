@@ -87,14 +87,16 @@ pub trait Saga {
 /// impl Process for Delivery {
 ///     type Own = Parcel;
 ///     type Target = Courier;
-///     fn next_step(&self, parcel: &StreamId, state: &ParcelState) -> Option<ProcessStep<String>> {
+///     type Step = &'static str;
+///     fn next_step(&self, parcel: &StreamId, state: &ParcelState) -> Option<ProcessStep<&'static str, String>> {
 ///         (*state == ParcelState::Shipping).then(|| ProcessStep {
+///             step: "ship",
 ///             stream: StreamId::new("courier-1").unwrap(),
 ///             command: parcel.to_string(),
 ///             key: format!("{parcel}/ship"),
 ///         })
 ///     }
-///     fn record(&self, _: &ParcelState, answer: Result<(), Refused<String>>) -> ParcelCommand {
+///     fn record(&self, _: &'static str, answer: Result<(), Refused<String>>) -> ParcelCommand {
 ///         ParcelCommand::Record { refused: answer.is_err() }
 ///     }
 /// }
@@ -109,6 +111,9 @@ pub trait Process {
     type Own: Decider;
     /// The decider of the streams the process's steps go to.
     type Target: Decider;
+    /// The process's own names for its steps, handed back to [`record`](Process::record) with
+    /// their answers.
+    type Step;
 
     /// The step the process of stream `process` waits for in `state`; `None` when it waits for
     /// nothing (not started, finished, or failed).
@@ -116,20 +121,22 @@ pub trait Process {
         &self,
         process: &StreamId,
         state: &<Self::Own as Decider>::State,
-    ) -> Option<ProcessStep<<Self::Target as Decider>::Command>>;
+    ) -> Option<ProcessStep<Self::Step, <Self::Target as Decider>::Command>>;
 
-    /// The command that records on the process's own stream how the step it waits for in
-    /// `state` was answered: `Ok` when the target took it, else why not.
+    /// The command that records on the process's own stream how `step` was answered: `Ok` when
+    /// the target took it, else why not.
     fn record(
         &self,
-        state: &<Self::Own as Decider>::State,
+        step: Self::Step,
         answer: Result<(), Refused<<Self::Target as Decider>::Error>>,
     ) -> <Self::Own as Decider>::Command;
 }
 
 /// A step of a [`Process`]: a command for another stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcessStep<C> {
+pub struct ProcessStep<K, C> {
+    /// The process's name for the step.
+    pub step: K,
     /// The stream that takes the command.
     pub stream: StreamId,
     /// The command.

@@ -133,8 +133,12 @@ const DEFAULT_CONCURRENCY: usize = 32;
 /// process still waits for that step is a bug in the process: poison. Two handlers must not
 /// drive one process at the same time (one could record a refusal while the other's retry of
 /// the step succeeds): run one per store, behind a lease where the store has them.
-pub struct ProcessHandler<P, S, OC = JsonCodec<<<P as Process>::Own as Decider>::Event>, TC = JsonCodec<<<P as Process>::Target as Decider>::Event>>
-where
+pub struct ProcessHandler<
+    P,
+    S,
+    OC = JsonCodec<<<P as Process>::Own as Decider>::Event>,
+    TC = JsonCodec<<<P as Process>::Target as Decider>::Event>,
+> where
     P: Process,
 {
     process: P,
@@ -226,6 +230,7 @@ where
         };
         let (mut state, mut version) = self.load(process).await?;
         while let Some(ProcessStep {
+            step,
             stream,
             command,
             key,
@@ -242,7 +247,7 @@ where
                 Err(error) => return Err(Halt::from_handler(error)),
             };
             tracing::debug!(%process, step = %key, %stream, refused = answer.is_err(), "process step");
-            let record = self.process.record(&state, answer);
+            let record = self.process.record(step, answer);
             match self
                 .own
                 .handle_with(process, record, metadata(format!("{key}/recorded")))
@@ -291,6 +296,7 @@ where
 impl<P, S, OC, TC> EventHandler for ProcessHandler<P, S, OC, TC>
 where
     P: Process + Send + Sync + 'static,
+    P::Step: Send,
     P::Own: Send + Sync + 'static,
     <P::Own as Decider>::Command: Send + Sync,
     <P::Own as Decider>::Event: Send + Sync,

@@ -1,8 +1,8 @@
 //! The read side: each account's balance and its ledger, built from account events by a
 //! projection runner.
 //!
-//! [`apply`] is the whole logic, pure and shared: an account's view and an event in, the next
-//! view and the ledger line out. [`memory`] keeps the views in process; [`sqlite`] and
+//! [`AccountSummary`] is the whole logic, a pure [`View`] shared by every store: an account's
+//! view and an event in, the next view out; [`apply`] adds the ledger line the event makes. [`memory`] keeps the views in process; [`sqlite`] and
 //! [`postgres`] keep them in tables written in the same transaction as the projection's
 //! checkpoint (exactly once).
 //! Both skip an event at or below the revision a view has reached, so a batch delivered twice
@@ -16,8 +16,9 @@ use std::future::Future;
 use std::time::UNIX_EPOCH;
 
 use decider_core::projection::HandleError;
-use decider_core::{Codec, JsonCodec, Position, RecordedEvent, StoreError};
-use serde::Serialize;
+use decider_core::view::Recorded;
+use decider_core::{JsonCodec, Position, RecordedEvent, StoreError, View};
+use serde::{Serialize, Serializer};
 
 use crate::account::{AccountEvent, AccountId};
 use crate::transfer::TransferId;
@@ -42,8 +43,13 @@ pub struct AccountView {
     pub closed: bool,
     /// The revision of the account's stream this view has reached.
     pub version: u64,
-    /// The global position of that event.
+    /// The global position of that event, shown as a write's answer shows it (`"3/3"`).
+    #[serde(serialize_with = "as_text")]
     pub position: Position,
+}
+
+fn as_text<S: Serializer>(position: &Position, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(position)
 }
 
 /// What kind of movement a ledger line is.
@@ -107,111 +113,158 @@ pub struct LedgerEntry {
     pub recorded_at_ms: u64,
 }
 
-/// Applies one account event to the account's view (`None` before its first event). Returns
-/// `None` for an event the view has already seen (a redelivery); otherwise the next view and,
-/// when money moved, the ledger line.
+/// An account's view, folded from its events: a [`View`] of [`Recorded`] account events.
+///
+/// An event at or below the revision the view has reached changes nothing, so a batch
+/// delivered twice leaves the view as it was.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AccountSummary;
+
+impl View for AccountSummary {
+    type Event = Recorded<AccountEvent>;
+    type State = Option<AccountView>;
+
+    fn initial_state(&self) -> Option<AccountView> {
+        None
+    }
+
+    fn evolve(
+        &self,
+        view: Option<AccountView>,
+        recorded: &Recorded<AccountEvent>,
+    ) -> Option<AccountView> {
+        let mut view = match (view, &recorded.event) {
+            (Some(view), _) if recorded.revision <= view.version => return Some(view),
+            (Some(view), _) => view,
+            (
+                None,
+                AccountEvent::Opened {
+                    owner,
+                    currency,
+                    overdraft_limit,
+                },
+            ) => AccountView {
+                id: AccountId::from_stream(&recorded.stream)?,
+                owner: owner.clone(),
+                currency: currency.to_string(),
+                overdraft_limit: overdraft_limit.map_or(0, |limit| limit.minor_units()),
+                balance: 0,
+                closed: false,
+                version: recorded.revision,
+                position: recorded.position,
+            },
+            // An account's first event is always its opening.
+            (None, _) => return None,
+        };
+        view.version = recorded.revision;
+        view.position = recorded.position;
+        if let Some(movement) = Movement::of(&recorded.event) {
+            // The decider checked every balance before the event was written.
+            view.balance = view.balance.saturating_add(movement.amount);
+        }
+        if recorded.event == AccountEvent::Closed {
+            view.closed = true;
+        }
+        Some(view)
+    }
+}
+
+/// The money an account event moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Movement {
+    kind: MovementKind,
+    /// Signed: positive in, negative out (minor units).
+    amount: i64,
+    transfer: Option<TransferId>,
+    counterparty: Option<AccountId>,
+}
+
+impl Movement {
+    /// What `event` moves; `None` when it moves no money.
+    fn of(event: &AccountEvent) -> Option<Self> {
+        use AccountEvent as E;
+        let (kind, amount, transfer, counterparty) = match *event {
+            E::Deposited { amount } => (MovementKind::Deposit, amount.minor_units(), None, None),
+            E::Withdrawn { amount } => {
+                (MovementKind::Withdrawal, -amount.minor_units(), None, None)
+            }
+            E::TransferDebited {
+                transfer,
+                amount,
+                to,
+            } => (
+                MovementKind::TransferOut,
+                -amount.minor_units(),
+                Some(transfer),
+                Some(to),
+            ),
+            E::TransferCredited {
+                transfer,
+                amount,
+                from,
+            } => (
+                MovementKind::TransferIn,
+                amount.minor_units(),
+                Some(transfer),
+                Some(from),
+            ),
+            E::TransferRefunded { transfer, amount } => (
+                MovementKind::TransferRefund,
+                amount.minor_units(),
+                Some(transfer),
+                None,
+            ),
+            E::Opened { .. } | E::TransferSettled { .. } | E::Closed => return None,
+        };
+        Some(Self {
+            kind,
+            amount,
+            transfer,
+            counterparty,
+        })
+    }
+}
+
+/// Applies one account event to the account's view (`None` before its first event), through
+/// [`AccountSummary`]. Returns `None` for an event the view has already seen (a redelivery) or
+/// cannot take; otherwise the next view and, when money moved, the ledger line.
 pub fn apply(
     view: Option<&AccountView>,
-    recorded: &RecordedEvent,
-    event: &AccountEvent,
+    recorded: &Recorded<AccountEvent>,
 ) -> Option<(AccountView, Option<LedgerEntry>)> {
-    use AccountEvent as E;
     if view.is_some_and(|view| recorded.revision <= view.version) {
         return None;
     }
-    let id = AccountId::from_stream(&recorded.stream)?;
-    let mut next = match (view, event) {
-        (
-            None,
-            E::Opened {
-                owner,
-                currency,
-                overdraft_limit,
-            },
-        ) => AccountView {
-            id,
-            owner: owner.clone(),
-            currency: currency.to_string(),
-            overdraft_limit: overdraft_limit.map_or(0, |limit| limit.minor_units()),
-            balance: 0,
-            closed: false,
-            version: recorded.revision,
-            position: recorded.position,
-        },
-        (Some(view), _) => view.clone(),
-        // An account's first event is always its opening.
-        (None, _) => return None,
-    };
-    next.version = recorded.revision;
-    next.position = recorded.position;
-    let (kind, amount, transfer, counterparty) = match *event {
-        E::Deposited { amount } => (MovementKind::Deposit, amount.minor_units(), None, None),
-        E::Withdrawn { amount } => (MovementKind::Withdrawal, -amount.minor_units(), None, None),
-        E::TransferDebited {
-            transfer,
-            amount,
-            to,
-        } => (
-            MovementKind::TransferOut,
-            -amount.minor_units(),
-            Some(transfer),
-            Some(to),
-        ),
-        E::TransferCredited {
-            transfer,
-            amount,
-            from,
-        } => (
-            MovementKind::TransferIn,
-            amount.minor_units(),
-            Some(transfer),
-            Some(from),
-        ),
-        E::TransferRefunded { transfer, amount } => (
-            MovementKind::TransferRefund,
-            amount.minor_units(),
-            Some(transfer),
-            None,
-        ),
-        E::Closed => {
-            next.closed = true;
-            return Some((next, None));
-        }
-        E::Opened { .. } | E::TransferSettled { .. } => return Some((next, None)),
-    };
-    // The decider checked every balance before the event was written.
-    next.balance = next.balance.saturating_add(amount);
-    let entry = LedgerEntry {
+    let next = AccountSummary.evolve(view.cloned(), recorded)?;
+    let entry = Movement::of(&recorded.event).map(|movement| LedgerEntry {
         revision: recorded.revision,
-        kind,
-        amount,
+        kind: movement.kind,
+        amount: movement.amount,
         balance: next.balance,
-        transfer,
-        counterparty,
+        transfer: movement.transfer,
+        counterparty: movement.counterparty,
         recorded_at_ms: recorded
             .recorded_at
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_millis() as u64),
-    };
-    Some((next, Some(entry)))
+    });
+    Some((next, entry))
 }
 
 /// The events of `batch` that belong to an account, decoded, each with its account: what every
 /// read model applies. An event that does not decode is poison, named by its index in the batch.
 pub fn account_events(
     batch: &[RecordedEvent],
-) -> Result<Vec<(AccountId, &RecordedEvent, AccountEvent)>, HandleError> {
+) -> Result<Vec<(AccountId, Recorded<AccountEvent>)>, HandleError> {
     let codec = JsonCodec::<AccountEvent>::new();
     let mut events = Vec::with_capacity(batch.len());
     for (index, recorded) in batch.iter().enumerate() {
-        let event = codec
-            .decode(recorded)
-            .map_err(|error| HandleError::Poison {
-                index,
-                reason: error.to_string(),
-            })?;
+        let event = Recorded::decode(&codec, recorded).map_err(|error| HandleError::Poison {
+            index,
+            reason: error.to_string(),
+        })?;
         if let Some(id) = AccountId::from_stream(&recorded.stream) {
-            events.push((id, recorded, event));
+            events.push((id, event));
         }
     }
     Ok(events)
