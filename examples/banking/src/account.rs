@@ -67,7 +67,7 @@ pub enum AccountEvent {
     },
     /// A transfer took money out; it is in flight until settled or refunded.
     TransferDebited {
-        /// The transfer.
+        /// The transfer, whose id keys its money in flight.
         transfer: TransferId,
         /// Taken from the balance and held in flight.
         amount: Amount,
@@ -76,7 +76,7 @@ pub enum AccountEvent {
     },
     /// A transfer paid money in.
     TransferCredited {
-        /// The transfer.
+        /// The transfer, whose id keys its money in flight.
         transfer: TransferId,
         /// Added to the balance.
         amount: Amount,
@@ -85,14 +85,14 @@ pub enum AccountEvent {
     },
     /// A transfer that could not be completed gave back what it had taken out.
     TransferRefunded {
-        /// The transfer.
+        /// The transfer, whose id keys its money in flight.
         transfer: TransferId,
         /// What it had in flight, back in the balance.
         amount: Amount,
     },
     /// A transfer this account paid for reached its destination: nothing is in flight for it.
     TransferSettled {
-        /// The transfer.
+        /// The transfer, whose id keys its money in flight.
         transfer: TransferId,
     },
     /// The account was closed; it takes no more commands.
@@ -123,7 +123,7 @@ pub enum AccountCommand {
     },
     /// Take money out for a transfer (the transfer's first step), once per transfer.
     DebitTransfer {
-        /// The transfer.
+        /// The transfer, whose id keys its money in flight.
         transfer: TransferId,
         /// What to take, within the balance and the overdraft limit.
         amount: Amount,
@@ -134,7 +134,7 @@ pub enum AccountCommand {
     },
     /// Pay in the money of a transfer (its second step).
     CreditTransfer {
-        /// The transfer.
+        /// The transfer, whose id keys its money in flight.
         transfer: TransferId,
         /// What to add to the balance.
         amount: Amount,
@@ -145,12 +145,12 @@ pub enum AccountCommand {
     },
     /// Give back what `transfer` took out (its compensation).
     RefundTransfer {
-        /// The transfer.
+        /// The transfer, whose id keys its money in flight.
         transfer: TransferId,
     },
     /// Mark what `transfer` took out as delivered.
     SettleTransfer {
-        /// The transfer.
+        /// The transfer, whose id keys its money in flight.
         transfer: TransferId,
     },
     /// Close the account; only at a zero balance and with no transfer in flight.

@@ -267,7 +267,7 @@ impl<S: Send + Sync> FromRequestParts<S> for TransferId {
 }
 
 /// The request context from the headers: the idempotency key, checked, and the correlation id
-/// [`correlate`] settled on.
+/// the correlation middleware settled on.
 impl<S: Send + Sync> FromRequestParts<S> for Request {
     type Rejection = ApiError;
 

@@ -56,7 +56,7 @@ pub struct TransferRequest {
     pub from: AccountId,
     /// The account paid.
     pub to: AccountId,
-    /// How much.
+    /// What leaves `from` and arrives at `to`, in minor units of `currency`.
     pub amount: Amount,
     /// In which currency; both accounts must hold it.
     pub currency: Currency,
