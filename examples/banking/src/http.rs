@@ -40,6 +40,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use decider_core::projection::{ProjectionStatus, RunnerState};
 use decider_core::{EventStore, Position};
+use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -49,7 +50,7 @@ use uuid::Uuid;
 use crate::account::{AccountCommand, AccountError, AccountId};
 use crate::bank::{Bank, BankError, Consistency, Receipt, Request};
 use crate::money::{Amount, Currency};
-use crate::read_model::{AccountView, ReadModels};
+use crate::read_model::{AccountView, LedgerEntry, ReadModels};
 use crate::transfer::{Refusal, TransferError, TransferId, TransferRequest, TransferState};
 
 /// The longest a read may ask to wait.
@@ -61,21 +62,139 @@ where
     S: EventStore + Clone,
     R: ReadModels,
 {
+    let bank: Shared = bank;
     Router::new()
-        .route("/accounts", post(open_account::<S, R>))
-        .route("/accounts/{id}", get(account::<S, R>))
-        .route("/accounts/{id}/ledger", get(ledger::<S, R>))
-        .route("/accounts/{id}/deposits", post(deposit::<S, R>))
-        .route("/accounts/{id}/withdrawals", post(withdraw::<S, R>))
-        .route("/accounts/{id}/close", post(close::<S, R>))
-        .route("/transfers", post(request_transfer::<S, R>))
-        .route("/transfers/{id}", get(transfer::<S, R>))
-        .route("/health", get(health::<S, R>))
+        .route("/accounts", post(open_account))
+        .route("/accounts/{id}", get(account))
+        .route("/accounts/{id}/ledger", get(ledger))
+        .route("/accounts/{id}/deposits", post(deposit))
+        .route("/accounts/{id}/withdrawals", post(withdraw))
+        .route("/accounts/{id}/close", post(close))
+        .route("/transfers", post(request_transfer))
+        .route("/transfers/{id}", get(transfer))
+        .route("/health", get(health))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "no_such_route", "no such route")
         })
         .layer(middleware::from_fn(correlate))
         .with_state(bank)
+}
+
+/// A bank, whatever its store and read models: the routes' state, so that they are plain
+/// functions rather than one generic instance per store.
+type Shared = Arc<dyn Api>;
+
+/// What the routes ask of a [`Bank`], as a trait an `Arc<dyn Api>` can carry.
+trait Api: Send + Sync {
+    fn open_account<'a>(
+        &'a self,
+        request: &'a Request,
+        owner: String,
+        currency: Currency,
+        overdraft_limit: Option<Amount>,
+    ) -> BoxFuture<'a, Result<(AccountId, Receipt), BankError>>;
+
+    fn account_command<'a>(
+        &'a self,
+        request: &'a Request,
+        id: AccountId,
+        command: AccountCommand,
+    ) -> BoxFuture<'a, Result<Receipt, BankError>>;
+
+    fn request_transfer<'a>(
+        &'a self,
+        request: &'a Request,
+        transfer: TransferRequest,
+    ) -> BoxFuture<'a, Result<(TransferId, Receipt), BankError>>;
+
+    fn transfer(
+        &self,
+        id: TransferId,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'_, Result<(TransferState, Option<u64>), BankError>>;
+
+    fn account(
+        &self,
+        id: AccountId,
+        consistency: Option<Consistency>,
+    ) -> BoxFuture<'_, Result<AccountView, BankError>>;
+
+    fn ledger(
+        &self,
+        id: AccountId,
+        consistency: Option<Consistency>,
+    ) -> BoxFuture<'_, Result<Vec<LedgerEntry>, BankError>>;
+
+    fn projections(&self) -> Vec<ProjectionStatus>;
+
+    fn check_store(&self) -> BoxFuture<'_, Result<Option<Position>, BankError>>;
+}
+
+impl<S: EventStore + Clone, R: ReadModels> Api for Bank<S, R> {
+    fn open_account<'a>(
+        &'a self,
+        request: &'a Request,
+        owner: String,
+        currency: Currency,
+        overdraft_limit: Option<Amount>,
+    ) -> BoxFuture<'a, Result<(AccountId, Receipt), BankError>> {
+        Box::pin(Bank::open_account(
+            self,
+            request,
+            owner,
+            currency,
+            overdraft_limit,
+        ))
+    }
+
+    fn account_command<'a>(
+        &'a self,
+        request: &'a Request,
+        id: AccountId,
+        command: AccountCommand,
+    ) -> BoxFuture<'a, Result<Receipt, BankError>> {
+        Box::pin(Bank::account_command(self, request, id, command))
+    }
+
+    fn request_transfer<'a>(
+        &'a self,
+        request: &'a Request,
+        transfer: TransferRequest,
+    ) -> BoxFuture<'a, Result<(TransferId, Receipt), BankError>> {
+        Box::pin(Bank::request_transfer(self, request, transfer))
+    }
+
+    fn transfer(
+        &self,
+        id: TransferId,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'_, Result<(TransferState, Option<u64>), BankError>> {
+        Box::pin(Bank::transfer(self, id, wait))
+    }
+
+    fn account(
+        &self,
+        id: AccountId,
+        consistency: Option<Consistency>,
+    ) -> BoxFuture<'_, Result<AccountView, BankError>> {
+        Box::pin(Bank::account(self, id, consistency))
+    }
+
+    fn ledger(
+        &self,
+        id: AccountId,
+        consistency: Option<Consistency>,
+    ) -> BoxFuture<'_, Result<Vec<LedgerEntry>, BankError>> {
+        Box::pin(Bank::ledger(self, id, consistency))
+    }
+
+    fn projections(&self) -> Vec<ProjectionStatus> {
+        Bank::projections(self)
+    }
+
+    fn check_store(&self) -> BoxFuture<'_, Result<Option<Position>, BankError>> {
+        Box::pin(Bank::check_store(self))
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then finishes the requests in hand.
@@ -353,8 +472,8 @@ struct OpenAccountBody {
     overdraft_limit: Option<i64>,
 }
 
-async fn open_account<S: EventStore + Clone, R: ReadModels>(
-    State(bank): State<Arc<Bank<S, R>>>,
+async fn open_account(
+    State(bank): State<Shared>,
     request: Request,
     Body(body): Body<OpenAccountBody>,
 ) -> Result<Response, ApiError> {
@@ -382,8 +501,8 @@ struct AmountBody {
     amount: i64,
 }
 
-async fn deposit<S: EventStore + Clone, R: ReadModels>(
-    State(bank): State<Arc<Bank<S, R>>>,
+async fn deposit(
+    State(bank): State<Shared>,
     id: AccountId,
     request: Request,
     Body(body): Body<AmountBody>,
@@ -395,8 +514,8 @@ async fn deposit<S: EventStore + Clone, R: ReadModels>(
     Ok(written(StatusCode::CREATED, json!({ "id": id }), receipt))
 }
 
-async fn withdraw<S: EventStore + Clone, R: ReadModels>(
-    State(bank): State<Arc<Bank<S, R>>>,
+async fn withdraw(
+    State(bank): State<Shared>,
     id: AccountId,
     request: Request,
     Body(body): Body<AmountBody>,
@@ -408,8 +527,8 @@ async fn withdraw<S: EventStore + Clone, R: ReadModels>(
     Ok(written(StatusCode::CREATED, json!({ "id": id }), receipt))
 }
 
-async fn close<S: EventStore + Clone, R: ReadModels>(
-    State(bank): State<Arc<Bank<S, R>>>,
+async fn close(
+    State(bank): State<Shared>,
     id: AccountId,
     request: Request,
 ) -> Result<Response, ApiError> {
@@ -428,8 +547,8 @@ struct TransferBody {
     currency: String,
 }
 
-async fn request_transfer<S: EventStore + Clone, R: ReadModels>(
-    State(bank): State<Arc<Bank<S, R>>>,
+async fn request_transfer(
+    State(bank): State<Shared>,
     request: Request,
     Body(body): Body<TransferBody>,
 ) -> Result<Response, ApiError> {
@@ -482,16 +601,16 @@ impl ReadParams {
     }
 }
 
-async fn account<S: EventStore + Clone, R: ReadModels>(
-    State(bank): State<Arc<Bank<S, R>>>,
+async fn account(
+    State(bank): State<Shared>,
     id: AccountId,
     Params(params): Params<ReadParams>,
 ) -> Result<Json<AccountView>, ApiError> {
     Ok(Json(bank.account(id, params.consistency()?).await?))
 }
 
-async fn ledger<S: EventStore + Clone, R: ReadModels>(
-    State(bank): State<Arc<Bank<S, R>>>,
+async fn ledger(
+    State(bank): State<Shared>,
     id: AccountId,
     Params(params): Params<ReadParams>,
 ) -> Result<Response, ApiError> {
@@ -499,8 +618,8 @@ async fn ledger<S: EventStore + Clone, R: ReadModels>(
     Ok(Json(json!({ "id": id, "entries": entries })).into_response())
 }
 
-async fn transfer<S: EventStore + Clone, R: ReadModels>(
-    State(bank): State<Arc<Bank<S, R>>>,
+async fn transfer(
+    State(bank): State<Shared>,
     id: TransferId,
     Params(params): Params<ReadParams>,
 ) -> Result<Json<TransferView>, ApiError> {
@@ -560,9 +679,7 @@ impl TransferView {
 /// store does not answer or a projection recovers from a fault (both come back by
 /// themselves); `failed` (503) when a projection stopped on what retrying cannot fix (a poison
 /// event): that needs an operator.
-async fn health<S: EventStore + Clone, R: ReadModels>(
-    State(bank): State<Arc<Bank<S, R>>>,
-) -> Response {
+async fn health(State(bank): State<Shared>) -> Response {
     let statuses = bank.projections();
     let failed = statuses
         .iter()
