@@ -287,3 +287,147 @@ pub trait ReadModels: Send + Sync + 'static {
     /// The position of the last account event the read models hold.
     fn position(&self) -> impl Future<Output = Result<Option<Position>, StoreError>> + Send;
 }
+
+#[cfg(test)]
+mod specs {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::{Duration, SystemTime};
+
+    use decider_core::testing::view_spec;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::money::Amount;
+
+    const ADA: AccountId = AccountId(Uuid::from_u128(1));
+    const BOB: AccountId = AccountId(Uuid::from_u128(2));
+    const T: TransferId = TransferId(Uuid::from_u128(3));
+
+    fn at(revision: u64, event: AccountEvent) -> Recorded<AccountEvent> {
+        Recorded {
+            event,
+            stream: ADA.stream(),
+            revision,
+            position: Position::new(10 + revision, 10 + revision),
+            recorded_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_000 + revision),
+        }
+    }
+
+    fn opened() -> Recorded<AccountEvent> {
+        at(
+            0,
+            AccountEvent::Opened {
+                owner: "Ada".into(),
+                currency: "EUR".parse().unwrap(),
+                overdraft_limit: Amount::new(20).ok(),
+            },
+        )
+    }
+
+    fn deposited(revision: u64, units: u64) -> Recorded<AccountEvent> {
+        at(
+            revision,
+            AccountEvent::Deposited {
+                amount: Amount::new(units).unwrap(),
+            },
+        )
+    }
+
+    fn view(balance: i64, version: u64, closed: bool) -> AccountView {
+        AccountView {
+            id: ADA,
+            owner: "Ada".into(),
+            currency: "EUR".into(),
+            overdraft_limit: 20,
+            balance,
+            closed,
+            version,
+            position: Position::new(10 + version, 10 + version),
+        }
+    }
+
+    #[test]
+    fn a_view_starts_at_the_opening_and_follows_the_money() {
+        view_spec(AccountSummary).given([]).then_state(None);
+        view_spec(AccountSummary)
+            .given([
+                opened(),
+                deposited(1, 30),
+                at(
+                    2,
+                    AccountEvent::TransferDebited {
+                        transfer: T,
+                        amount: Amount::new(45).unwrap(),
+                        to: BOB,
+                    },
+                ),
+                at(3, AccountEvent::TransferSettled { transfer: T }),
+            ])
+            .then_state(Some(view(-15, 3, false)));
+    }
+
+    #[test]
+    fn an_event_seen_before_changes_nothing() {
+        view_spec(AccountSummary)
+            .given([opened(), deposited(1, 30), deposited(1, 30)])
+            .then_state(Some(view(30, 1, false)));
+        let seen = view(30, 1, false);
+        assert_eq!(apply(Some(&seen), &deposited(1, 30)), None);
+    }
+
+    #[test]
+    fn no_view_before_the_opening() {
+        view_spec(AccountSummary)
+            .given([deposited(1, 30)])
+            .then_state(None);
+    }
+
+    #[test]
+    fn a_closing_closes_the_view_and_moves_no_money() {
+        view_spec(AccountSummary)
+            .given([opened(), at(1, AccountEvent::Closed)])
+            .then_state(Some(view(0, 1, true)));
+        let (_, entry) = apply(Some(&view(0, 0, false)), &at(1, AccountEvent::Closed)).unwrap();
+        assert_eq!(entry, None);
+    }
+
+    #[test]
+    fn money_moved_makes_a_ledger_line_with_the_balance_after() {
+        let (next, entry) = apply(Some(&view(30, 1, false)), &deposited(2, 12)).unwrap();
+        assert_eq!(next, view(42, 2, false));
+        assert_eq!(
+            entry,
+            Some(LedgerEntry {
+                revision: 2,
+                kind: MovementKind::Deposit,
+                amount: 12,
+                balance: 42,
+                transfer: None,
+                counterparty: None,
+                recorded_at_ms: 1_002,
+            })
+        );
+        let credited = at(
+            2,
+            AccountEvent::TransferCredited {
+                transfer: T,
+                amount: Amount::new(5).unwrap(),
+                from: BOB,
+            },
+        );
+        let (_, entry) = apply(Some(&view(30, 1, false)), &credited).unwrap();
+        let entry = entry.unwrap();
+        assert_eq!(
+            (entry.kind, entry.amount, entry.transfer, entry.counterparty),
+            (MovementKind::TransferIn, 5, Some(T), Some(BOB))
+        );
+    }
+
+    #[test]
+    fn the_view_shows_its_position_as_a_write_answers_it() {
+        let json = serde_json::to_value(view(1, 3, false)).unwrap();
+        assert_eq!(json["position"], "13/13");
+        assert_eq!(json["balance"], 1);
+    }
+}
