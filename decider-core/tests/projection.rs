@@ -1269,3 +1269,62 @@ async fn a_process_takes_each_step_once_and_records_every_answer_even_when_redel
         Some("payment-2/charge/recorded")
     );
 }
+
+/// A checkout whose records its payments refuse: a bug in the process.
+struct BrokenCheckout;
+
+impl decider_core::Process for BrokenCheckout {
+    type Own = Payment;
+    type Target = Wallet;
+    type Step = ();
+    fn next_step(
+        &self,
+        payment: &StreamId,
+        state: &PaymentState,
+    ) -> Option<decider_core::ProcessStep<(), WalletEvent>> {
+        decider_core::Process::next_step(&Checkout, payment, state)
+    }
+    fn record(&self, (): (), _: Result<(), decider_core::Refused<WalletError>>) -> PaymentCommand {
+        PaymentCommand::Request { amount: 1 }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_whose_answer_is_refused_while_it_waits_for_it_is_poison() {
+    let store = MemoryStore::new();
+    let payments = Arc::new(CommandHandler::new(Payment, store.clone()));
+    let wallets = Arc::new(CommandHandler::new(Wallet, store.clone()));
+    wallets
+        .handle(
+            &StreamId::new("wallet-main").unwrap(),
+            WalletEvent::Funded { amount: 25 },
+        )
+        .await
+        .unwrap();
+    payments
+        .handle(&payment(0), PaymentCommand::Request { amount: 10 })
+        .await
+        .unwrap();
+    let runner = ProjectionRunner::new(
+        store.clone(),
+        Projection::new("checkout").with_filter(EventFilter::all().with_categories(["payment"])),
+        CheckpointedSink::new(
+            ProcessHandler::new(BrokenCheckout, payments.clone(), wallets),
+            MemoryCheckpoints::default(),
+            MemoryDeadLetters::default(),
+        ),
+    );
+    let error = run_until(&runner, 1).await.unwrap_err();
+    assert!(
+        error.to_string().contains("payment-0/charge"),
+        "names the step: {error}"
+    );
+    assert!(matches!(
+        runner.status_handle().get().state,
+        RunnerState::Failed { .. }
+    ));
+    assert_eq!(
+        payments.load(&payment(0)).await.unwrap().state,
+        PaymentState::Charging { amount: 10 }
+    );
+}
