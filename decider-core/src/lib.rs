@@ -98,4 +98,4 @@ pub use store::{
     AppendResult, Direction, EventFilter, EventStore, EventStream, StoreError, StreamFrom,
     Subscription, SubscriptionMessage,
 };
-pub use view::View;
+pub use view::{Recorded, View};

@@ -16,8 +16,7 @@ use std::future::Future;
 use std::time::UNIX_EPOCH;
 
 use decider_core::projection::HandleError;
-use decider_core::view::Recorded;
-use decider_core::{JsonCodec, Position, RecordedEvent, StoreError, View};
+use decider_core::{JsonCodec, Position, Recorded, RecordedEvent, StoreError, View};
 use serde::{Serialize, Serializer};
 
 use crate::account::{AccountEvent, AccountId};
