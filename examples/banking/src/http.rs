@@ -640,7 +640,7 @@ pub struct TransferView {
     /// Why it failed, or why it is being refunded: the refusal's message.
     pub reason: Option<String>,
     /// The stable code of that refusal (`insufficient_funds`, `account_closed`, …; `rejected`
-    /// for a refusal recorded before refusals were typed).
+    /// for a message recorded before refusals were typed that names none of them).
     pub reason_code: Option<&'static str>,
     /// Whether the source was debited and then refunded.
     pub compensated: bool,

@@ -89,11 +89,12 @@ pub enum TransferEvent {
 
 /// Why an account refused a step of a transfer, as the transfer's events record it.
 ///
-/// Stored as the account's [`AccountError`] (`{"InsufficientFunds": {..}}`, `"Closed"`);
-/// transfers recorded before refusals were typed hold the refusal's message instead, which
-/// still reads, as [`Described`](Self::Described).
+/// Stored as the account's [`AccountError`] (`{"InsufficientFunds": {..}}`, `"Closed"`).
+/// Transfers recorded before refusals were typed hold the refusal's message instead: a message
+/// that names a refusal without data ("the account is closed") reads as that refusal, any other
+/// as [`Described`](Self::Described).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[serde(untagged)]
+#[serde(untagged, from = "StoredRefusal")]
 pub enum Refusal {
     /// The account's refusal.
     #[error(transparent)]
@@ -101,6 +102,32 @@ pub enum Refusal {
     /// A refusal recorded by an older version of the bank, as its message.
     #[error("{0}")]
     Described(String),
+}
+
+/// A refusal as stored: typed, or an older version's message.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StoredRefusal {
+    Typed(AccountError),
+    Message(String),
+}
+
+impl From<StoredRefusal> for Refusal {
+    fn from(stored: StoredRefusal) -> Self {
+        match stored {
+            StoredRefusal::Typed(refusal) => Self::Account(refusal),
+            StoredRefusal::Message(message) => [
+                AccountError::NotOpen,
+                AccountError::AlreadyOpen,
+                AccountError::Closed,
+                AccountError::InvalidOwner,
+                AccountError::BalanceOverflow,
+            ]
+            .into_iter()
+            .find(|refusal| refusal.to_string() == message)
+            .map_or(Self::Described(message), Self::Account),
+        }
+    }
 }
 
 impl From<AccountError> for Refusal {
@@ -686,25 +713,30 @@ mod specs {
         );
         assert_eq!(serde_json::from_str::<TransferEvent>(&json).unwrap(), typed);
         // As versions before typed refusals wrote them.
-        for (old, message) in [
+        let message = "insufficient funds: balance 0, overdraft limit 0, requested 25";
+        for (old, reason) in [
             (
                 r#"{"DebitRefused":{"reason":"insufficient funds: balance 0, overdraft limit 0, requested 25"}}"#,
-                "insufficient funds: balance 0, overdraft limit 0, requested 25",
+                Refusal::Described(message.into()),
             ),
             (
                 r#"{"CreditRefused":{"reason":"the account is closed"}}"#,
-                "the account is closed",
+                Refusal::Account(AccountError::Closed),
+            ),
+            (
+                r#"{"DebitRefused":{"reason":"the account does not exist"}}"#,
+                Refusal::Account(AccountError::NotOpen),
             ),
         ] {
             let event: TransferEvent = serde_json::from_str(old).unwrap();
-            let (TransferEvent::DebitRefused { reason } | TransferEvent::CreditRefused { reason }) =
-                event
+            let (TransferEvent::DebitRefused { reason: read }
+            | TransferEvent::CreditRefused { reason: read }) = event
             else {
                 panic!("not a refusal: {event:?}");
             };
-            assert_eq!(reason, Refusal::Described(message.into()));
-            assert_eq!(reason.to_string(), message);
+            assert_eq!(read, reason);
         }
+        assert_eq!(Refusal::Described(message.into()).to_string(), message);
     }
 
     #[test]

@@ -547,7 +547,7 @@ async fn an_unavailable_store_is_503_and_a_lasting_conflict_409() {
 }
 
 /// A failed transfer tells why with the refusing account's stable code, also when an older
-/// version of the bank recorded the refusal as a sentence.
+/// version of the bank recorded the refusal as its message.
 #[tokio::test]
 async fn failed_transfers_answer_with_the_refusal_code() {
     let running = support::memory_bank();
@@ -615,7 +615,7 @@ async fn failed_transfers_answer_with_the_refusal_code() {
     assert_eq!(shown.0, 200, "{shown:?}");
     assert_eq!(shown.1["status"], "failed");
     assert_eq!(shown.1["reason"], "the account is closed");
-    assert_eq!(shown.1["reason_code"], "rejected");
+    assert_eq!(shown.1["reason_code"], "account_closed");
     assert_eq!(shown.1["compensated"], true);
 
     server.shutdown().await;
