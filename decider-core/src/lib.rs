@@ -92,10 +92,10 @@ pub use event::{
 };
 pub use handler::{CommandHandler, CommandOutcome, HandlerError, Loaded, RetryPolicy};
 pub use metadata::Metadata;
-pub use saga::Saga;
+pub use saga::{Process, ProcessStep, Refused, Saga};
 pub use snapshot::{Snapshot, SnapshotPolicy, SnapshotStore};
 pub use store::{
     AppendResult, Direction, EventFilter, EventStore, EventStream, StoreError, StreamFrom,
     Subscription, SubscriptionMessage,
 };
-pub use view::View;
+pub use view::{Recorded, View};

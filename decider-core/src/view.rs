@@ -15,6 +15,14 @@
 //! }
 //! assert_eq!(decider_core::view::fold_view(&DepositCount, &[5, 7]), 2);
 //! ```
+//!
+//! A view that shows where its state has got (a revision, a position, a time), or keys its
+//! state by stream, folds [`Recorded`] events: each decoded event with its place in the log.
+
+use std::time::SystemTime;
+
+use crate::codec::{Codec, CodecError};
+use crate::event::{Position, RecordedEvent, StreamId};
 
 /// A read-side fold.
 pub trait View {
@@ -43,4 +51,33 @@ where
         .fold(view.initial_state(), |state, event| {
             view.evolve(state, event)
         })
+}
+
+/// A decoded event with its place in the log: what a view folds when its state tells how far it
+/// has got, or belongs to the event's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded<E> {
+    /// The event.
+    pub event: E,
+    /// The stream it belongs to.
+    pub stream: StreamId,
+    /// Its revision in the stream (the first event is 0).
+    pub revision: u64,
+    /// Its global position.
+    pub position: Position,
+    /// When the store recorded it.
+    pub recorded_at: SystemTime,
+}
+
+impl<E> Recorded<E> {
+    /// `recorded`, decoded with `codec`.
+    pub fn decode(codec: &impl Codec<E>, recorded: &RecordedEvent) -> Result<Self, CodecError> {
+        Ok(Self {
+            event: codec.decode(recorded)?,
+            stream: recorded.stream.clone(),
+            revision: recorded.revision,
+            position: recorded.position,
+            recorded_at: recorded.recorded_at,
+        })
+    }
 }

@@ -1019,3 +1019,312 @@ async fn a_filtered_projection_that_is_caught_up_has_no_lag_whatever_else_is_app
     };
     run_during(&runner, check).await.unwrap();
 }
+
+/// A payment, a process: requested, then charged to the wallet or declined by it.
+struct Payment;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum PaymentEvent {
+    Requested { amount: u64 },
+    Charged,
+    Declined { reason: WalletError },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PaymentState {
+    New,
+    Charging { amount: u64 },
+    Charged,
+    Declined(WalletError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PaymentCommand {
+    Request { amount: u64 },
+    RecordCharge(Result<(), WalletError>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum PaymentError {
+    #[error("the payment does not wait for a charge")]
+    NotCharging,
+}
+
+impl Decider for Payment {
+    type Command = PaymentCommand;
+    type Event = PaymentEvent;
+    type State = PaymentState;
+    type Error = PaymentError;
+    fn initial_state(&self) -> PaymentState {
+        PaymentState::New
+    }
+    fn decide(
+        &self,
+        command: &PaymentCommand,
+        state: &PaymentState,
+    ) -> Result<Vec<PaymentEvent>, PaymentError> {
+        match (command, state) {
+            (PaymentCommand::Request { amount }, PaymentState::New) => {
+                Ok(vec![PaymentEvent::Requested { amount: *amount }])
+            }
+            (PaymentCommand::RecordCharge(answer), PaymentState::Charging { .. }) => {
+                Ok(vec![match answer {
+                    Ok(()) => PaymentEvent::Charged,
+                    Err(reason) => PaymentEvent::Declined {
+                        reason: reason.clone(),
+                    },
+                }])
+            }
+            _ => Err(PaymentError::NotCharging),
+        }
+    }
+    fn evolve(&self, state: PaymentState, event: &PaymentEvent) -> PaymentState {
+        match (state, event) {
+            (PaymentState::New, PaymentEvent::Requested { amount }) => {
+                PaymentState::Charging { amount: *amount }
+            }
+            (PaymentState::Charging { .. }, PaymentEvent::Charged) => PaymentState::Charged,
+            (PaymentState::Charging { .. }, PaymentEvent::Declined { reason }) => {
+                PaymentState::Declined(reason.clone())
+            }
+            (state, _) => state,
+        }
+    }
+}
+
+/// The wallet payments are charged to; it declines what it cannot pay, and is closed (terminal)
+/// once its balance reaches exactly zero.
+struct Wallet;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum WalletEvent {
+    Funded { amount: u64 },
+    Charged { payment: String, amount: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+enum WalletError {
+    #[error("insufficient funds")]
+    InsufficientFunds,
+    #[error("the wallet is empty and closed")]
+    Closed,
+}
+
+impl Decider for Wallet {
+    type Command = WalletEvent;
+    type Event = WalletEvent;
+    type State = Option<u64>;
+    type Error = WalletError;
+    fn initial_state(&self) -> Option<u64> {
+        None
+    }
+    fn decide(
+        &self,
+        command: &WalletEvent,
+        balance: &Option<u64>,
+    ) -> Result<Vec<WalletEvent>, WalletError> {
+        match command {
+            WalletEvent::Charged { amount, .. } if balance.unwrap_or(0) < *amount => {
+                Err(WalletError::InsufficientFunds)
+            }
+            command => Ok(vec![command.clone()]),
+        }
+    }
+    fn evolve(&self, balance: Option<u64>, event: &WalletEvent) -> Option<u64> {
+        let balance = balance.unwrap_or(0);
+        Some(match event {
+            WalletEvent::Funded { amount } => balance + amount,
+            WalletEvent::Charged { amount, .. } => balance - amount,
+        })
+    }
+    fn is_terminal(&self, balance: &Option<u64>) -> bool {
+        *balance == Some(0)
+    }
+}
+
+struct Checkout;
+
+impl decider_core::Process for Checkout {
+    type Own = Payment;
+    type Target = Wallet;
+    type Step = ();
+    fn next_step(
+        &self,
+        payment: &StreamId,
+        state: &PaymentState,
+    ) -> Option<decider_core::ProcessStep<(), WalletEvent>> {
+        let PaymentState::Charging { amount } = state else {
+            return None;
+        };
+        Some(decider_core::ProcessStep {
+            step: (),
+            stream: StreamId::new("wallet-main").unwrap(),
+            command: WalletEvent::Charged {
+                payment: payment.to_string(),
+                amount: *amount,
+            },
+            key: format!("{payment}/charge"),
+        })
+    }
+    fn record(
+        &self,
+        (): (),
+        answer: Result<(), decider_core::Refused<WalletError>>,
+    ) -> PaymentCommand {
+        PaymentCommand::RecordCharge(answer.map_err(|refused| match refused {
+            decider_core::Refused::Rejected(reason) => reason,
+            decider_core::Refused::Terminal => WalletError::Closed,
+        }))
+    }
+}
+
+fn payment(n: u32) -> StreamId {
+    StreamId::new(format!("payment-{n}")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_takes_each_step_once_and_records_every_answer_even_when_redelivered() {
+    let store = MemoryStore::new();
+    let payments = Arc::new(CommandHandler::new(Payment, store.clone()));
+    let wallets = Arc::new(CommandHandler::new(Wallet, store.clone()));
+    let wallet = StreamId::new("wallet-main").unwrap();
+    wallets
+        .handle(&wallet, WalletEvent::Funded { amount: 25 })
+        .await
+        .unwrap();
+    // Payments of 10 each: two fit, the third is declined, then one empties the wallet and
+    // the last finds it closed.
+    for (n, amount) in [(0, 10), (1, 10), (2, 10), (3, 5), (4, 1)] {
+        payments
+            .handle(&payment(n), PaymentCommand::Request { amount })
+            .await
+            .unwrap();
+    }
+    // Payment 0's charge was taken before a crash, its answer never recorded.
+    let metadata = decider_core::Metadata::default().with_idempotency_key("payment-0/charge");
+    let step = decider_core::Process::next_step(
+        &Checkout,
+        &payment(0),
+        &PaymentState::Charging { amount: 10 },
+    );
+    wallets
+        .handle_with(&wallet, step.unwrap().command, metadata)
+        .await
+        .unwrap();
+
+    let checkpoints = Arc::new(MemoryCheckpoints::default());
+    let projection = Projection::new("checkout").with_filter(
+        EventFilter::all()
+            .with_categories(["payment"])
+            .with_event_types(["Requested"]),
+    );
+    // One payment at a time, so that the order of the charges is the order of the requests.
+    let handler =
+        ProcessHandler::new(Checkout, payments.clone(), wallets.clone()).with_concurrency(1);
+    let runner = ProjectionRunner::new(
+        store.clone(),
+        projection,
+        CheckpointedSink::new(handler, checkpoints.clone(), MemoryDeadLetters::default()),
+    )
+    .with_options(RunnerOptions {
+        max_batch: 1,
+        ..RunnerOptions::default()
+    });
+    run_until(&runner, 5).await.unwrap();
+    checkpoints.reset("checkout").await.unwrap();
+    run_until(&runner, 5).await.unwrap();
+
+    let state = |n| {
+        let payments = payments.clone();
+        async move { payments.load(&payment(n)).await.unwrap().state }
+    };
+    assert_eq!(state(0).await, PaymentState::Charged);
+    assert_eq!(state(1).await, PaymentState::Charged);
+    assert_eq!(
+        state(2).await,
+        PaymentState::Declined(WalletError::InsufficientFunds)
+    );
+    assert_eq!(state(3).await, PaymentState::Charged);
+    assert_eq!(state(4).await, PaymentState::Declined(WalletError::Closed));
+    let charges: Vec<_> = store
+        .read_stream(&wallet, StreamFrom::Start, Direction::Forward, None)
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        charges.len(),
+        4,
+        "funded, then three charges, each once: {charges:?}"
+    );
+    // Each payment's record names the event that started it and carries the step's key.
+    let records: Vec<_> = store
+        .read_stream(&payment(2), StreamFrom::Start, Direction::Forward, None)
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[1].metadata.causation_id, Some(records[0].id));
+    assert_eq!(
+        records[1].metadata.idempotency_key.as_deref(),
+        Some("payment-2/charge/recorded")
+    );
+}
+
+/// A checkout whose records its payments refuse: a bug in the process.
+struct BrokenCheckout;
+
+impl decider_core::Process for BrokenCheckout {
+    type Own = Payment;
+    type Target = Wallet;
+    type Step = ();
+    fn next_step(
+        &self,
+        payment: &StreamId,
+        state: &PaymentState,
+    ) -> Option<decider_core::ProcessStep<(), WalletEvent>> {
+        decider_core::Process::next_step(&Checkout, payment, state)
+    }
+    fn record(&self, (): (), _: Result<(), decider_core::Refused<WalletError>>) -> PaymentCommand {
+        PaymentCommand::Request { amount: 1 }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_whose_answer_is_refused_while_it_waits_for_it_is_poison() {
+    let store = MemoryStore::new();
+    let payments = Arc::new(CommandHandler::new(Payment, store.clone()));
+    let wallets = Arc::new(CommandHandler::new(Wallet, store.clone()));
+    wallets
+        .handle(
+            &StreamId::new("wallet-main").unwrap(),
+            WalletEvent::Funded { amount: 25 },
+        )
+        .await
+        .unwrap();
+    payments
+        .handle(&payment(0), PaymentCommand::Request { amount: 10 })
+        .await
+        .unwrap();
+    let runner = ProjectionRunner::new(
+        store.clone(),
+        Projection::new("checkout").with_filter(EventFilter::all().with_categories(["payment"])),
+        CheckpointedSink::new(
+            ProcessHandler::new(BrokenCheckout, payments.clone(), wallets),
+            MemoryCheckpoints::default(),
+            MemoryDeadLetters::default(),
+        ),
+    );
+    let error = run_until(&runner, 1).await.unwrap_err();
+    assert!(
+        error.to_string().contains("payment-0/charge"),
+        "names the step: {error}"
+    );
+    assert!(matches!(
+        runner.status_handle().get().state,
+        RunnerState::Failed { .. }
+    ));
+    assert_eq!(
+        payments.load(&payment(0)).await.unwrap().state,
+        PaymentState::Charging { amount: 10 }
+    );
+}

@@ -27,7 +27,8 @@
 //!   the lag is measured every [`RunnerOptions::status_interval`] in every state, also while
 //!   another process holds the lease.
 //! - **One active consumer** per projection through a [`Lease`].
-//! - **Sagas** run as projections whose handler sends commands ([`SagaHandler`]).
+//! - **Sagas** run as projections whose handler sends commands ([`SagaHandler`]); a process, a
+//!   saga with state, is driven step by step by a [`ProcessHandler`].
 //!
 //! ```
 //! use decider_core::projection::*;
@@ -81,7 +82,7 @@ pub use checkpoint::{CheckpointError, CheckpointStore, MemoryCheckpoints};
 pub use dead_letter::{DeadLetter, DeadLetterStore, MemoryDeadLetters};
 pub use lease::{Lease, LeaseGuard, LocalLeases, Unleased};
 pub use runner::{ProjectionError, ProjectionRunner, RedriveReport};
-pub use saga::SagaHandler;
+pub use saga::{ProcessHandler, SagaHandler};
 pub use sink::{CheckpointedSink, EventHandler, HandleError, Sink};
 pub use status::{ProjectionStatus, RunnerState, StatusHandle};
 

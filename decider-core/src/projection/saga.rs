@@ -1,16 +1,23 @@
 //! Sagas as projections: each event the saga reacts to becomes commands, sent through a
 //! [`CommandHandler`] with the event's id in the idempotency key, so that a redelivered event
 //! (at-least-once delivery, a retried batch) never sends a command twice in effect.
+//!
+//! [`SagaHandler`] runs a stateless [`Saga`]; [`ProcessHandler`] runs a [`Process`], a saga with
+//! state, step by step, recording each answer on the process's own stream.
 
+use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
 
-use crate::codec::Codec;
-use crate::decider::Decider;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::codec::{Codec, JsonCodec};
+use crate::decider::{Decider, fold_from};
 use crate::event::{RecordedEvent, StreamId};
 use crate::handler::{CommandHandler, HandlerError};
 use crate::metadata::Metadata;
 use crate::projection::sink::{EventHandler, HandleError};
-use crate::saga::Saga;
+use crate::saga::{Process, ProcessStep, Refused, Saga};
 use crate::store::EventStore;
 
 /// An [`EventHandler`] that decodes events for a [`Saga`] and sends the commands it returns.
@@ -104,5 +111,224 @@ where
             }
         }
         Ok(())
+    }
+}
+
+/// How many processes a [`ProcessHandler`] drives at once, unless told otherwise.
+const DEFAULT_CONCURRENCY: usize = 32;
+
+/// An [`EventHandler`] that drives a [`Process`]: each event of a batch names, by its stream, a
+/// process, which is taken through every step it waits for before the batch counts as handled.
+///
+/// A step goes to its target with the step's [`key`](ProcessStep::key) as idempotency key, and
+/// the answer is recorded on the process's stream under `"<key>/recorded"`; the metadata of both
+/// carries the triggering event's correlation id and the event's id as causation id. Delivery is
+/// at least once (a crash between two steps redelivers the batch), and the keys make that
+/// harmless: a step taken before is answered from its stream, never taken twice. Give the
+/// runner a filter that passes one event per process (its start): a process is driven to its end
+/// from there, and the later events of its stream are its own records.
+///
+/// A refused step is an answer like any other, recorded by [`Process::record`]. Store failures
+/// are retried (the batch is handled again). The record of an answer being refused while the
+/// process still waits for that step is a bug in the process: poison. Two handlers must not
+/// drive one process at the same time (one could record a refusal while the other's retry of
+/// the step succeeds): run one per store, behind a lease where the store has them.
+pub struct ProcessHandler<
+    P,
+    S,
+    OC = JsonCodec<<<P as Process>::Own as Decider>::Event>,
+    TC = JsonCodec<<<P as Process>::Target as Decider>::Event>,
+> where
+    P: Process,
+{
+    process: P,
+    own: Arc<CommandHandler<P::Own, S, OC>>,
+    target: Arc<CommandHandler<P::Target, S, TC>>,
+    concurrency: usize,
+}
+
+impl<P: Process, S, OC, TC> fmt::Debug for ProcessHandler<P, S, OC, TC> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessHandler")
+            .field("process", &std::any::type_name::<P>())
+            .field("own", &self.own)
+            .field("target", &self.target)
+            .field("concurrency", &self.concurrency)
+            .finish()
+    }
+}
+
+impl<P: Process, S, OC, TC> ProcessHandler<P, S, OC, TC> {
+    /// A handler driving `process`, recording on its streams through `own` and sending its
+    /// steps through `target`; 32 processes at once.
+    pub fn new(
+        process: P,
+        own: Arc<CommandHandler<P::Own, S, OC>>,
+        target: Arc<CommandHandler<P::Target, S, TC>>,
+    ) -> Self {
+        Self {
+            process,
+            own,
+            target,
+            concurrency: DEFAULT_CONCURRENCY,
+        }
+    }
+
+    /// The same handler driving up to `processes` processes of a batch at once (at least one).
+    pub fn with_concurrency(mut self, processes: usize) -> Self {
+        self.concurrency = processes.max(1);
+        self
+    }
+
+    /// The process.
+    pub fn process(&self) -> &P {
+        &self.process
+    }
+}
+
+/// Why driving a process stopped short.
+enum Halt {
+    Retryable(String),
+    Poison(String),
+}
+
+impl Halt {
+    fn from_handler<E: fmt::Display>(error: HandlerError<E>) -> Self {
+        if error.is_retryable() {
+            Self::Retryable(error.to_string())
+        } else {
+            Self::Poison(error.to_string())
+        }
+    }
+}
+
+/// The revision of a stream at `version` after `appended` more events.
+fn revision_after(version: Option<u64>, appended: usize) -> Option<u64> {
+    match (version, appended as u64) {
+        (version, 0) => version,
+        (None, n) => Some(n - 1),
+        (Some(version), n) => Some(version + n),
+    }
+}
+
+impl<P, S, OC, TC> ProcessHandler<P, S, OC, TC>
+where
+    P: Process,
+    S: EventStore,
+    OC: Codec<<P::Own as Decider>::Event>,
+    TC: Codec<<P::Target as Decider>::Event>,
+    <P::Own as Decider>::Error: fmt::Display,
+    <P::Target as Decider>::Error: fmt::Display,
+{
+    /// Takes the process of stream `process` through every step it waits for.
+    async fn drive(&self, process: &StreamId, cause: &RecordedEvent) -> Result<(), Halt> {
+        let metadata = |key: String| Metadata {
+            correlation_id: cause.metadata.correlation_id,
+            causation_id: Some(cause.id),
+            idempotency_key: Some(key),
+            ..Metadata::default()
+        };
+        let (mut state, mut version) = self.load(process).await?;
+        while let Some(ProcessStep {
+            step,
+            stream,
+            command,
+            key,
+        }) = self.process.next_step(process, &state)
+        {
+            let answer = match self
+                .target
+                .handle_with(&stream, command, metadata(key.clone()))
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(HandlerError::Rejected(refusal)) => Err(Refused::Rejected(refusal)),
+                Err(HandlerError::Terminal { .. }) => Err(Refused::Terminal),
+                Err(error) => return Err(Halt::from_handler(error)),
+            };
+            tracing::debug!(%process, step = %key, %stream, refused = answer.is_err(), "process step");
+            let record = self.process.record(step, answer);
+            match self
+                .own
+                .handle_with(process, record, metadata(format!("{key}/recorded")))
+                .await
+            {
+                // Decided on the state this handler holds: the new events follow on from it.
+                Ok(outcome)
+                    if !outcome.replayed
+                        && outcome.last_revision
+                            == revision_after(version, outcome.events.len()) =>
+                {
+                    state = fold_from(self.own.decider(), state, &outcome.events);
+                    version = outcome.last_revision;
+                }
+                // Recorded before, or by someone else meanwhile: the stream knows where it is.
+                Ok(_) => (state, version) = self.load(process).await?,
+                Err(HandlerError::Rejected(refusal)) => {
+                    (state, version) = self.load(process).await?;
+                    let still_waiting = self
+                        .process
+                        .next_step(process, &state)
+                        .is_some_and(|next| next.key == key);
+                    if still_waiting {
+                        return Err(Halt::Poison(format!(
+                            "the answer to step {key} was refused: {refusal}"
+                        )));
+                    }
+                }
+                Err(error) => return Err(Halt::from_handler(error)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn load(
+        &self,
+        process: &StreamId,
+    ) -> Result<(<P::Own as Decider>::State, Option<u64>), Halt> {
+        match self.own.load(process).await {
+            Ok(loaded) => Ok((loaded.state, loaded.last_revision)),
+            Err(error) => Err(Halt::from_handler(error)),
+        }
+    }
+}
+
+impl<P, S, OC, TC> EventHandler for ProcessHandler<P, S, OC, TC>
+where
+    P: Process + Send + Sync + 'static,
+    P::Step: Send,
+    P::Own: Send + Sync + 'static,
+    <P::Own as Decider>::Command: Send + Sync,
+    <P::Own as Decider>::Event: Send + Sync,
+    <P::Own as Decider>::State: Send + Sync,
+    <P::Own as Decider>::Error: fmt::Display + Send,
+    P::Target: Send + Sync + 'static,
+    <P::Target as Decider>::Command: Send + Sync,
+    <P::Target as Decider>::Event: Send + Sync,
+    <P::Target as Decider>::State: Send + Sync,
+    <P::Target as Decider>::Error: fmt::Display + Send,
+    S: EventStore,
+    OC: Codec<<P::Own as Decider>::Event> + 'static,
+    TC: Codec<<P::Target as Decider>::Event> + 'static,
+{
+    async fn handle(&self, batch: &[RecordedEvent]) -> Result<(), HandleError> {
+        // Each process once, from the first of its events in the batch.
+        let mut seen = HashSet::new();
+        let processes: Vec<usize> = (0..batch.len())
+            .filter(|&index| seen.insert(&batch[index].stream))
+            .collect();
+        futures::stream::iter(processes)
+            .map(|index| async move {
+                let cause = &batch[index];
+                self.drive(&cause.stream, cause)
+                    .await
+                    .map_err(|halt| match halt {
+                        Halt::Retryable(reason) => HandleError::Retryable(reason),
+                        Halt::Poison(reason) => HandleError::Poison { index, reason },
+                    })
+            })
+            .buffer_unordered(self.concurrency)
+            .try_collect()
+            .await
     }
 }

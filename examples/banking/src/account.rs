@@ -1,7 +1,7 @@
 //! The account: open, deposit, withdraw, take part in transfers, close.
 //!
-//! A pure [`Decider`]: the rules are in [`Account::decide`], the history in [`Account::evolve`],
-//! and nothing here touches a store. The balance may go below zero only down to the overdraft
+//! A pure [`Decider`]: events, state, `evolve`, and one small decide function per command;
+//! nothing here touches a store. The balance may go below zero only down to the overdraft
 //! limit chosen at opening; a closed account is terminal; money a transfer took out stays
 //! "in flight" until the transfer settles or refunds it, and an account cannot close while any is.
 
@@ -43,10 +43,10 @@ impl fmt::Display for AccountId {
     }
 }
 
-/// What can happen to an account.
+/// What can happen to an account. Amounts are positive minor units of the account's currency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AccountEvent {
-    /// The account was opened.
+    /// The account was opened; always its first event.
     Opened {
         /// Who holds it.
         owner: String,
@@ -55,44 +55,44 @@ pub enum AccountEvent {
         /// How far below zero its balance may go; `None` for not at all.
         overdraft_limit: Option<Amount>,
     },
-    /// Money was paid in.
+    /// Cash paid in by the holder.
     Deposited {
-        /// How much.
+        /// Added to the balance.
         amount: Amount,
     },
-    /// Money was paid out.
+    /// Cash paid out to the holder.
     Withdrawn {
-        /// How much.
+        /// Taken from the balance.
         amount: Amount,
     },
     /// A transfer took money out; it is in flight until settled or refunded.
     TransferDebited {
-        /// The transfer.
+        /// The transfer, whose id keys its money in flight.
         transfer: TransferId,
-        /// How much.
+        /// Taken from the balance and held in flight.
         amount: Amount,
         /// The account it is going to.
         to: AccountId,
     },
     /// A transfer paid money in.
     TransferCredited {
-        /// The transfer.
+        /// The transfer, whose id keys its money in flight.
         transfer: TransferId,
-        /// How much.
+        /// Added to the balance.
         amount: Amount,
         /// The account it came from.
         from: AccountId,
     },
     /// A transfer that could not be completed gave back what it had taken out.
     TransferRefunded {
-        /// The transfer.
+        /// The transfer, whose id keys its money in flight.
         transfer: TransferId,
-        /// How much.
+        /// What it had in flight, back in the balance.
         amount: Amount,
     },
-    /// A transfer this account paid for reached its destination.
+    /// A transfer this account paid for reached its destination: nothing is in flight for it.
     TransferSettled {
-        /// The transfer.
+        /// The transfer, whose id keys its money in flight.
         transfer: TransferId,
     },
     /// The account was closed; it takes no more commands.
@@ -108,24 +108,24 @@ pub enum AccountCommand {
         owner: String,
         /// The only currency it will hold.
         currency: Currency,
-        /// How far below zero its balance may go.
+        /// How far below zero its balance may go; `None` for not at all.
         overdraft_limit: Option<Amount>,
     },
-    /// Pay money in.
+    /// Pay cash in.
     Deposit {
-        /// How much.
+        /// What to add to the balance.
         amount: Amount,
     },
-    /// Pay money out, within the balance and the overdraft limit.
+    /// Pay cash out, within the balance and the overdraft limit.
     Withdraw {
-        /// How much.
+        /// What to take from the balance.
         amount: Amount,
     },
-    /// Take money out for a transfer (the transfer's first step).
+    /// Take money out for a transfer (the transfer's first step), once per transfer.
     DebitTransfer {
-        /// The transfer.
+        /// The transfer, whose id keys its money in flight.
         transfer: TransferId,
-        /// How much.
+        /// What to take, within the balance and the overdraft limit.
         amount: Amount,
         /// The transfer's currency, which must be the account's.
         currency: Currency,
@@ -134,9 +134,9 @@ pub enum AccountCommand {
     },
     /// Pay in the money of a transfer (its second step).
     CreditTransfer {
-        /// The transfer.
+        /// The transfer, whose id keys its money in flight.
         transfer: TransferId,
-        /// How much.
+        /// What to add to the balance.
         amount: Amount,
         /// The transfer's currency, which must be the account's.
         currency: Currency,
@@ -145,44 +145,34 @@ pub enum AccountCommand {
     },
     /// Give back what `transfer` took out (its compensation).
     RefundTransfer {
-        /// The transfer.
+        /// The transfer, whose id keys its money in flight.
         transfer: TransferId,
     },
     /// Mark what `transfer` took out as delivered.
     SettleTransfer {
-        /// The transfer.
+        /// The transfer, whose id keys its money in flight.
         transfer: TransferId,
     },
     /// Close the account; only at a zero balance and with no transfer in flight.
     Close,
 }
 
-impl AccountCommand {
-    /// The command's kind, which scopes idempotency keys: a deposit and a withdrawal sent with
-    /// the same key are two requests.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Open { .. } => "open",
-            Self::Deposit { .. } => "deposit",
-            Self::Withdraw { .. } => "withdraw",
-            Self::DebitTransfer { .. } => "debit-transfer",
-            Self::CreditTransfer { .. } => "credit-transfer",
-            Self::RefundTransfer { .. } => "refund-transfer",
-            Self::SettleTransfer { .. } => "settle-transfer",
-            Self::Close => "close",
-        }
-    }
-}
-
 /// Why an account refused a command.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// Transfers record the refusals of their steps in their events
+/// ([`Refusal`](crate::transfer::Refusal)), so this enum's serde form is part of the log: add
+/// variants, do not rename them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum AccountError {
     /// The account has not been opened.
     #[error("the account does not exist")]
     NotOpen,
-    /// Opening an account that is already open.
+    /// Opening an account that is already open (or was, and is closed).
     #[error("the account is already open")]
     AlreadyOpen,
+    /// The account is closed and takes no more commands.
+    #[error("the account is closed")]
+    Closed,
     /// A blank owner, or one longer than [`MAX_OWNER_CHARS`].
     #[error("the owner must be 1 to {MAX_OWNER_CHARS} characters, not blank")]
     InvalidOwner,
@@ -215,10 +205,10 @@ pub enum AccountError {
     /// Debiting for the same transfer twice.
     #[error("transfer {0} already took money out of this account")]
     TransferAlreadyDebited(TransferId),
-    /// Closing with money in the account (or owed).
+    /// Closing with money in the account (or owed): the balance, in minor units.
     #[error("the balance is {0}; an account closes only at zero")]
     NonZeroBalance(i64),
-    /// Closing while a transfer's money is in flight.
+    /// Closing while transfers' money is in flight: how many transfers.
     #[error("{0} transfer(s) in flight; the account closes when they settle")]
     TransfersInFlight(usize),
 }
@@ -230,7 +220,7 @@ pub struct OpenAccount {
     pub currency: Currency,
     /// Its balance in minor units; below zero only within the overdraft limit.
     pub balance: i64,
-    /// How far below zero the balance may go.
+    /// How far below zero the balance may go, in minor units (0 for not at all).
     pub overdraft_limit: i64,
     /// Money out for transfers that have not settled yet.
     pub in_flight: BTreeMap<TransferId, Amount>,
@@ -268,144 +258,52 @@ impl Decider for Account {
         state: &AccountState,
     ) -> Result<Vec<AccountEvent>, AccountError> {
         use AccountCommand as C;
-        use AccountEvent as E;
-        let account = match (command, state) {
-            (C::Open { .. }, AccountState::Open(_) | AccountState::Closed) => {
-                return Err(AccountError::AlreadyOpen);
-            }
-            (
-                C::Open {
-                    owner,
-                    currency,
-                    overdraft_limit,
-                },
-                AccountState::Unopened,
-            ) => {
-                if owner.trim().is_empty() || owner.chars().count() > MAX_OWNER_CHARS {
-                    return Err(AccountError::InvalidOwner);
-                }
-                return Ok(vec![E::Opened {
-                    owner: owner.clone(),
-                    currency: *currency,
-                    overdraft_limit: *overdraft_limit,
-                }]);
-            }
-            (_, AccountState::Open(account)) => account,
-            // The command handler never lets a command reach a closed (terminal) account.
-            (_, AccountState::Unopened | AccountState::Closed) => {
-                return Err(AccountError::NotOpen);
-            }
-        };
-        let event = match *command {
-            C::Open { .. } => unreachable!("handled above"),
-            C::Deposit { amount } => {
-                account.credited(amount)?;
-                E::Deposited { amount }
-            }
-            C::Withdraw { amount } => {
-                account.debited(amount)?;
-                E::Withdrawn { amount }
-            }
+        match *command {
+            C::Open {
+                ref owner,
+                currency,
+                overdraft_limit,
+            } => open(state, owner, currency, overdraft_limit),
+            C::Deposit { amount } => deposit(state.open()?, amount),
+            C::Withdraw { amount } => withdraw(state.open()?, amount),
             C::DebitTransfer {
                 transfer,
                 amount,
                 currency,
                 to,
-            } => {
-                account.check_currency(currency)?;
-                if account.in_flight.contains_key(&transfer) {
-                    return Err(AccountError::TransferAlreadyDebited(transfer));
-                }
-                account.debited(amount)?;
-                E::TransferDebited {
-                    transfer,
-                    amount,
-                    to,
-                }
-            }
+            } => debit_transfer(state.open()?, transfer, amount, currency, to),
             C::CreditTransfer {
                 transfer,
                 amount,
                 currency,
                 from,
-            } => {
-                account.check_currency(currency)?;
-                account.credited(amount)?;
-                E::TransferCredited {
-                    transfer,
-                    amount,
-                    from,
-                }
-            }
-            C::RefundTransfer { transfer } => {
-                let amount = account.in_flight_amount(transfer)?;
-                account.credited(amount)?;
-                E::TransferRefunded { transfer, amount }
-            }
-            C::SettleTransfer { transfer } => {
-                account.in_flight_amount(transfer)?;
-                E::TransferSettled { transfer }
-            }
-            C::Close if account.balance != 0 => {
-                return Err(AccountError::NonZeroBalance(account.balance));
-            }
-            C::Close if !account.in_flight.is_empty() => {
-                return Err(AccountError::TransfersInFlight(account.in_flight.len()));
-            }
-            C::Close => E::Closed,
-        };
-        Ok(vec![event])
+            } => credit_transfer(state.open()?, transfer, amount, currency, from),
+            C::RefundTransfer { transfer } => refund_transfer(state.open()?, transfer),
+            C::SettleTransfer { transfer } => settle_transfer(state.open()?, transfer),
+            C::Close => close(state.open()?),
+        }
     }
 
     fn evolve(&self, state: AccountState, event: &AccountEvent) -> AccountState {
-        use AccountEvent as E;
-        let mut account = match (state, event) {
+        match (state, event) {
             (
                 AccountState::Unopened,
-                E::Opened {
+                AccountEvent::Opened {
                     currency,
                     overdraft_limit,
                     ..
                 },
-            ) => {
-                return AccountState::Open(OpenAccount {
-                    currency: *currency,
-                    balance: 0,
-                    overdraft_limit: overdraft_limit.map_or(0, Amount::minor_units),
-                    in_flight: BTreeMap::new(),
-                });
-            }
-            (AccountState::Open(_), E::Closed) => return AccountState::Closed,
-            (AccountState::Open(account), _) => account,
-            // Events that `decide` never produces in these states: the history stands as it is.
-            (other, _) => return other,
-        };
-        // `decide` checked every sum before the event was written; saturating keeps `evolve`
-        // total for histories it did not write.
-        match *event {
-            E::Deposited { amount }
-            | E::TransferCredited { amount, .. }
-            | E::TransferRefunded { amount, .. } => {
-                account.balance = account.balance.saturating_add(amount.minor_units());
-                if let E::TransferRefunded { transfer, .. } = event {
-                    account.in_flight.remove(transfer);
-                }
-            }
-            E::Withdrawn { amount } => {
-                account.balance = account.balance.saturating_sub(amount.minor_units());
-            }
-            E::TransferDebited {
-                transfer, amount, ..
-            } => {
-                account.balance = account.balance.saturating_sub(amount.minor_units());
-                account.in_flight.insert(transfer, amount);
-            }
-            E::TransferSettled { transfer } => {
-                account.in_flight.remove(&transfer);
-            }
-            E::Opened { .. } | E::Closed => {}
+            ) => AccountState::Open(OpenAccount {
+                currency: *currency,
+                balance: 0,
+                overdraft_limit: overdraft_limit.map_or(0, Amount::minor_units),
+                in_flight: BTreeMap::new(),
+            }),
+            (AccountState::Open(_), AccountEvent::Closed) => AccountState::Closed,
+            (AccountState::Open(account), event) => AccountState::Open(account.evolve(event)),
+            // Events `decide` never produces in these states: the history stands as it is.
+            (state, _) => state,
         }
-        AccountState::Open(account)
     }
 
     fn is_terminal(&self, state: &AccountState) -> bool {
@@ -413,7 +311,138 @@ impl Decider for Account {
     }
 }
 
+fn open(
+    state: &AccountState,
+    owner: &str,
+    currency: Currency,
+    overdraft_limit: Option<Amount>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    if !matches!(state, AccountState::Unopened) {
+        return Err(AccountError::AlreadyOpen);
+    }
+    if owner.trim().is_empty() || owner.chars().count() > MAX_OWNER_CHARS {
+        return Err(AccountError::InvalidOwner);
+    }
+    Ok(vec![AccountEvent::Opened {
+        owner: owner.to_owned(),
+        currency,
+        overdraft_limit,
+    }])
+}
+
+fn deposit(account: &OpenAccount, amount: Amount) -> Result<Vec<AccountEvent>, AccountError> {
+    account.credited(amount)?;
+    Ok(vec![AccountEvent::Deposited { amount }])
+}
+
+fn withdraw(account: &OpenAccount, amount: Amount) -> Result<Vec<AccountEvent>, AccountError> {
+    account.debited(amount)?;
+    Ok(vec![AccountEvent::Withdrawn { amount }])
+}
+
+fn debit_transfer(
+    account: &OpenAccount,
+    transfer: TransferId,
+    amount: Amount,
+    currency: Currency,
+    to: AccountId,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    account.check_currency(currency)?;
+    if account.in_flight.contains_key(&transfer) {
+        return Err(AccountError::TransferAlreadyDebited(transfer));
+    }
+    account.debited(amount)?;
+    Ok(vec![AccountEvent::TransferDebited {
+        transfer,
+        amount,
+        to,
+    }])
+}
+
+fn credit_transfer(
+    account: &OpenAccount,
+    transfer: TransferId,
+    amount: Amount,
+    currency: Currency,
+    from: AccountId,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    account.check_currency(currency)?;
+    account.credited(amount)?;
+    Ok(vec![AccountEvent::TransferCredited {
+        transfer,
+        amount,
+        from,
+    }])
+}
+
+fn refund_transfer(
+    account: &OpenAccount,
+    transfer: TransferId,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    let amount = account.in_flight_amount(transfer)?;
+    account.credited(amount)?;
+    Ok(vec![AccountEvent::TransferRefunded { transfer, amount }])
+}
+
+fn settle_transfer(
+    account: &OpenAccount,
+    transfer: TransferId,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    account.in_flight_amount(transfer)?;
+    Ok(vec![AccountEvent::TransferSettled { transfer }])
+}
+
+fn close(account: &OpenAccount) -> Result<Vec<AccountEvent>, AccountError> {
+    if account.balance != 0 {
+        return Err(AccountError::NonZeroBalance(account.balance));
+    }
+    if !account.in_flight.is_empty() {
+        return Err(AccountError::TransfersInFlight(account.in_flight.len()));
+    }
+    Ok(vec![AccountEvent::Closed])
+}
+
+impl AccountState {
+    /// The open account, or why there is none.
+    fn open(&self) -> Result<&OpenAccount, AccountError> {
+        match self {
+            Self::Unopened => Err(AccountError::NotOpen),
+            Self::Open(account) => Ok(account),
+            Self::Closed => Err(AccountError::Closed),
+        }
+    }
+}
+
 impl OpenAccount {
+    fn evolve(mut self, event: &AccountEvent) -> Self {
+        use AccountEvent as E;
+        // `decide` checked every sum before the event was written; saturating keeps `evolve`
+        // total for histories it did not write.
+        match *event {
+            E::Deposited { amount } | E::TransferCredited { amount, .. } => {
+                self.balance = self.balance.saturating_add(amount.minor_units());
+            }
+            E::TransferRefunded { transfer, amount } => {
+                self.balance = self.balance.saturating_add(amount.minor_units());
+                self.in_flight.remove(&transfer);
+            }
+            E::Withdrawn { amount } => {
+                self.balance = self.balance.saturating_sub(amount.minor_units());
+            }
+            E::TransferDebited {
+                transfer, amount, ..
+            } => {
+                self.balance = self.balance.saturating_sub(amount.minor_units());
+                self.in_flight.insert(transfer, amount);
+            }
+            E::TransferSettled { transfer } => {
+                self.in_flight.remove(&transfer);
+            }
+            E::Opened { .. } | E::Closed => {}
+        }
+        self
+    }
+
     fn credited(&self, amount: Amount) -> Result<i64, AccountError> {
         self.balance
             .checked_add(amount.minor_units())
@@ -618,6 +647,22 @@ mod specs {
             ])
             .when(AccountCommand::Close)
             .then_error(AccountError::TransfersInFlight(1));
+    }
+
+    #[test]
+    fn a_closed_account_refuses_everything() {
+        spec(Account)
+            .given([opened(None), AccountEvent::Closed])
+            .when(AccountCommand::Deposit { amount: amount(5) })
+            .then_error(AccountError::Closed);
+        spec(Account)
+            .given([opened(None), AccountEvent::Closed])
+            .when(AccountCommand::Open {
+                owner: "Ada".into(),
+                currency: eur(),
+                overdraft_limit: None,
+            })
+            .then_error(AccountError::AlreadyOpen);
     }
 
     #[test]

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use decider_core::projection::{
-    CheckpointedSink, Lease, MemoryCheckpoints, MemoryDeadLetters, PoisonPolicy, Projection,
-    ProjectionError, ProjectionRunner, ProjectionStatus, RunnerOptions, Sink, StatusHandle,
+    CheckpointedSink, Lease, MemoryCheckpoints, MemoryDeadLetters, PoisonPolicy, ProcessHandler,
+    Projection, ProjectionError, ProjectionRunner, ProjectionStatus, RunnerOptions, Sink,
+    StatusHandle,
 };
 use decider_core::{
     Codec, CommandHandler, CommandOutcome, Decider, Direction, EventFilter, EventStore,
@@ -153,6 +154,22 @@ impl Request {
     }
 }
 
+/// The operation `command` is, which scopes the client's idempotency keys: a deposit and a
+/// withdrawal sent with the same key are two requests. The names are in stored keys: changing
+/// one would let a request sent again before the change be carried out twice.
+fn operation(command: &AccountCommand) -> &'static str {
+    match command {
+        AccountCommand::Open { .. } => "open",
+        AccountCommand::Deposit { .. } => "deposit",
+        AccountCommand::Withdraw { .. } => "withdraw",
+        AccountCommand::DebitTransfer { .. } => "debit-transfer",
+        AccountCommand::CreditTransfer { .. } => "credit-transfer",
+        AccountCommand::RefundTransfer { .. } => "refund-transfer",
+        AccountCommand::SettleTransfer { .. } => "settle-transfer",
+        AccountCommand::Close => "close",
+    }
+}
+
 /// What a write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Receipt {
@@ -182,6 +199,9 @@ pub struct Consistency {
     /// How long to wait at most.
     pub timeout: Duration,
 }
+
+/// The transfer process manager over a store `S`.
+pub type TransferProcessHandler<S> = ProcessHandler<TransferProcess, S>;
 
 /// The application over a store `S` with read models `R`.
 #[derive(Debug)]
@@ -219,7 +239,7 @@ impl<S: EventStore + Clone, R: ReadModels> Bank<S, R> {
         id: AccountId,
         command: AccountCommand,
     ) -> Result<Receipt, BankError> {
-        let metadata = request.metadata(command.kind());
+        let metadata = request.metadata(operation(&command));
         let outcome = self
             .accounts
             .handle_with(&id.stream(), command, metadata)
@@ -425,7 +445,7 @@ impl<S: EventStore + Clone, R: ReadModels> Running<S, R> {
         store: S,
         read_models: R,
         read_models_sink: K1,
-        process_sink: impl FnOnce(TransferProcess<S>) -> K2,
+        process_sink: impl FnOnce(TransferProcessHandler<S>) -> K2,
         lease: L,
     ) -> Self
     where
@@ -478,7 +498,11 @@ impl<S: EventStore + Clone, R: ReadModels> Running<S, R> {
                     .with_categories(["transfer"])
                     .with_event_types(["Requested"]),
             ),
-            process_sink(TransferProcess::new(accounts.clone(), transfers.clone())),
+            process_sink(ProcessHandler::new(
+                TransferProcess,
+                transfers.clone(),
+                accounts.clone(),
+            )),
         )
         .with_options(RunnerOptions {
             poison: PoisonPolicy::DeadLetter,

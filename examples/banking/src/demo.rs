@@ -158,7 +158,7 @@ async fn describe<S: EventStore + Clone, R: ReadModels>(
             ..
         } => format!("failed, source refunded: {reason}"),
         TransferState::Failed { reason, .. } => format!("failed, nothing moved: {reason}"),
-        other => format!("still in progress: {other:?}"),
+        other => format!("still in progress: {}", other.status()),
     })
 }
 

@@ -9,7 +9,7 @@
 //! | `POST /transfers` `{"from","to","amount","currency"}` | 202, the transfer id |
 //! | `GET /accounts/{id}` | balance, from the read model |
 //! | `GET /accounts/{id}/ledger` | every movement with its running balance |
-//! | `GET /transfers/{id}` | where the transfer is |
+//! | `GET /transfers/{id}` | where the transfer is: `status` (`requested`, `debited`, `credited`, `refunding`, `completed`, `failed`) and, once an account refused a step, its `reason` and stable `reason_code` |
 //! | `GET /health` | `ok` (200), `degraded` (503: the store is away or a projection recovers) or `failed` (503: a projection stopped); the store and each projection's state, checkpoint and lag |
 //!
 //! Every POST takes an `Idempotency-Key` header: a request sent again with the same key gets the
@@ -31,14 +31,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, Request as HttpRequest, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request as HttpRequest, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use decider_core::projection::{ProjectionStatus, RunnerState};
 use decider_core::{EventStore, Position};
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::Instrument;
@@ -47,8 +50,8 @@ use uuid::Uuid;
 use crate::account::{AccountCommand, AccountError, AccountId};
 use crate::bank::{Bank, BankError, Consistency, Receipt, Request};
 use crate::money::{Amount, Currency};
-use crate::read_model::ReadModels;
-use crate::transfer::{Step, TransferError, TransferId, TransferRequest, TransferState};
+use crate::read_model::{AccountView, LedgerEntry, ReadModels};
+use crate::transfer::{Refusal, TransferError, TransferId, TransferRequest, TransferState};
 
 /// The longest a read may ask to wait.
 const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -59,21 +62,139 @@ where
     S: EventStore + Clone,
     R: ReadModels,
 {
+    let bank: Shared = bank;
     Router::new()
-        .route("/accounts", post(open_account::<S, R>))
-        .route("/accounts/{id}", get(account::<S, R>))
-        .route("/accounts/{id}/ledger", get(ledger::<S, R>))
-        .route("/accounts/{id}/deposits", post(deposit::<S, R>))
-        .route("/accounts/{id}/withdrawals", post(withdraw::<S, R>))
-        .route("/accounts/{id}/close", post(close::<S, R>))
-        .route("/transfers", post(request_transfer::<S, R>))
-        .route("/transfers/{id}", get(transfer::<S, R>))
-        .route("/health", get(health::<S, R>))
+        .route("/accounts", post(open_account))
+        .route("/accounts/{id}", get(account))
+        .route("/accounts/{id}/ledger", get(ledger))
+        .route("/accounts/{id}/deposits", post(deposit))
+        .route("/accounts/{id}/withdrawals", post(withdraw))
+        .route("/accounts/{id}/close", post(close))
+        .route("/transfers", post(request_transfer))
+        .route("/transfers/{id}", get(transfer))
+        .route("/health", get(health))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "no_such_route", "no such route")
         })
         .layer(middleware::from_fn(correlate))
         .with_state(bank)
+}
+
+/// A bank, whatever its store and read models: the routes' state, so that they are plain
+/// functions rather than one generic instance per store.
+type Shared = Arc<dyn Api>;
+
+/// What the routes ask of a [`Bank`], as a trait an `Arc<dyn Api>` can carry.
+trait Api: Send + Sync {
+    fn open_account<'a>(
+        &'a self,
+        request: &'a Request,
+        owner: String,
+        currency: Currency,
+        overdraft_limit: Option<Amount>,
+    ) -> BoxFuture<'a, Result<(AccountId, Receipt), BankError>>;
+
+    fn account_command<'a>(
+        &'a self,
+        request: &'a Request,
+        id: AccountId,
+        command: AccountCommand,
+    ) -> BoxFuture<'a, Result<Receipt, BankError>>;
+
+    fn request_transfer<'a>(
+        &'a self,
+        request: &'a Request,
+        transfer: TransferRequest,
+    ) -> BoxFuture<'a, Result<(TransferId, Receipt), BankError>>;
+
+    fn transfer(
+        &self,
+        id: TransferId,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'_, Result<(TransferState, Option<u64>), BankError>>;
+
+    fn account(
+        &self,
+        id: AccountId,
+        consistency: Option<Consistency>,
+    ) -> BoxFuture<'_, Result<AccountView, BankError>>;
+
+    fn ledger(
+        &self,
+        id: AccountId,
+        consistency: Option<Consistency>,
+    ) -> BoxFuture<'_, Result<Vec<LedgerEntry>, BankError>>;
+
+    fn projections(&self) -> Vec<ProjectionStatus>;
+
+    fn check_store(&self) -> BoxFuture<'_, Result<Option<Position>, BankError>>;
+}
+
+impl<S: EventStore + Clone, R: ReadModels> Api for Bank<S, R> {
+    fn open_account<'a>(
+        &'a self,
+        request: &'a Request,
+        owner: String,
+        currency: Currency,
+        overdraft_limit: Option<Amount>,
+    ) -> BoxFuture<'a, Result<(AccountId, Receipt), BankError>> {
+        Box::pin(Bank::open_account(
+            self,
+            request,
+            owner,
+            currency,
+            overdraft_limit,
+        ))
+    }
+
+    fn account_command<'a>(
+        &'a self,
+        request: &'a Request,
+        id: AccountId,
+        command: AccountCommand,
+    ) -> BoxFuture<'a, Result<Receipt, BankError>> {
+        Box::pin(Bank::account_command(self, request, id, command))
+    }
+
+    fn request_transfer<'a>(
+        &'a self,
+        request: &'a Request,
+        transfer: TransferRequest,
+    ) -> BoxFuture<'a, Result<(TransferId, Receipt), BankError>> {
+        Box::pin(Bank::request_transfer(self, request, transfer))
+    }
+
+    fn transfer(
+        &self,
+        id: TransferId,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'_, Result<(TransferState, Option<u64>), BankError>> {
+        Box::pin(Bank::transfer(self, id, wait))
+    }
+
+    fn account(
+        &self,
+        id: AccountId,
+        consistency: Option<Consistency>,
+    ) -> BoxFuture<'_, Result<AccountView, BankError>> {
+        Box::pin(Bank::account(self, id, consistency))
+    }
+
+    fn ledger(
+        &self,
+        id: AccountId,
+        consistency: Option<Consistency>,
+    ) -> BoxFuture<'_, Result<Vec<LedgerEntry>, BankError>> {
+        Box::pin(Bank::ledger(self, id, consistency))
+    }
+
+    fn projections(&self) -> Vec<ProjectionStatus> {
+        Bank::projections(self)
+    }
+
+    fn check_store(&self) -> BoxFuture<'_, Result<Option<Position>, BankError>> {
+        Box::pin(Bank::check_store(self))
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then finishes the requests in hand.
@@ -156,25 +277,7 @@ impl From<BankError> for ApiError {
         use StatusCode as S;
         let message = error.to_string();
         let (status, code) = match &error {
-            BankError::Account(refusal) => match refusal {
-                AccountError::InsufficientFunds { .. } => {
-                    (S::UNPROCESSABLE_ENTITY, "insufficient_funds")
-                }
-                AccountError::CurrencyMismatch { .. } => {
-                    (S::UNPROCESSABLE_ENTITY, "currency_mismatch")
-                }
-                AccountError::BalanceOverflow => (S::UNPROCESSABLE_ENTITY, "balance_overflow"),
-                AccountError::NonZeroBalance(_) => (S::UNPROCESSABLE_ENTITY, "nonzero_balance"),
-                AccountError::TransfersInFlight(_) => {
-                    (S::UNPROCESSABLE_ENTITY, "transfers_in_flight")
-                }
-                AccountError::InvalidOwner => (S::BAD_REQUEST, "invalid_owner"),
-                AccountError::AlreadyOpen => (S::CONFLICT, "account_exists"),
-                AccountError::NotOpen => (S::NOT_FOUND, "account_not_found"),
-                AccountError::NoTransferInFlight(_) | AccountError::TransferAlreadyDebited(_) => {
-                    (S::UNPROCESSABLE_ENTITY, "rejected")
-                }
-            },
+            BankError::Account(refusal) => refusal_code(refusal),
             BankError::Transfer(TransferError::SameAccount) => {
                 (S::UNPROCESSABLE_ENTITY, "same_account")
             }
@@ -194,10 +297,125 @@ impl From<BankError> for ApiError {
     }
 }
 
-/// A JSON body, or the 400 that says what is wrong with it.
-fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    body.map(|Json(body)| body)
-        .map_err(|rejection| ApiError::bad_request("malformed_request", rejection.body_text()))
+/// The status and stable code of an account's refusal: the same code answers a refused request
+/// and names why a transfer failed.
+fn refusal_code(refusal: &AccountError) -> (StatusCode, &'static str) {
+    use StatusCode as S;
+    match refusal {
+        AccountError::InsufficientFunds { .. } => (S::UNPROCESSABLE_ENTITY, "insufficient_funds"),
+        AccountError::CurrencyMismatch { .. } => (S::UNPROCESSABLE_ENTITY, "currency_mismatch"),
+        AccountError::BalanceOverflow => (S::UNPROCESSABLE_ENTITY, "balance_overflow"),
+        AccountError::NonZeroBalance(_) => (S::UNPROCESSABLE_ENTITY, "nonzero_balance"),
+        AccountError::TransfersInFlight(_) => (S::UNPROCESSABLE_ENTITY, "transfers_in_flight"),
+        AccountError::Closed => (S::UNPROCESSABLE_ENTITY, "account_closed"),
+        AccountError::InvalidOwner => (S::BAD_REQUEST, "invalid_owner"),
+        AccountError::AlreadyOpen => (S::CONFLICT, "account_exists"),
+        AccountError::NotOpen => (S::NOT_FOUND, "account_not_found"),
+        AccountError::NoTransferInFlight(_) | AccountError::TransferAlreadyDebited(_) => {
+            (S::UNPROCESSABLE_ENTITY, "rejected")
+        }
+    }
+}
+
+/// A JSON body; malformed, it is answered with a 400 that says what is wrong with it.
+#[derive(Debug)]
+struct Body<T>(T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: HttpRequest, state: &S) -> Result<Self, ApiError> {
+        let Json(body) =
+            Json::from_request(request, state)
+                .await
+                .map_err(|rejection: JsonRejection| {
+                    ApiError::bad_request("malformed_request", rejection.body_text())
+                })?;
+        Ok(Self(body))
+    }
+}
+
+/// The query string; malformed, it is answered with a 400.
+#[derive(Debug)]
+struct Params<T>(T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Query(params) = Query::from_request_parts(parts, state).await.map_err(
+            |rejection: QueryRejection| {
+                ApiError::bad_request("malformed_request", rejection.body_text())
+            },
+        )?;
+        Ok(Self(params))
+    }
+}
+
+/// The `{id}` of the path as a UUID, or a 400 naming what it should have been.
+async fn path_id<S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+    what: &str,
+) -> Result<Uuid, ApiError> {
+    let Path(id) = Path::<String>::from_request_parts(parts, state)
+        .await
+        .map_err(|rejection| ApiError::bad_request("malformed_request", rejection.body_text()))?;
+    Uuid::parse_str(&id).map_err(|_| {
+        ApiError::bad_request(
+            "malformed_request",
+            format!("{id:?} is not {what} (a UUID)"),
+        )
+    })
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AccountId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        path_id(parts, state, "an account id").await.map(Self)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for TransferId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        path_id(parts, state, "a transfer id").await.map(Self)
+    }
+}
+
+/// The request context from the headers: the idempotency key, checked, and the correlation id
+/// the correlation middleware settled on.
+impl<S: Send + Sync> FromRequestParts<S> for Request {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let idempotency_key = match parts.headers.get("idempotency-key") {
+            None => None,
+            Some(value) => {
+                let key = value
+                    .to_str()
+                    .ok()
+                    .filter(|key| (1..=255).contains(&key.len()))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "invalid_idempotency_key",
+                            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+                        )
+                    })?;
+                Some(key.to_owned())
+            }
+        };
+        let correlation_id = parts
+            .extensions
+            .get::<CorrelationId>()
+            .map(|correlation| correlation.0);
+        Ok(Self {
+            idempotency_key,
+            correlation_id,
+        })
+    }
 }
 
 fn amount(minor_units: i64) -> Result<Amount, ApiError> {
@@ -210,39 +428,6 @@ fn currency(code: &str) -> Result<Currency, ApiError> {
         .map_err(|error: crate::money::InvalidCurrency| {
             ApiError::bad_request("invalid_currency", error.to_string())
         })
-}
-
-fn account_id(id: &str) -> Result<AccountId, ApiError> {
-    Uuid::parse_str(id).map(AccountId).map_err(|_| {
-        ApiError::bad_request(
-            "malformed_request",
-            format!("{id:?} is not an account id (a UUID)"),
-        )
-    })
-}
-
-/// The request context from the headers: the idempotency key, checked, and the correlation id.
-fn request(headers: &HeaderMap, correlation: CorrelationId) -> Result<Request, ApiError> {
-    let idempotency_key = match headers.get("idempotency-key") {
-        None => None,
-        Some(value) => {
-            let key = value
-                .to_str()
-                .ok()
-                .filter(|key| (1..=255).contains(&key.len()))
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_idempotency_key",
-                        "Idempotency-Key must be 1 to 255 visible ASCII characters",
-                    )
-                })?;
-            Some(key.to_owned())
-        }
-    };
-    Ok(Request {
-        idempotency_key,
-        correlation_id: Some(correlation.0),
-    })
 }
 
 /// A write's answer: its receipt, with the position as a string a read can pass back.
@@ -265,6 +450,20 @@ fn written<T: Serialize>(status: StatusCode, body: T, receipt: Receipt) -> Respo
     (status, Json(written)).into_response()
 }
 
+/// A write's answer that created something at `location`.
+fn created<T: Serialize>(
+    status: StatusCode,
+    body: T,
+    receipt: Receipt,
+    location: &str,
+) -> Response {
+    let mut response = written(status, body, receipt);
+    if let Ok(location) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OpenAccountBody {
@@ -273,31 +472,27 @@ struct OpenAccountBody {
     overdraft_limit: Option<i64>,
 }
 
-async fn open_account<S: EventStore + Clone, R: ReadModels>(
-    State(bank): State<Arc<Bank<S, R>>>,
-    Extension(correlation): Extension<CorrelationId>,
-    headers: HeaderMap,
-    payload: Result<Json<OpenAccountBody>, JsonRejection>,
+async fn open_account(
+    State(bank): State<Shared>,
+    request: Request,
+    Body(body): Body<OpenAccountBody>,
 ) -> Result<Response, ApiError> {
-    let OpenAccountBody {
-        owner,
-        currency: code,
-        overdraft_limit,
-    } = body(payload)?;
-    let currency = currency(&code)?;
-    let overdraft_limit = overdraft_limit
+    let currency = currency(&body.currency)?;
+    let overdraft_limit = body
+        .overdraft_limit
         .filter(|limit| *limit != 0)
         .map(amount)
         .transpose()?;
-    let request = request(&headers, correlation)?;
     let (id, receipt) = bank
-        .open_account(&request, owner, currency, overdraft_limit)
+        .open_account(&request, body.owner, currency, overdraft_limit)
         .await?;
-    let mut response = written(StatusCode::CREATED, json!({ "id": id }), receipt);
-    if let Ok(location) = HeaderValue::from_str(&format!("/accounts/{id}")) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    let location = format!("/accounts/{id}");
+    Ok(created(
+        StatusCode::CREATED,
+        json!({ "id": id }),
+        receipt,
+        &location,
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -306,105 +501,67 @@ struct AmountBody {
     amount: i64,
 }
 
-async fn deposit<S: EventStore + Clone, R: ReadModels>(
-    state: State<Arc<Bank<S, R>>>,
-    correlation: Extension<CorrelationId>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    payload: Result<Json<AmountBody>, JsonRejection>,
+async fn deposit(
+    State(bank): State<Shared>,
+    id: AccountId,
+    request: Request,
+    Body(body): Body<AmountBody>,
 ) -> Result<Response, ApiError> {
-    let amount = amount(body(payload)?.amount)?;
-    account_command(
-        state,
-        correlation,
-        &id,
-        &headers,
-        AccountCommand::Deposit { amount },
-    )
-    .await
-}
-
-async fn withdraw<S: EventStore + Clone, R: ReadModels>(
-    state: State<Arc<Bank<S, R>>>,
-    correlation: Extension<CorrelationId>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    payload: Result<Json<AmountBody>, JsonRejection>,
-) -> Result<Response, ApiError> {
-    let amount = amount(body(payload)?.amount)?;
-    account_command(
-        state,
-        correlation,
-        &id,
-        &headers,
-        AccountCommand::Withdraw { amount },
-    )
-    .await
-}
-
-async fn close<S: EventStore + Clone, R: ReadModels>(
-    state: State<Arc<Bank<S, R>>>,
-    correlation: Extension<CorrelationId>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let mut response =
-        account_command(state, correlation, &id, &headers, AccountCommand::Close).await?;
-    *response.status_mut() = StatusCode::OK;
-    Ok(response)
-}
-
-async fn account_command<S: EventStore + Clone, R: ReadModels>(
-    State(bank): State<Arc<Bank<S, R>>>,
-    Extension(correlation): Extension<CorrelationId>,
-    id: &str,
-    headers: &HeaderMap,
-    command: AccountCommand,
-) -> Result<Response, ApiError> {
-    let id = account_id(id)?;
-    let request = request(headers, correlation)?;
+    let command = AccountCommand::Deposit {
+        amount: amount(body.amount)?,
+    };
     let receipt = bank.account_command(&request, id, command).await?;
     Ok(written(StatusCode::CREATED, json!({ "id": id }), receipt))
+}
+
+async fn withdraw(
+    State(bank): State<Shared>,
+    id: AccountId,
+    request: Request,
+    Body(body): Body<AmountBody>,
+) -> Result<Response, ApiError> {
+    let command = AccountCommand::Withdraw {
+        amount: amount(body.amount)?,
+    };
+    let receipt = bank.account_command(&request, id, command).await?;
+    Ok(written(StatusCode::CREATED, json!({ "id": id }), receipt))
+}
+
+async fn close(
+    State(bank): State<Shared>,
+    id: AccountId,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let receipt = bank
+        .account_command(&request, id, AccountCommand::Close)
+        .await?;
+    Ok(written(StatusCode::OK, json!({ "id": id }), receipt))
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TransferBody {
-    from: Uuid,
-    to: Uuid,
+    from: AccountId,
+    to: AccountId,
     amount: i64,
     currency: String,
 }
 
-async fn request_transfer<S: EventStore + Clone, R: ReadModels>(
-    State(bank): State<Arc<Bank<S, R>>>,
-    Extension(correlation): Extension<CorrelationId>,
-    headers: HeaderMap,
-    payload: Result<Json<TransferBody>, JsonRejection>,
+async fn request_transfer(
+    State(bank): State<Shared>,
+    request: Request,
+    Body(body): Body<TransferBody>,
 ) -> Result<Response, ApiError> {
-    let TransferBody {
-        from,
-        to,
-        amount: units,
-        currency: code,
-    } = body(payload)?;
     let transfer = TransferRequest {
-        from: AccountId(from),
-        to: AccountId(to),
-        amount: amount(units)?,
-        currency: currency(&code)?,
+        from: body.from,
+        to: body.to,
+        amount: amount(body.amount)?,
+        currency: currency(&body.currency)?,
     };
-    let request = request(&headers, correlation)?;
     let (id, receipt) = bank.request_transfer(&request, transfer).await?;
-    let mut response = written(
-        StatusCode::ACCEPTED,
-        json!({ "id": id, "status": "requested" }),
-        receipt,
-    );
-    if let Ok(location) = HeaderValue::from_str(&format!("/transfers/{id}")) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    let body = json!({ "id": id, "status": "requested" });
+    let location = format!("/transfers/{id}");
+    Ok(created(StatusCode::ACCEPTED, body, receipt, &location))
 }
 
 #[derive(Debug, Deserialize)]
@@ -417,12 +574,6 @@ struct ReadParams {
 }
 
 impl ReadParams {
-    fn parse(params: Result<Query<Self>, QueryRejection>) -> Result<Self, ApiError> {
-        params
-            .map(|Query(params)| params)
-            .map_err(|rejection| ApiError::bad_request("malformed_request", rejection.body_text()))
-    }
-
     fn wait(&self) -> Option<Duration> {
         self.wait_ms
             .map(|ms| Duration::from_millis(ms).min(MAX_WAIT))
@@ -450,97 +601,85 @@ impl ReadParams {
     }
 }
 
-async fn account<S: EventStore + Clone, R: ReadModels>(
-    State(bank): State<Arc<Bank<S, R>>>,
-    Path(id): Path<String>,
-    params: Result<Query<ReadParams>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let consistency = ReadParams::parse(params)?.consistency()?;
-    let view = bank.account(account_id(&id)?, consistency).await?;
-    Ok(Json(json!({
-        "id": view.id,
-        "owner": view.owner,
-        "currency": view.currency,
-        "balance": view.balance,
-        "overdraft_limit": view.overdraft_limit,
-        "closed": view.closed,
-        "version": view.version,
-        "position": view.position.to_string(),
-    }))
-    .into_response())
+async fn account(
+    State(bank): State<Shared>,
+    id: AccountId,
+    Params(params): Params<ReadParams>,
+) -> Result<Json<AccountView>, ApiError> {
+    Ok(Json(bank.account(id, params.consistency()?).await?))
 }
 
-async fn ledger<S: EventStore + Clone, R: ReadModels>(
-    State(bank): State<Arc<Bank<S, R>>>,
-    Path(id): Path<String>,
-    params: Result<Query<ReadParams>, QueryRejection>,
+async fn ledger(
+    State(bank): State<Shared>,
+    id: AccountId,
+    Params(params): Params<ReadParams>,
 ) -> Result<Response, ApiError> {
-    let consistency = ReadParams::parse(params)?.consistency()?;
-    let id = account_id(&id)?;
-    let entries = bank.ledger(id, consistency).await?;
+    let entries = bank.ledger(id, params.consistency()?).await?;
     Ok(Json(json!({ "id": id, "entries": entries })).into_response())
 }
 
-async fn transfer<S: EventStore + Clone, R: ReadModels>(
-    State(bank): State<Arc<Bank<S, R>>>,
-    Path(id): Path<String>,
-    params: Result<Query<ReadParams>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let params = ReadParams::parse(params)?;
-    let id = Uuid::parse_str(&id).map(TransferId).map_err(|_| {
-        ApiError::bad_request(
-            "malformed_request",
-            format!("{id:?} is not a transfer id (a UUID)"),
-        )
-    })?;
+async fn transfer(
+    State(bank): State<Shared>,
+    id: TransferId,
+    Params(params): Params<ReadParams>,
+) -> Result<Json<TransferView>, ApiError> {
     let (state, version) = bank.transfer(id, params.wait()).await?;
-    Ok(Json(transfer_view(id, &state, version)).into_response())
+    Ok(Json(TransferView::new(id, &state, version)))
 }
 
 /// A transfer as the API shows it.
-pub fn transfer_view(
-    id: TransferId,
-    state: &TransferState,
-    version: Option<u64>,
-) -> serde_json::Value {
-    let (request, status, reason, compensated) = match state {
-        TransferState::Unrequested => return json!({ "id": id, "status": "unknown" }),
-        TransferState::InProgress { request, next, .. } => {
-            let status = match next {
-                Step::Debit => "requested",
-                Step::Credit => "debited",
-                Step::Settle => "credited",
-                Step::Refund => "refunding",
-            };
-            (request, status, None, false)
-        }
-        TransferState::Completed(request) => (request, "completed", None, false),
-        TransferState::Failed {
-            request,
-            reason,
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TransferView {
+    /// The transfer.
+    pub id: TransferId,
+    /// What was asked; absent for a transfer never requested.
+    #[serde(flatten)]
+    pub request: Option<TransferRequest>,
+    /// Where it is: [`TransferState::status`].
+    pub status: &'static str,
+    /// Why it failed, or why it is being refunded: the refusal's message.
+    pub reason: Option<String>,
+    /// The stable code of that refusal (`insufficient_funds`, `account_closed`, …; `rejected`
+    /// for a message recorded before refusals were typed that names none of them).
+    pub reason_code: Option<&'static str>,
+    /// Whether the source was debited and then refunded.
+    pub compensated: bool,
+    /// The revision of the transfer's stream this view has reached.
+    pub version: Option<u64>,
+}
+
+impl TransferView {
+    /// Transfer `id` in `state`, at revision `version` of its stream.
+    pub fn new(id: TransferId, state: &TransferState, version: Option<u64>) -> Self {
+        let (reason, compensated) = match state {
+            TransferState::Refunding { reason, .. } => (Some(reason), false),
+            TransferState::Failed {
+                reason,
+                compensated,
+                ..
+            } => (Some(reason), *compensated),
+            _ => (None, false),
+        };
+        Self {
+            id,
+            request: state.request().copied(),
+            status: state.status(),
+            reason: reason.map(Refusal::to_string),
+            reason_code: reason.map(|reason| match reason {
+                Refusal::Account(refusal) => refusal_code(refusal).1,
+                Refusal::Described(_) => "rejected",
+            }),
             compensated,
-        } => (request, "failed", Some(reason), *compensated),
-    };
-    json!({
-        "id": id,
-        "from": request.from,
-        "to": request.to,
-        "amount": request.amount,
-        "currency": request.currency,
-        "status": status,
-        "reason": reason,
-        "compensated": compensated,
-        "version": version,
-    })
+            version,
+        }
+    }
 }
 
 /// `ok` (200) when the store answers and every projection runs; `degraded` (503) while the
 /// store does not answer or a projection recovers from a fault (both come back by
 /// themselves); `failed` (503) when a projection stopped on what retrying cannot fix (a poison
 /// event): that needs an operator.
-async fn health<S: EventStore + Clone, R: ReadModels>(
-    State(bank): State<Arc<Bank<S, R>>>,
-) -> Response {
+async fn health(State(bank): State<Shared>) -> Response {
     let statuses = bank.projections();
     let failed = statuses
         .iter()

@@ -1,140 +1,112 @@
-//! The transfer process manager: runs each requested transfer's steps against the accounts.
+//! The transfer process manager: carries each requested transfer out against the accounts.
 //!
-//! It is a projection over the requests of transfers. For each, it loads the transfer, asks
-//! [`next_step`] what comes next, sends that account command, records the outcome on the
-//! transfer, and goes on until the transfer waits for nothing; the checkpoint moves past the
-//! request only then. Delivery is at least once (a crash between two steps redelivers the
-//! batch), so every command carries an idempotency key of the transfer id and the step: a step
-//! that already happened is answered from the stream, never done twice.
+//! A transfer is a [`Process`]: its own stream ([`Transfer`]) records where it is,
+//! [`next_step`] says which account command comes next, and each account's answer — taken, or
+//! refused with its [`AccountError`] — is recorded on the transfer by the command [`record`]
+//! makes. decider-core's [`ProcessHandler`](decider_core::projection::ProcessHandler) runs it
+//! as a projection over the transfers' `Requested` events: it drives each transfer to its end
+//! before the checkpoint moves past the request. Delivery is at least once (a crash between two
+//! steps redelivers the batch), so every step carries an idempotency key of the transfer id and
+//! the step (`<transfer>/Debit`, …): a step that already happened is answered from the
+//! account's stream, never done twice.
 //!
 //! Two managers must not drive one transfer at the same time (one could record a refused debit
 //! while the other's retry of it succeeds); the application runs one per store, behind a lease
 //! where the store has them.
 
-use std::sync::Arc;
+use decider_core::{Process, ProcessStep, Refused, StreamId};
 
-use decider_core::projection::{EventHandler, HandleError};
-use decider_core::{CommandHandler, EventStore, HandlerError, Metadata, RecordedEvent, fold_from};
-use futures::{StreamExt, TryStreamExt};
-
-use crate::account::Account;
+use crate::account::{Account, AccountCommand, AccountError};
 use crate::transfer::{
-    NextStep, StepOutcome, Transfer, TransferCommand, TransferError, TransferId, TransferState,
-    next_step,
+    NextStep, Step, Transfer, TransferCommand, TransferId, TransferState, next_step, record,
 };
 
-/// How many transfers one manager drives at once.
-const CONCURRENT_TRANSFERS: usize = 32;
+/// The transfer process: what a transfer asks of the accounts, and how their answers are
+/// recorded.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TransferProcess;
 
-/// The process manager; an [`EventHandler`] for a runner over the transfers' `Requested` events.
-#[derive(Debug)]
-pub struct TransferProcess<S: EventStore> {
-    accounts: Arc<CommandHandler<Account, S>>,
-    transfers: Arc<CommandHandler<Transfer, S>>,
-}
+impl Process for TransferProcess {
+    type Own = Transfer;
+    type Target = Account;
+    type Step = Step;
 
-impl<S: EventStore> TransferProcess<S> {
-    /// A manager sending its commands through these handlers.
-    pub fn new(
-        accounts: Arc<CommandHandler<Account, S>>,
-        transfers: Arc<CommandHandler<Transfer, S>>,
-    ) -> Self {
-        Self {
-            accounts,
-            transfers,
-        }
-    }
-
-    /// Takes `transfer` through every step it waits for.
-    async fn drive(&self, transfer: TransferId, cause: &RecordedEvent) -> Result<(), Halt> {
-        let stream = transfer.stream();
-        let mut state = self.load(transfer).await?;
-        while let Some(NextStep {
+    fn next_step(
+        &self,
+        process: &StreamId,
+        state: &TransferState,
+    ) -> Option<ProcessStep<Step, AccountCommand>> {
+        let transfer = TransferId::from_stream(process)?;
+        let NextStep {
             step,
             account,
             command,
-        }) = next_step(&state, transfer)
-        {
-            let key = format!("{transfer}/{step:?}");
-            let metadata = |key: String| Metadata {
-                correlation_id: cause.metadata.correlation_id,
-                causation_id: Some(cause.id),
-                idempotency_key: Some(key),
-                ..Metadata::default()
-            };
-            let result = match self
-                .accounts
-                .handle_with(&account.stream(), command, metadata(key.clone()))
-                .await
-            {
-                Ok(_) => Ok(()),
-                Err(HandlerError::Rejected(refusal)) => Err(refusal.to_string()),
-                Err(HandlerError::Terminal { .. }) => Err("the account is closed".to_owned()),
-                Err(error) => return Err(Halt::from_handler(error)),
-            };
-            tracing::debug!(%transfer, ?step, ?result, "transfer step");
-            let record = TransferCommand::Record(StepOutcome { step, result });
-            state = match self
-                .transfers
-                .handle_with(&stream, record, metadata(format!("{key}/recorded")))
-                .await
-            {
-                Ok(outcome) if !outcome.replayed => fold_from(&Transfer, state, &outcome.events),
-                // Recorded before, or by someone else meanwhile: the stream knows where it is.
-                Ok(_) | Err(HandlerError::Rejected(TransferError::UnexpectedStep { .. })) => {
-                    self.load(transfer).await?
-                }
-                Err(HandlerError::Rejected(bug)) => return Err(Halt::Poison(bug.to_string())),
-                Err(error) => return Err(Halt::from_handler(error)),
-            };
-        }
-        Ok(())
+        } = next_step(state, transfer)?;
+        Some(ProcessStep {
+            step,
+            stream: account.stream(),
+            command,
+            key: format!("{transfer}/{}", step.name()),
+        })
     }
 
-    async fn load(&self, transfer: TransferId) -> Result<TransferState, Halt> {
-        match self.transfers.load(&transfer.stream()).await {
-            Ok(loaded) => Ok(loaded.state),
-            Err(error) => Err(Halt::from_handler(error)),
-        }
+    fn record(&self, step: Step, answer: Result<(), Refused<AccountError>>) -> TransferCommand {
+        let answer = answer.map_err(|refused| match refused {
+            Refused::Rejected(refusal) => refusal.into(),
+            Refused::Terminal => AccountError::Closed.into(),
+        });
+        record(step, answer)
     }
 }
 
-/// Why driving a transfer stopped short.
-enum Halt {
-    Retryable(String),
-    Poison(String),
-}
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
 
-impl Halt {
-    fn from_handler<E: std::fmt::Display>(error: HandlerError<E>) -> Self {
-        if error.is_retryable() {
-            Self::Retryable(error.to_string())
-        } else {
-            Self::Poison(error.to_string())
-        }
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::account::AccountId;
+    use crate::money::Amount;
+    use crate::transfer::{Refusal, TransferRequest};
+
+    const T: TransferId = TransferId(Uuid::from_u128(7));
+    const ADA: AccountId = AccountId(Uuid::from_u128(1));
+    const BOB: AccountId = AccountId(Uuid::from_u128(2));
+
+    fn requested() -> TransferState {
+        TransferState::Requested(TransferRequest {
+            from: ADA,
+            to: BOB,
+            amount: Amount::new(25).unwrap(),
+            currency: "EUR".parse().unwrap(),
+        })
     }
-}
 
-impl<S: EventStore> EventHandler for TransferProcess<S> {
-    async fn handle(&self, batch: &[RecordedEvent]) -> Result<(), HandleError> {
-        let transfers: Vec<(usize, TransferId)> = batch
-            .iter()
-            .enumerate()
-            .filter_map(|(index, event)| {
-                TransferId::from_stream(&event.stream).map(|transfer| (index, transfer))
-            })
-            .collect();
-        futures::stream::iter(transfers)
-            .map(|(index, transfer)| async move {
-                self.drive(transfer, &batch[index])
-                    .await
-                    .map_err(|halt| match halt {
-                        Halt::Retryable(reason) => HandleError::Retryable(reason),
-                        Halt::Poison(reason) => HandleError::Poison { index, reason },
-                    })
-            })
-            .buffer_unordered(CONCURRENT_TRANSFERS)
-            .try_collect()
-            .await
+    #[test]
+    fn each_step_is_keyed_by_the_transfer_and_the_step() {
+        let step = TransferProcess
+            .next_step(&T.stream(), &requested())
+            .unwrap();
+        assert_eq!(step.step, Step::Debit);
+        assert_eq!(step.stream, ADA.stream());
+        assert_eq!(step.key, format!("{T}/Debit"));
+        assert!(matches!(step.command, AccountCommand::DebitTransfer { .. }));
+        assert_eq!(
+            TransferProcess.next_step(&StreamId::new("other-1").unwrap(), &requested()),
+            None
+        );
+    }
+
+    #[test]
+    fn a_closed_account_is_recorded_as_a_closed_refusal() {
+        assert_eq!(
+            TransferProcess.record(Step::Debit, Err(Refused::Terminal)),
+            TransferCommand::RecordDebit(Err(Refusal::Account(AccountError::Closed)))
+        );
+        assert_eq!(
+            TransferProcess.record(Step::Debit, Ok(())),
+            TransferCommand::RecordDebit(Ok(()))
+        );
     }
 }

@@ -545,3 +545,79 @@ async fn an_unavailable_store_is_503_and_a_lasting_conflict_409() {
     server.shutdown().await;
     running.stop().await.unwrap();
 }
+
+/// A failed transfer tells why with the refusing account's stable code, also when an older
+/// version of the bank recorded the refusal as its message.
+#[tokio::test]
+async fn failed_transfers_answer_with_the_refusal_code() {
+    let running = support::memory_bank();
+    let bank = running.bank().clone();
+    let server = Server::start(&bank).await;
+    let ada = support::open(&server, "Ada", "EUR", None).await;
+    let usd = support::open(&server, "Uma", "USD", None).await;
+    server
+        .post(
+            &format!("/accounts/{ada}/deposits"),
+            json!({ "amount": 50 }),
+            None,
+        )
+        .await;
+
+    let failed = |body: serde_json::Value| {
+        let server = &server;
+        async move {
+            let requested = server.post("/transfers", body, None).await;
+            assert_eq!(requested.0, 202, "{requested:?}");
+            let id = requested.1["id"].as_str().unwrap().to_owned();
+            server.get(&format!("/transfers/{id}?wait_ms=10000")).await
+        }
+    };
+    let too_much =
+        failed(json!({ "from": ada, "to": usd, "amount": 500, "currency": "EUR" })).await;
+    assert_eq!(too_much.1["status"], "failed", "{too_much:?}");
+    assert_eq!(too_much.1["reason_code"], "insufficient_funds");
+    assert_eq!(too_much.1["compensated"], false);
+    let mismatch = failed(json!({ "from": ada, "to": usd, "amount": 5, "currency": "EUR" })).await;
+    assert_eq!(mismatch.1["status"], "failed", "{mismatch:?}");
+    assert_eq!(mismatch.1["reason_code"], "currency_mismatch");
+    assert_eq!(mismatch.1["compensated"], true);
+    assert!(
+        mismatch.1["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("currency mismatch: the account holds USD"),
+        "{mismatch:?}"
+    );
+
+    // A transfer as versions before typed refusals stored it.
+    let old = Uuid::new_v4();
+    let stream = StreamId::new(format!("transfer-{old}")).unwrap();
+    let requested = format!(
+        r#"{{"from":"{ada}","to":"{}","amount":5,"currency":"EUR"}}"#,
+        Uuid::new_v4()
+    );
+    let events = [
+        ("Requested", requested.as_str()),
+        ("Debited", "null"),
+        ("CreditRefused", r#"{"reason":"the account is closed"}"#),
+        ("Refunded", "null"),
+    ]
+    .map(|(kind, payload)| decider_core::EventData::json(kind, payload.to_owned()));
+    bank.store()
+        .append(
+            &stream,
+            decider_core::ExpectedVersion::NoStream,
+            events.to_vec(),
+        )
+        .await
+        .unwrap();
+    let shown = server.get(&format!("/transfers/{old}")).await;
+    assert_eq!(shown.0, 200, "{shown:?}");
+    assert_eq!(shown.1["status"], "failed");
+    assert_eq!(shown.1["reason"], "the account is closed");
+    assert_eq!(shown.1["reason_code"], "account_closed");
+    assert_eq!(shown.1["compensated"], true);
+
+    server.shutdown().await;
+    running.stop().await.unwrap();
+}

@@ -48,8 +48,8 @@ impl EventHandler for MemoryReadModels {
     async fn handle(&self, batch: &[RecordedEvent]) -> Result<(), HandleError> {
         let events = account_events(batch)?;
         let mut models = self.write();
-        for (id, recorded, event) in &events {
-            if let Some((view, entry)) = apply(models.accounts.get(id), recorded, event) {
+        for (id, event) in &events {
+            if let Some((view, entry)) = apply(models.accounts.get(id), event) {
                 models.accounts.insert(*id, view);
                 if let Some(entry) = entry {
                     models.ledgers.entry(*id).or_default().push(entry);

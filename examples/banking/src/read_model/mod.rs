@@ -1,8 +1,8 @@
 //! The read side: each account's balance and its ledger, built from account events by a
 //! projection runner.
 //!
-//! [`apply`] is the whole logic, pure and shared: an account's view and an event in, the next
-//! view and the ledger line out. [`memory`] keeps the views in process; [`sqlite`] and
+//! [`AccountSummary`] is the whole logic, a pure [`View`] shared by every store: an account's
+//! view and an event in, the next view out; [`apply`] adds the ledger line the event makes. [`memory`] keeps the views in process; [`sqlite`] and
 //! [`postgres`] keep them in tables written in the same transaction as the projection's
 //! checkpoint (exactly once).
 //! Both skip an event at or below the revision a view has reached, so a batch delivered twice
@@ -16,8 +16,8 @@ use std::future::Future;
 use std::time::UNIX_EPOCH;
 
 use decider_core::projection::HandleError;
-use decider_core::{Codec, JsonCodec, Position, RecordedEvent, StoreError};
-use serde::Serialize;
+use decider_core::{JsonCodec, Position, Recorded, RecordedEvent, StoreError, View};
+use serde::{Serialize, Serializer};
 
 use crate::account::{AccountEvent, AccountId};
 use crate::transfer::TransferId;
@@ -42,8 +42,13 @@ pub struct AccountView {
     pub closed: bool,
     /// The revision of the account's stream this view has reached.
     pub version: u64,
-    /// The global position of that event.
+    /// The global position of that event, shown as a write's answer shows it (`"3/3"`).
+    #[serde(serialize_with = "as_text")]
     pub position: Position,
+}
+
+fn as_text<S: Serializer>(position: &Position, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(position)
 }
 
 /// What kind of movement a ledger line is.
@@ -107,111 +112,158 @@ pub struct LedgerEntry {
     pub recorded_at_ms: u64,
 }
 
-/// Applies one account event to the account's view (`None` before its first event). Returns
-/// `None` for an event the view has already seen (a redelivery); otherwise the next view and,
-/// when money moved, the ledger line.
+/// An account's view, folded from its events: a [`View`] of [`Recorded`] account events.
+///
+/// An event at or below the revision the view has reached changes nothing, so a batch
+/// delivered twice leaves the view as it was.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AccountSummary;
+
+impl View for AccountSummary {
+    type Event = Recorded<AccountEvent>;
+    type State = Option<AccountView>;
+
+    fn initial_state(&self) -> Option<AccountView> {
+        None
+    }
+
+    fn evolve(
+        &self,
+        view: Option<AccountView>,
+        recorded: &Recorded<AccountEvent>,
+    ) -> Option<AccountView> {
+        let mut view = match (view, &recorded.event) {
+            (Some(view), _) if recorded.revision <= view.version => return Some(view),
+            (Some(view), _) => view,
+            (
+                None,
+                AccountEvent::Opened {
+                    owner,
+                    currency,
+                    overdraft_limit,
+                },
+            ) => AccountView {
+                id: AccountId::from_stream(&recorded.stream)?,
+                owner: owner.clone(),
+                currency: currency.to_string(),
+                overdraft_limit: overdraft_limit.map_or(0, |limit| limit.minor_units()),
+                balance: 0,
+                closed: false,
+                version: recorded.revision,
+                position: recorded.position,
+            },
+            // An account's first event is always its opening.
+            (None, _) => return None,
+        };
+        view.version = recorded.revision;
+        view.position = recorded.position;
+        if let Some(movement) = Movement::of(&recorded.event) {
+            // The decider checked every balance before the event was written.
+            view.balance = view.balance.saturating_add(movement.amount);
+        }
+        if recorded.event == AccountEvent::Closed {
+            view.closed = true;
+        }
+        Some(view)
+    }
+}
+
+/// The money an account event moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Movement {
+    kind: MovementKind,
+    /// Signed: positive in, negative out (minor units).
+    amount: i64,
+    transfer: Option<TransferId>,
+    counterparty: Option<AccountId>,
+}
+
+impl Movement {
+    /// What `event` moves; `None` when it moves no money.
+    fn of(event: &AccountEvent) -> Option<Self> {
+        use AccountEvent as E;
+        let (kind, amount, transfer, counterparty) = match *event {
+            E::Deposited { amount } => (MovementKind::Deposit, amount.minor_units(), None, None),
+            E::Withdrawn { amount } => {
+                (MovementKind::Withdrawal, -amount.minor_units(), None, None)
+            }
+            E::TransferDebited {
+                transfer,
+                amount,
+                to,
+            } => (
+                MovementKind::TransferOut,
+                -amount.minor_units(),
+                Some(transfer),
+                Some(to),
+            ),
+            E::TransferCredited {
+                transfer,
+                amount,
+                from,
+            } => (
+                MovementKind::TransferIn,
+                amount.minor_units(),
+                Some(transfer),
+                Some(from),
+            ),
+            E::TransferRefunded { transfer, amount } => (
+                MovementKind::TransferRefund,
+                amount.minor_units(),
+                Some(transfer),
+                None,
+            ),
+            E::Opened { .. } | E::TransferSettled { .. } | E::Closed => return None,
+        };
+        Some(Self {
+            kind,
+            amount,
+            transfer,
+            counterparty,
+        })
+    }
+}
+
+/// Applies one account event to the account's view (`None` before its first event), through
+/// [`AccountSummary`]. Returns `None` for an event the view has already seen (a redelivery) or
+/// cannot take; otherwise the next view and, when money moved, the ledger line.
 pub fn apply(
     view: Option<&AccountView>,
-    recorded: &RecordedEvent,
-    event: &AccountEvent,
+    recorded: &Recorded<AccountEvent>,
 ) -> Option<(AccountView, Option<LedgerEntry>)> {
-    use AccountEvent as E;
     if view.is_some_and(|view| recorded.revision <= view.version) {
         return None;
     }
-    let id = AccountId::from_stream(&recorded.stream)?;
-    let mut next = match (view, event) {
-        (
-            None,
-            E::Opened {
-                owner,
-                currency,
-                overdraft_limit,
-            },
-        ) => AccountView {
-            id,
-            owner: owner.clone(),
-            currency: currency.to_string(),
-            overdraft_limit: overdraft_limit.map_or(0, |limit| limit.minor_units()),
-            balance: 0,
-            closed: false,
-            version: recorded.revision,
-            position: recorded.position,
-        },
-        (Some(view), _) => view.clone(),
-        // An account's first event is always its opening.
-        (None, _) => return None,
-    };
-    next.version = recorded.revision;
-    next.position = recorded.position;
-    let (kind, amount, transfer, counterparty) = match *event {
-        E::Deposited { amount } => (MovementKind::Deposit, amount.minor_units(), None, None),
-        E::Withdrawn { amount } => (MovementKind::Withdrawal, -amount.minor_units(), None, None),
-        E::TransferDebited {
-            transfer,
-            amount,
-            to,
-        } => (
-            MovementKind::TransferOut,
-            -amount.minor_units(),
-            Some(transfer),
-            Some(to),
-        ),
-        E::TransferCredited {
-            transfer,
-            amount,
-            from,
-        } => (
-            MovementKind::TransferIn,
-            amount.minor_units(),
-            Some(transfer),
-            Some(from),
-        ),
-        E::TransferRefunded { transfer, amount } => (
-            MovementKind::TransferRefund,
-            amount.minor_units(),
-            Some(transfer),
-            None,
-        ),
-        E::Closed => {
-            next.closed = true;
-            return Some((next, None));
-        }
-        E::Opened { .. } | E::TransferSettled { .. } => return Some((next, None)),
-    };
-    // The decider checked every balance before the event was written.
-    next.balance = next.balance.saturating_add(amount);
-    let entry = LedgerEntry {
+    let next = AccountSummary.evolve(view.cloned(), recorded)?;
+    let entry = Movement::of(&recorded.event).map(|movement| LedgerEntry {
         revision: recorded.revision,
-        kind,
-        amount,
+        kind: movement.kind,
+        amount: movement.amount,
         balance: next.balance,
-        transfer,
-        counterparty,
+        transfer: movement.transfer,
+        counterparty: movement.counterparty,
         recorded_at_ms: recorded
             .recorded_at
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_millis() as u64),
-    };
-    Some((next, Some(entry)))
+    });
+    Some((next, entry))
 }
 
 /// The events of `batch` that belong to an account, decoded, each with its account: what every
 /// read model applies. An event that does not decode is poison, named by its index in the batch.
 pub fn account_events(
     batch: &[RecordedEvent],
-) -> Result<Vec<(AccountId, &RecordedEvent, AccountEvent)>, HandleError> {
+) -> Result<Vec<(AccountId, Recorded<AccountEvent>)>, HandleError> {
     let codec = JsonCodec::<AccountEvent>::new();
     let mut events = Vec::with_capacity(batch.len());
     for (index, recorded) in batch.iter().enumerate() {
-        let event = codec
-            .decode(recorded)
-            .map_err(|error| HandleError::Poison {
-                index,
-                reason: error.to_string(),
-            })?;
+        let event = Recorded::decode(&codec, recorded).map_err(|error| HandleError::Poison {
+            index,
+            reason: error.to_string(),
+        })?;
         if let Some(id) = AccountId::from_stream(&recorded.stream) {
-            events.push((id, recorded, event));
+            events.push((id, event));
         }
     }
     Ok(events)
@@ -233,4 +285,148 @@ pub trait ReadModels: Send + Sync + 'static {
 
     /// The position of the last account event the read models hold.
     fn position(&self) -> impl Future<Output = Result<Option<Position>, StoreError>> + Send;
+}
+
+#[cfg(test)]
+mod specs {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::{Duration, SystemTime};
+
+    use decider_core::testing::view_spec;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::money::Amount;
+
+    const ADA: AccountId = AccountId(Uuid::from_u128(1));
+    const BOB: AccountId = AccountId(Uuid::from_u128(2));
+    const T: TransferId = TransferId(Uuid::from_u128(3));
+
+    fn at(revision: u64, event: AccountEvent) -> Recorded<AccountEvent> {
+        Recorded {
+            event,
+            stream: ADA.stream(),
+            revision,
+            position: Position::new(10 + revision, 10 + revision),
+            recorded_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_000 + revision),
+        }
+    }
+
+    fn opened() -> Recorded<AccountEvent> {
+        at(
+            0,
+            AccountEvent::Opened {
+                owner: "Ada".into(),
+                currency: "EUR".parse().unwrap(),
+                overdraft_limit: Amount::new(20).ok(),
+            },
+        )
+    }
+
+    fn deposited(revision: u64, units: u64) -> Recorded<AccountEvent> {
+        at(
+            revision,
+            AccountEvent::Deposited {
+                amount: Amount::new(units).unwrap(),
+            },
+        )
+    }
+
+    fn view(balance: i64, version: u64, closed: bool) -> AccountView {
+        AccountView {
+            id: ADA,
+            owner: "Ada".into(),
+            currency: "EUR".into(),
+            overdraft_limit: 20,
+            balance,
+            closed,
+            version,
+            position: Position::new(10 + version, 10 + version),
+        }
+    }
+
+    #[test]
+    fn a_view_starts_at_the_opening_and_follows_the_money() {
+        view_spec(AccountSummary).given([]).then_state(None);
+        view_spec(AccountSummary)
+            .given([
+                opened(),
+                deposited(1, 30),
+                at(
+                    2,
+                    AccountEvent::TransferDebited {
+                        transfer: T,
+                        amount: Amount::new(45).unwrap(),
+                        to: BOB,
+                    },
+                ),
+                at(3, AccountEvent::TransferSettled { transfer: T }),
+            ])
+            .then_state(Some(view(-15, 3, false)));
+    }
+
+    #[test]
+    fn an_event_seen_before_changes_nothing() {
+        view_spec(AccountSummary)
+            .given([opened(), deposited(1, 30), deposited(1, 30)])
+            .then_state(Some(view(30, 1, false)));
+        let seen = view(30, 1, false);
+        assert_eq!(apply(Some(&seen), &deposited(1, 30)), None);
+    }
+
+    #[test]
+    fn no_view_before_the_opening() {
+        view_spec(AccountSummary)
+            .given([deposited(1, 30)])
+            .then_state(None);
+    }
+
+    #[test]
+    fn a_closing_closes_the_view_and_moves_no_money() {
+        view_spec(AccountSummary)
+            .given([opened(), at(1, AccountEvent::Closed)])
+            .then_state(Some(view(0, 1, true)));
+        let (_, entry) = apply(Some(&view(0, 0, false)), &at(1, AccountEvent::Closed)).unwrap();
+        assert_eq!(entry, None);
+    }
+
+    #[test]
+    fn money_moved_makes_a_ledger_line_with_the_balance_after() {
+        let (next, entry) = apply(Some(&view(30, 1, false)), &deposited(2, 12)).unwrap();
+        assert_eq!(next, view(42, 2, false));
+        assert_eq!(
+            entry,
+            Some(LedgerEntry {
+                revision: 2,
+                kind: MovementKind::Deposit,
+                amount: 12,
+                balance: 42,
+                transfer: None,
+                counterparty: None,
+                recorded_at_ms: 1_002,
+            })
+        );
+        let credited = at(
+            2,
+            AccountEvent::TransferCredited {
+                transfer: T,
+                amount: Amount::new(5).unwrap(),
+                from: BOB,
+            },
+        );
+        let (_, entry) = apply(Some(&view(30, 1, false)), &credited).unwrap();
+        let entry = entry.unwrap();
+        assert_eq!(
+            (entry.kind, entry.amount, entry.transfer, entry.counterparty),
+            (MovementKind::TransferIn, 5, Some(T), Some(BOB))
+        );
+    }
+
+    #[test]
+    fn the_view_shows_its_position_as_a_write_answers_it() {
+        let json = serde_json::to_value(view(1, 3, false)).unwrap();
+        assert_eq!(json["position"], "13/13");
+        assert_eq!(json["balance"], 1);
+    }
 }

@@ -158,8 +158,8 @@ impl TransactionalHandler for PgReadModels {
             .map_err(|error| handle_error(&error))?;
         let mut changed = HashSet::new();
         let mut ledger = Ledger::default();
-        for (id, recorded, event) in &decoded {
-            if let Some((view, entry)) = apply(views.get(id), recorded, event) {
+        for (id, event) in &decoded {
+            if let Some((view, entry)) = apply(views.get(id), event) {
                 views.insert(*id, view);
                 changed.insert(*id);
                 if let Some(entry) = entry {

@@ -112,12 +112,12 @@ impl SqliteTransactionalHandler for SqliteReadModels {
         let mut insert_ledger = transaction
             .prepare_cached(sql::INSERT_LEDGER)
             .map_err(fail)?;
-        for (id, recorded, event) in account_events(batch)? {
+        for (id, event) in account_events(batch)? {
             if let Entry::Vacant(unread) = views.entry(id) {
                 unread.insert(account_view(transaction, id).map_err(fail)?);
             }
             let view = views.get(&id).and_then(Option::as_ref);
-            let Some((next, entry)) = apply(view, recorded, &event) else {
+            let Some((next, entry)) = apply(view, &event) else {
                 continue;
             };
             if let Some(entry) = entry {
