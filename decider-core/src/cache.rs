@@ -40,8 +40,8 @@ use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::event::StreamId;
-use crate::handler::Loaded;
+use crate::loaded::Loaded;
+use crate::stream::StreamId;
 
 /// Caches of at least this many entries are split into [`SHARDS`] shards; smaller ones have one,
 /// so that a small bound is exact and every entry competes with every other for its place.

@@ -42,8 +42,9 @@ use serde_json::Value;
 
 use uuid::Uuid;
 
-use crate::event::{ContentType, EventData, RecordedEvent, StreamId};
+use crate::event::{ContentType, EventData, RecordedEvent};
 use crate::metadata::Metadata;
+use crate::stream::StreamId;
 
 /// An event encoded for storage, before it gets an id and metadata.
 #[derive(Debug, Clone, PartialEq)]
@@ -366,7 +367,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::event::Position;
+    use crate::position::Position;
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     enum Event {

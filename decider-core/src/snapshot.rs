@@ -51,8 +51,8 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::event::StreamId;
 use crate::store::StoreError;
+use crate::stream::StreamId;
 
 /// The saved state of one stream.
 #[derive(Debug, Clone, PartialEq, Eq)]

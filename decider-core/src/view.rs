@@ -13,7 +13,7 @@
 //!     fn initial_state(&self) -> usize { 0 }
 //!     fn evolve(&self, count: usize, _: &u64) -> usize { count + 1 }
 //! }
-//! assert_eq!(decider_core::view::fold_view(&DepositCount, &[5, 7]), 2);
+//! assert_eq!(decider_core::fold_view(&DepositCount, &[5, 7]), 2);
 //! ```
 
 /// A read-side fold.

@@ -43,7 +43,7 @@ pub(crate) fn from_resolved(
 ) -> Result<RecordedEvent, StoreError> {
     let event = resolved.get_original_event();
     let stream = StreamId::new(event.stream_id()).map_err(|error| {
-        StoreError::Backend(format!(
+        StoreError::backend(format!(
             "EventStoreDB returned an event of an invalid stream id: {error}"
         ))
     })?;

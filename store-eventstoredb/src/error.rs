@@ -12,19 +12,19 @@ use tonic::Code;
 /// Maps a client error of an operation on `stream` (`None`: on `$all`).
 pub(crate) fn from_client(error: Error, stream: Option<&StreamId>) -> StoreError {
     match error {
-        Error::ServerError(message) => StoreError::Unavailable(format!(
+        Error::ServerError(message) => StoreError::unavailable(format!(
             "EventStoreDB server error or lost connection: {message}"
         )),
         Error::ConnectionClosed => {
-            StoreError::Unavailable("the EventStoreDB client's connection is closed".to_owned())
+            StoreError::unavailable("the EventStoreDB client's connection is closed")
         }
         Error::GrpcConnectionError(error) => {
-            StoreError::Unavailable(format!("cannot connect to EventStoreDB: {error}"))
+            StoreError::unavailable(format!("cannot connect to EventStoreDB: {error}"))
         }
         Error::DeadlineExceeded => {
-            StoreError::Unavailable("EventStoreDB did not answer before the deadline".to_owned())
+            StoreError::unavailable("EventStoreDB did not answer before the deadline")
         }
-        Error::NotLeaderException(leader) => StoreError::Unavailable(format!(
+        Error::NotLeaderException(leader) => StoreError::unavailable(format!(
             "the EventStoreDB node is not the leader; the leader is {}:{}",
             leader.host, leader.port
         )),
@@ -32,10 +32,10 @@ pub(crate) fn from_client(error: Error, stream: Option<&StreamId>) -> StoreError
             Some(stream) => StoreError::StreamDeleted {
                 stream: stream.clone(),
             },
-            None => StoreError::Backend("EventStoreDB: a stream was deleted".to_owned()),
+            None => StoreError::backend("EventStoreDB: a stream was deleted"),
         },
-        Error::AccessDenied => StoreError::Backend(
-            "EventStoreDB denied access: check the credentials in the connection string".to_owned(),
+        Error::AccessDenied => StoreError::backend(
+            "EventStoreDB denied access: check the credentials in the connection string",
         ),
         Error::Grpc { code, message } => match code {
             Code::InvalidArgument | Code::OutOfRange => {
@@ -46,11 +46,11 @@ pub(crate) fn from_client(error: Error, stream: Option<&StreamId>) -> StoreError
             | Code::Aborted
             | Code::ResourceExhausted
             | Code::DeadlineExceeded => {
-                StoreError::Unavailable(format!("EventStoreDB: {message} ({code:?})"))
+                StoreError::unavailable(format!("EventStoreDB: {message} ({code:?})"))
             }
-            _ => StoreError::Backend(format!("EventStoreDB: {message} ({code:?})")),
+            _ => StoreError::backend(format!("EventStoreDB: {message} ({code:?})")),
         },
-        other => StoreError::Backend(format!("EventStoreDB client: {other}")),
+        other => StoreError::backend(format!("EventStoreDB client: {other}")),
     }
 }
 

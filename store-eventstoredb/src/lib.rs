@@ -211,7 +211,7 @@ impl EventStoreDbStore {
 
 fn new_client(settings: &ClientSettings) -> Result<Client, StoreError> {
     Client::new(settings.clone()).map_err(|error| {
-        StoreError::Backend(format!("cannot build the EventStoreDB client: {error}"))
+        StoreError::backend(format!("cannot build the EventStoreDB client: {error}"))
     })
 }
 
@@ -607,7 +607,7 @@ impl EventStore for EventStoreDbStore {
             match at.next().await {
                 Some(event) => event?.position,
                 None => {
-                    return Err(StoreError::Backend(format!(
+                    return Err(StoreError::backend(format!(
                         "EventStoreDB reported {stream} revision {last} as written, but it cannot be read"
                     )));
                 }

@@ -4,7 +4,7 @@
 #![allow(clippy::print_stdout)]
 
 use decider_core::{
-    CommandHandler, Decider, Direction, EventFilter, EventStore, HandlerError, Metadata,
+    CommandError, CommandHandler, Decider, Direction, EventFilter, EventStore, Metadata,
     StreamFrom, StreamId,
 };
 use decider_store_memory::MemoryStore;
@@ -113,7 +113,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .handle(&ada, Command::Withdraw { amount: 50_000 })
         .await
     {
-        Err(HandlerError::Rejected(refusal)) => println!("withdraw 500.00 refused: {refusal}"),
+        Err(CommandError::Rejected(refusal)) => println!("withdraw 500.00 refused: {refusal}"),
         other => println!("unexpected: {other:?}"),
     }
 

@@ -15,16 +15,16 @@ use crate::tls::CertificateRefused;
 pub fn from_pg(error: &tokio_postgres::Error) -> StoreError {
     let Some(code) = error.code() else {
         if let Some(refusal) = certificate_refusal(error) {
-            return StoreError::Backend(format!("PostgreSQL connection: {refusal}"));
+            return StoreError::backend(format!("PostgreSQL connection: {refusal}"));
         }
         // No SQLSTATE: the connection closed or its socket failed, or a value did not convert.
         let io = error
             .source()
             .is_some_and(|source| source.is::<std::io::Error>());
         return if error.is_closed() || io {
-            StoreError::Unavailable(format!("PostgreSQL connection failed or lost: {error}"))
+            StoreError::unavailable(format!("PostgreSQL connection failed or lost: {error}"))
         } else {
-            StoreError::Backend(format!("PostgreSQL client error: {error}"))
+            StoreError::backend(format!("PostgreSQL client error: {error}"))
         };
     };
     let message = error
@@ -43,7 +43,7 @@ pub fn from_pg(error: &tokio_postgres::Error) -> StoreError {
         ]
         .contains(code)
     {
-        return StoreError::Unavailable(format!("PostgreSQL: {message} ({})", code.code()));
+        return StoreError::unavailable(format!("PostgreSQL: {message} ({})", code.code()));
     }
     if class == "22"
         || *code == SqlState::UNIQUE_VIOLATION
@@ -61,12 +61,12 @@ pub fn from_pg(error: &tokio_postgres::Error) -> StoreError {
     ]
     .contains(code)
     {
-        return StoreError::Backend(format!(
+        return StoreError::backend(format!(
             "PostgreSQL: {message} ({}); has `PostgresStore::migrate` run for this schema?",
             code.code()
         ));
     }
-    StoreError::Backend(format!("PostgreSQL: {message} ({})", code.code()))
+    StoreError::backend(format!("PostgreSQL: {message} ({})", code.code()))
 }
 
 /// Why the TLS handshake refused the server's certificate, if that is what `error` is: the same
@@ -100,10 +100,10 @@ fn certificate_refusal(error: &tokio_postgres::Error) -> Option<String> {
 pub fn from_pool(error: PoolError) -> StoreError {
     match error {
         PoolError::Backend(error) => from_pg(&error),
-        PoolError::Timeout(kind) => StoreError::Unavailable(format!(
+        PoolError::Timeout(kind) => StoreError::unavailable(format!(
             "timed out getting a PostgreSQL connection from the pool ({kind:?})"
         )),
-        PoolError::Closed => StoreError::Unavailable("the connection pool is closed".to_owned()),
-        other => StoreError::Backend(format!("connection pool: {other}")),
+        PoolError::Closed => StoreError::unavailable("the connection pool is closed"),
+        other => StoreError::backend(format!("connection pool: {other}")),
     }
 }

@@ -482,7 +482,7 @@ impl EventStore for PostgresStore {
                         .iter()
                         .map(|row| (row.get::<_, i64>(0), row.get::<_, i64>(1)))
                         .max()
-                        .ok_or_else(|| StoreError::Backend("append returned no row".to_owned()))?;
+                        .ok_or_else(|| StoreError::backend("append returned no row"))?;
                     self.shared
                         .live
                         .appended(&self.shared.pool, stream.as_str());
@@ -523,7 +523,7 @@ impl EventStore for PostgresStore {
                     tokio::time::sleep(pause).await;
                 }
                 Err(error) if is_unique_violation(&error) => {
-                    return Err(StoreError::Unavailable(format!(
+                    return Err(StoreError::unavailable(format!(
                         "append to {stream}: other appends took the next revision                          {FUNCTION_ATTEMPTS} times in a row; nothing was written, try again"
                     )));
                 }
@@ -532,7 +532,7 @@ impl EventStore for PostgresStore {
         };
         let row = rows
             .first()
-            .ok_or_else(|| StoreError::Backend("append returned no row".to_owned()))?;
+            .ok_or_else(|| StoreError::backend("append returned no row"))?;
         let outcome: &str = row.get(0);
         let next_revision: Option<i64> = row.get(1);
         let position = || -> Result<Position, StoreError> {
@@ -540,8 +540,8 @@ impl EventStore for PostgresStore {
             let global: Option<i64> = row.get(3);
             match (transaction, global) {
                 (Some(t), Some(g)) => Ok(Position::new(t as u64, g as u64)),
-                _ => Err(StoreError::Backend(
-                    "append returned no position".to_owned(),
+                _ => Err(StoreError::backend(
+                    "append returned no position",
                 )),
             }
         };
@@ -570,7 +570,7 @@ impl EventStore for PostgresStore {
                 "append to {stream} reuses event ids of an earlier append but is not that \
                  append repeated (event ids must be unique)"
             ))),
-            (other, _) => Err(StoreError::Backend(format!(
+            (other, _) => Err(StoreError::backend(format!(
                 "append returned the unknown outcome {other:?}"
             ))),
         }

@@ -6,8 +6,8 @@ use std::future::Future;
 use std::time::SystemTime;
 
 use decider_core::projection::{
-    CheckpointError, CheckpointStore, DeadLetter, DeadLetterStore, HandleError, Lease, LeaseGuard,
-    Sink,
+    CheckpointError, CheckpointStore, DeadLetter, DeadLetterStore, Lease, LeaseGuard, Sink,
+    SinkError,
 };
 use decider_core::{Position, RecordedEvent, StoreError, StreamId};
 use tokio::sync::watch;
@@ -20,9 +20,9 @@ use crate::error::{from_pg, from_pool};
 use crate::sql;
 
 /// Maps a driver error met inside a projection handler: lost connections and the like are
-/// retried, anything else stops the projection. Return [`HandleError::Poison`] yourself for an
+/// retried, anything else stops the projection. Return [`SinkError::Poison`] yourself for an
 /// event that can never be handled.
-pub fn handle_error(error: &tokio_postgres::Error) -> HandleError {
+pub fn handle_error(error: &tokio_postgres::Error) -> SinkError {
     from_pg(error).into()
 }
 
@@ -264,7 +264,7 @@ impl DeadLetterStore for PgDeadLetters {
                     projection: projection.to_owned(),
                     event_id: row.get(0),
                     stream: StreamId::new(stream)
-                        .map_err(|e| StoreError::Backend(format!("stored stream id: {e}")))?,
+                        .map_err(|e| StoreError::backend(format!("stored stream id: {e}")))?,
                     revision: row.get::<_, i64>(2) as u64,
                     position: position(row.get(3), row.get(4)),
                     reason: row.get(5),
@@ -336,13 +336,13 @@ pub trait TransactionalHandler: Send + Sync + 'static {
         &self,
         transaction: &tokio_postgres::Transaction<'_>,
         batch: &[RecordedEvent],
-    ) -> impl Future<Output = Result<(), HandleError>> + Send;
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// Empties the read model inside `transaction`, for a rebuild. The default does nothing.
     fn reset(
         &self,
         _transaction: &tokio_postgres::Transaction<'_>,
-    ) -> impl Future<Output = Result<(), HandleError>> + Send {
+    ) -> impl Future<Output = Result<(), SinkError>> + Send {
         async { Ok(()) }
     }
 }
@@ -353,14 +353,14 @@ impl<T: TransactionalHandler> TransactionalHandler for std::sync::Arc<T> {
         &self,
         transaction: &tokio_postgres::Transaction<'_>,
         batch: &[RecordedEvent],
-    ) -> impl Future<Output = Result<(), HandleError>> + Send {
+    ) -> impl Future<Output = Result<(), SinkError>> + Send {
         (**self).handle(transaction, batch)
     }
 
     fn reset(
         &self,
         transaction: &tokio_postgres::Transaction<'_>,
-    ) -> impl Future<Output = Result<(), HandleError>> + Send {
+    ) -> impl Future<Output = Result<(), SinkError>> + Send {
         (**self).reset(transaction)
     }
 }
@@ -387,7 +387,7 @@ impl<H> PgTransactionalSink<H> {
 }
 
 impl<H: TransactionalHandler> Sink for PgTransactionalSink<H> {
-    async fn checkpoint(&self, projection: &str) -> Result<Option<Position>, HandleError> {
+    async fn checkpoint(&self, projection: &str) -> Result<Option<Position>, SinkError> {
         Ok(self.store.checkpoints().load(projection).await?)
     }
 
@@ -396,7 +396,7 @@ impl<H: TransactionalHandler> Sink for PgTransactionalSink<H> {
         projection: &str,
         batch: &[RecordedEvent],
         previous: Option<Position>,
-    ) -> Result<(), HandleError> {
+    ) -> Result<(), SinkError> {
         let Some(last) = batch.last() else {
             return Ok(());
         };
@@ -422,7 +422,7 @@ impl<H: TransactionalHandler> Sink for PgTransactionalSink<H> {
         event: &RecordedEvent,
         reason: &str,
         previous: Option<Position>,
-    ) -> Result<(), HandleError> {
+    ) -> Result<(), SinkError> {
         let queries = self.store.projection_queries();
         let mut client = self.store.shared.pool.get().await.map_err(from_pool)?;
         let transaction = client.transaction().await.map_err(|e| handle_error(&e))?;
@@ -436,11 +436,11 @@ impl<H: TransactionalHandler> Sink for PgTransactionalSink<H> {
         transaction.commit().await.map_err(|e| handle_error(&e))
     }
 
-    async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>, HandleError> {
+    async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>, SinkError> {
         Ok(self.store.dead_letters().list(projection).await?)
     }
 
-    async fn redrive(&self, projection: &str, event: &RecordedEvent) -> Result<(), HandleError> {
+    async fn redrive(&self, projection: &str, event: &RecordedEvent) -> Result<(), SinkError> {
         let queries = self.store.projection_queries();
         let mut client = self.store.shared.pool.get().await.map_err(from_pool)?;
         let transaction = client.transaction().await.map_err(|e| handle_error(&e))?;
@@ -456,7 +456,7 @@ impl<H: TransactionalHandler> Sink for PgTransactionalSink<H> {
         transaction.commit().await.map_err(|e| handle_error(&e))
     }
 
-    async fn reset(&self, projection: &str) -> Result<(), HandleError> {
+    async fn reset(&self, projection: &str) -> Result<(), SinkError> {
         let queries = self.store.projection_queries();
         let mut client = self.store.shared.pool.get().await.map_err(from_pool)?;
         let transaction = client.transaction().await.map_err(|e| handle_error(&e))?;

@@ -126,7 +126,7 @@ fn position_params(after: Option<Position>) -> (i64, i64) {
 }
 
 fn row_to_event(row: &Row) -> Result<RecordedEvent, StoreError> {
-    let convert = |e: tokio_postgres::Error| StoreError::Backend(format!("unexpected row: {e}"));
+    let convert = |e: tokio_postgres::Error| StoreError::backend(format!("unexpected row: {e}"));
     let stream: &str = row.try_get(0).map_err(convert)?;
     let revision: i64 = row.try_get(1).map_err(convert)?;
     let transaction: i64 = row.try_get(2).map_err(convert)?;
@@ -135,9 +135,9 @@ fn row_to_event(row: &Row) -> Result<RecordedEvent, StoreError> {
     let binary: Option<&[u8]> = row.try_get(7).map_err(convert)?;
     let metadata: ReceivedJson = row.try_get(8).map_err(convert)?;
     let stream = StreamId::new(stream)
-        .map_err(|e| StoreError::Backend(format!("stored stream id is invalid: {e}")))?;
+        .map_err(|e| StoreError::backend(format!("stored stream id is invalid: {e}")))?;
     let metadata: Metadata = serde_json::from_slice(&metadata.0).map_err(|e| {
-        StoreError::Backend(format!(
+        StoreError::backend(format!(
             "metadata of {stream} revision {revision} does not decode: {e}"
         ))
     })?;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use decider_core::{
-    CommandHandler, Decider, Direction, EventStore, HandlerError, Metadata, RetryPolicy, Snapshot,
+    CommandError, CommandHandler, Decider, Direction, EventStore, Metadata, RetryPolicy, Snapshot,
     SnapshotPolicy, SnapshotStore, StreamFrom, StreamId,
 };
 use decider_store_postgres::PostgresStore;
@@ -220,7 +220,7 @@ async fn a_snapshot_of_an_old_state_version_is_ignored() {
     assert_eq!(v2.load(&s).await.unwrap().state, 20);
     let error = v2.handle(&s, Command::Take(500)).await.unwrap_err();
     assert!(
-        matches!(error, HandlerError::Rejected(Insufficient { total: 20 })),
+        matches!(error, CommandError::Rejected(Insufficient { total: 20 })),
         "{error:?}"
     );
     drop_store(store).await;

@@ -32,7 +32,7 @@ fn stream() -> StreamId {
 async fn a_database_that_does_not_answer_is_unavailable() {
     let refused = PostgresStore::connect("postgres://postgres@127.0.0.1:1/test").await;
     assert!(
-        matches!(refused, Err(StoreError::Unavailable(_))),
+        matches!(refused, Err(StoreError::Unavailable { .. })),
         "{refused:?}"
     );
     let malformed = PostgresStore::connect("not a url").await;
@@ -156,7 +156,7 @@ async fn a_backend_terminated_mid_append_on_every_attempt_writes_nothing_and_the
         .unwrap()
         .unwrap();
     assert!(
-        matches!(result, Err(StoreError::Unavailable(_))),
+        matches!(result, Err(StoreError::Unavailable { .. })),
         "{result:?}"
     );
     other.batch_execute("ROLLBACK").await.unwrap();
@@ -192,7 +192,7 @@ async fn a_pool_with_no_free_connection_times_out_as_unavailable() {
         )
         .await;
     assert!(
-        matches!(result, Err(StoreError::Unavailable(_))),
+        matches!(result, Err(StoreError::Unavailable { .. })),
         "{result:?}"
     );
     drop(busy);
@@ -347,7 +347,9 @@ async fn a_store_whose_schema_was_never_migrated_says_so() {
         )
         .await;
     match result {
-        Err(StoreError::Backend(message)) => assert!(message.contains("migrate"), "{message}"),
+        Err(StoreError::Backend { message, .. }) => {
+            assert!(message.contains("migrate"), "{message}")
+        }
         other => panic!("{other:?}"),
     }
 }

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use decider_core::projection::{
-    CheckpointedSink, HandleError, Lease, Projection, ProjectionError, ProjectionRunner,
-    RunnerOptions, RunnerState, SagaHandler, Sink, StatusHandle,
+    CheckpointedSink, Lease, Projection, ProjectionError, ProjectionRunner, RunnerOptions,
+    RunnerState, SagaHandler, Sink, SinkError, StatusHandle,
 };
 use decider_core::{
     CommandHandler, Decider, EventFilter, EventStore, JsonCodec, Metadata, RecordedEvent, Saga,
@@ -122,7 +122,7 @@ impl TransactionalHandler for Counter {
         &self,
         transaction: &tokio_postgres::Transaction<'_>,
         batch: &[RecordedEvent],
-    ) -> Result<(), HandleError> {
+    ) -> Result<(), SinkError> {
         let ids: Vec<Uuid> = batch.iter().map(|e| e.id).collect();
         transaction
             .execute(

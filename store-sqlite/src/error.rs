@@ -73,7 +73,7 @@ impl From<OpenError> for StoreError {
         match error {
             OpenError::Store(error) => error,
             OpenError::InvalidUrl { .. } => StoreError::InvalidInput(error.to_string()),
-            other => StoreError::Backend(other.to_string()),
+            other => StoreError::backend(other.to_string()),
         }
     }
 }
@@ -83,33 +83,33 @@ impl From<OpenError> for StoreError {
 /// the store's classification.
 pub fn store_error(error: &rusqlite::Error) -> StoreError {
     let Some(code) = error.sqlite_error_code() else {
-        return StoreError::Backend(format!("SQLite client error: {error}"));
+        return StoreError::backend(format!("SQLite client error: {error}"));
     };
     match code {
-        ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StoreError::Unavailable(format!(
+        ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StoreError::unavailable(format!(
             "SQLite: the database is locked by another connection past the busy timeout: {error}"
         )),
-        ErrorCode::DiskFull => StoreError::Backend(format!(
+        ErrorCode::DiskFull => StoreError::backend(format!(
             "SQLite: the database or disk is full (SQLITE_FULL); the failed write was rolled \
              back whole. Free disk space (or raise max_page_count) and retry: {error}"
         )),
-        ErrorCode::DatabaseCorrupt => StoreError::Backend(format!(
+        ErrorCode::DatabaseCorrupt => StoreError::backend(format!(
             "SQLite: the database file is corrupt (SQLITE_CORRUPT); restore it from a backup: \
              {error}"
         )),
-        ErrorCode::NotADatabase => StoreError::Backend(format!(
+        ErrorCode::NotADatabase => StoreError::backend(format!(
             "SQLite: the file is not a database (SQLITE_NOTADB): {error}"
         )),
-        ErrorCode::ReadOnly => StoreError::Backend(format!(
+        ErrorCode::ReadOnly => StoreError::backend(format!(
             "SQLite: the database is read-only (SQLITE_READONLY): {error}"
         )),
-        ErrorCode::CannotOpen => StoreError::Backend(format!(
+        ErrorCode::CannotOpen => StoreError::backend(format!(
             "SQLite: cannot open the database file (SQLITE_CANTOPEN): {error}"
         )),
         ErrorCode::TooBig => StoreError::InvalidInput(format!(
             "SQLite: a value is too big (SQLITE_TOOBIG): {error}"
         )),
-        _ => StoreError::Backend(format!("SQLite: {error}")),
+        _ => StoreError::backend(format!("SQLite: {error}")),
     }
 }
 

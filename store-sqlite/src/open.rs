@@ -136,7 +136,7 @@ pub(crate) fn open_writer(path: &Path, options: &SqliteOptions) -> Result<Connec
         .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
         .map_err(|e| open_error(path, &e))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(OpenError::Store(StoreError::Backend(format!(
+        return Err(OpenError::Store(StoreError::backend(format!(
             "{}: SQLite cannot use WAL mode here (journal mode stays {mode}); is it on a \
              network file system?",
             path.display()

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use decider_core::projection::{
-    CheckpointError, CheckpointStore, DeadLetter, DeadLetterStore, HandleError, Lease, LeaseGuard,
-    Sink,
+    CheckpointError, CheckpointStore, DeadLetter, DeadLetterStore, Lease, LeaseGuard, Sink,
+    SinkError,
 };
 use decider_core::{Position, RecordedEvent, StoreError, StreamId};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -23,9 +23,9 @@ use crate::writer::micros_since_epoch;
 use crate::{SqliteStore, sql};
 
 /// Maps an SQLite error met inside a projection handler: a lock held past the busy timeout is
-/// retried, anything else stops the projection. Return [`HandleError::Poison`] yourself for an
+/// retried, anything else stops the projection. Return [`SinkError::Poison`] yourself for an
 /// event that can never be handled.
-pub fn handle_error(error: &rusqlite::Error) -> HandleError {
+pub fn handle_error(error: &rusqlite::Error) -> SinkError {
     store_error(error).into()
 }
 
@@ -250,7 +250,7 @@ fn list_dead_letters(
     rows.map(|row| {
         let (id, stream, revision, commit, prepare, reason, failed_at) =
             row.map_err(|e| store_error(&e))?;
-        let bad = |what: &str| StoreError::Backend(format!("dead letter of {projection}: {what}"));
+        let bad = |what: &str| StoreError::backend(format!("dead letter of {projection}: {what}"));
         Ok(DeadLetter {
             projection: projection.to_owned(),
             event_id: Uuid::from_slice(&id).map_err(|_| bad("invalid event id"))?,
@@ -426,10 +426,10 @@ pub trait SqliteTransactionalHandler: Send + Sync + 'static {
         &self,
         transaction: &Transaction<'_>,
         batch: &[RecordedEvent],
-    ) -> Result<(), HandleError>;
+    ) -> Result<(), SinkError>;
 
     /// Empties the read model inside `transaction`, for a rebuild. The default does nothing.
-    fn reset(&self, _transaction: &Transaction<'_>) -> Result<(), HandleError> {
+    fn reset(&self, _transaction: &Transaction<'_>) -> Result<(), SinkError> {
         Ok(())
     }
 }
@@ -440,11 +440,11 @@ impl<T: SqliteTransactionalHandler> SqliteTransactionalHandler for Arc<T> {
         &self,
         transaction: &Transaction<'_>,
         batch: &[RecordedEvent],
-    ) -> Result<(), HandleError> {
+    ) -> Result<(), SinkError> {
         (**self).handle(transaction, batch)
     }
 
-    fn reset(&self, transaction: &Transaction<'_>) -> Result<(), HandleError> {
+    fn reset(&self, transaction: &Transaction<'_>) -> Result<(), SinkError> {
         (**self).reset(transaction)
     }
 }
@@ -474,7 +474,7 @@ impl<H> SqliteTransactionalSink<H> {
 }
 
 impl<H: SqliteTransactionalHandler> Sink for SqliteTransactionalSink<H> {
-    async fn checkpoint(&self, projection: &str) -> Result<Option<Position>, HandleError> {
+    async fn checkpoint(&self, projection: &str) -> Result<Option<Position>, SinkError> {
         Ok(self.store.checkpoints().load(projection).await?)
     }
 
@@ -483,7 +483,7 @@ impl<H: SqliteTransactionalHandler> Sink for SqliteTransactionalSink<H> {
         projection: &str,
         batch: &[RecordedEvent],
         previous: Option<Position>,
-    ) -> Result<(), HandleError> {
+    ) -> Result<(), SinkError> {
         let Some(last) = batch.last().map(|event| event.position) else {
             return Ok(());
         };
@@ -501,7 +501,7 @@ impl<H: SqliteTransactionalHandler> Sink for SqliteTransactionalSink<H> {
                     Err(CheckpointError::Moved { actual, .. }) if actual == Some(last) => {
                         return Ok(());
                     }
-                    Err(error) => return Err(HandleError::from(error)),
+                    Err(error) => return Err(SinkError::from(error)),
                 }
                 Ok(commit(transaction)?)
             })
@@ -514,7 +514,7 @@ impl<H: SqliteTransactionalHandler> Sink for SqliteTransactionalSink<H> {
         event: &RecordedEvent,
         reason: &str,
         previous: Option<Position>,
-    ) -> Result<(), HandleError> {
+    ) -> Result<(), SinkError> {
         let letter = DeadLetter::new(projection, event, reason);
         let position = event.position;
         self.store
@@ -527,11 +527,11 @@ impl<H: SqliteTransactionalHandler> Sink for SqliteTransactionalSink<H> {
             .await?
     }
 
-    async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>, HandleError> {
+    async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>, SinkError> {
         Ok(self.store.dead_letters().list(projection).await?)
     }
 
-    async fn redrive(&self, projection: &str, event: &RecordedEvent) -> Result<(), HandleError> {
+    async fn redrive(&self, projection: &str, event: &RecordedEvent) -> Result<(), SinkError> {
         let (handler, event, projection) =
             (self.handler.clone(), event.clone(), projection.to_owned());
         self.store
@@ -544,7 +544,7 @@ impl<H: SqliteTransactionalHandler> Sink for SqliteTransactionalSink<H> {
             .await?
     }
 
-    async fn reset(&self, projection: &str) -> Result<(), HandleError> {
+    async fn reset(&self, projection: &str) -> Result<(), SinkError> {
         let (handler, projection) = (self.handler.clone(), projection.to_owned());
         self.store
             .write(move |connection| {

@@ -46,7 +46,7 @@ impl SqliteStore {
             result
         })
         .await
-        .map_err(|e| StoreError::Backend(format!("an SQLite read task failed: {e}")))?
+        .map_err(|e| StoreError::backend(format!("an SQLite read task failed: {e}")))?
     }
 
     fn take_reader(&self) -> Result<Connection, StoreError> {
@@ -168,7 +168,7 @@ fn decode_event(
     metadata: &str,
     recorded_at: i64,
 ) -> Result<RecordedEvent, StoreError> {
-    let bad = |what: String| StoreError::Backend(format!("event at position {seq}: {what}"));
+    let bad = |what: String| StoreError::backend(format!("event at position {seq}: {what}"));
     let stream =
         StreamId::new(stream).map_err(|e| bad(format!("stored stream id is invalid: {e}")))?;
     let id = Uuid::from_slice(id).map_err(|e| bad(format!("stored event id is invalid: {e}")))?;
@@ -471,6 +471,6 @@ pub(crate) fn watch_other_processes(
                 }
             }
         })
-        .map_err(|e| StoreError::Backend(format!("cannot start the SQLite watcher: {e}")))?;
+        .map_err(|e| StoreError::backend(format!("cannot start the SQLite watcher: {e}")))?;
     Ok(())
 }

@@ -54,7 +54,7 @@ impl SnapshotStore for SqliteStore {
                 return Ok(None);
             };
             let bad =
-                || StoreError::Backend(format!("snapshot of {stream}: stored values are invalid"));
+                || StoreError::backend(format!("snapshot of {stream}: stored values are invalid"));
             Ok(Some(Snapshot {
                 revision: u64::try_from(revision).map_err(|_| bad())?,
                 state_version: u32::try_from(state_version).map_err(|_| bad())?,

@@ -126,7 +126,7 @@ impl std::fmt::Debug for Request {
 }
 
 fn writer_gone() -> StoreError {
-    StoreError::Unavailable("the SQLite writer thread has stopped".to_owned())
+    StoreError::unavailable("the SQLite writer thread has stopped")
 }
 
 impl Writer {
@@ -140,7 +140,7 @@ impl Writer {
         std::thread::Builder::new()
             .name("decider-sqlite-writer".to_owned())
             .spawn(move || run(connection, queue, appended))
-            .map_err(|e| StoreError::Backend(format!("cannot start the SQLite writer: {e}")))?;
+            .map_err(|e| StoreError::backend(format!("cannot start the SQLite writer: {e}")))?;
         Ok(Self { requests })
     }
 

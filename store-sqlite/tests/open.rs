@@ -103,7 +103,10 @@ async fn a_schema_newer_than_the_code_is_refused_naming_both_versions() {
     );
     let message = error.to_string();
     assert!(message.contains("99") && message.contains('1'), "{message}");
-    assert!(matches!(StoreError::from(error), StoreError::Backend(_)));
+    assert!(matches!(
+        StoreError::from(error),
+        StoreError::Backend { .. }
+    ));
     remove_database(&path);
 }
 
@@ -194,7 +197,7 @@ async fn a_corrupted_copy_gives_typed_errors_and_no_panic() {
                 .try_collect()
                 .await;
             let error = read.unwrap_err();
-            assert!(matches!(error, StoreError::Backend(_)), "{error:?}");
+            assert!(matches!(error, StoreError::Backend { .. }), "{error:?}");
             assert!(error.to_string().contains("corrupt"), "{error}");
             let stream = StreamId::new("corrupt-7").unwrap();
             let read: Result<Vec<_>, StoreError> = store

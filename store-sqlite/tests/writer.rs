@@ -186,7 +186,7 @@ async fn a_full_disk_fails_only_the_append_that_does_not_fit_and_writes_none_of_
         small.await.unwrap().unwrap();
     }
     match failed.await.unwrap() {
-        Err(StoreError::Backend(message)) => assert!(message.contains("full"), "{message}"),
+        Err(StoreError::Backend { message, .. }) => assert!(message.contains("full"), "{message}"),
         other => panic!("expected a Backend error for a full disk, got {other:?}"),
     }
     assert_eq!(

@@ -6,12 +6,12 @@ use std::fmt;
 
 use crate::codec::Codec;
 use crate::decider::Decider;
-use crate::event::{RecordedEvent, StreamId};
-use crate::handler::{CommandHandler, HandlerError};
 use crate::metadata::Metadata;
-use crate::projection::sink::{EventHandler, HandleError};
+use crate::projection::sink::{EventHandler, SinkError};
 use crate::saga::Saga;
 use crate::store::EventStore;
+use crate::{CommandError, CommandHandler};
+use crate::{RecordedEvent, StreamId};
 
 /// An [`EventHandler`] that decodes events for a [`Saga`] and sends the commands it returns.
 ///
@@ -69,12 +69,12 @@ where
     C: Codec<D::Event> + 'static,
     R: Fn(&D::Command) -> StreamId + Send + Sync + 'static,
 {
-    async fn handle(&self, batch: &[RecordedEvent]) -> Result<(), HandleError> {
+    async fn handle(&self, batch: &[RecordedEvent]) -> Result<(), SinkError> {
         for (index, recorded) in batch.iter().enumerate() {
             let event = self
                 .codec
                 .decode(recorded)
-                .map_err(|error| HandleError::Poison {
+                .map_err(|error| SinkError::Poison {
                     index,
                     reason: error.to_string(),
                 })?;
@@ -88,14 +88,14 @@ where
                 };
                 match self.commands.handle_with(&stream, command, metadata).await {
                     Ok(_) => {}
-                    Err(refused @ (HandlerError::Rejected(_) | HandlerError::Terminal { .. })) => {
+                    Err(refused @ (CommandError::Rejected(_) | CommandError::Terminal { .. })) => {
                         tracing::info!(%stream, cause = %recorded.id, %refused, "saga command refused");
                     }
                     Err(error) if error.is_retryable() => {
-                        return Err(HandleError::Retryable(error.to_string()));
+                        return Err(SinkError::Retryable(error.to_string()));
                     }
                     Err(error) => {
-                        return Err(HandleError::Poison {
+                        return Err(SinkError::Poison {
                             index,
                             reason: error.to_string(),
                         });

@@ -13,8 +13,8 @@
 
 use std::sync::Arc;
 
-use decider_core::projection::{EventHandler, HandleError};
-use decider_core::{CommandHandler, EventStore, HandlerError, Metadata, RecordedEvent, fold_from};
+use decider_core::projection::{EventHandler, SinkError};
+use decider_core::{CommandError, CommandHandler, EventStore, Metadata, RecordedEvent, fold_from};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::account::Account;
@@ -68,8 +68,8 @@ impl<S: EventStore> TransferProcess<S> {
                 .await
             {
                 Ok(_) => Ok(()),
-                Err(HandlerError::Rejected(refusal)) => Err(refusal.to_string()),
-                Err(HandlerError::Terminal { .. }) => Err("the account is closed".to_owned()),
+                Err(CommandError::Rejected(refusal)) => Err(refusal.to_string()),
+                Err(CommandError::Terminal { .. }) => Err("the account is closed".to_owned()),
                 Err(error) => return Err(Halt::from_handler(error)),
             };
             tracing::debug!(%transfer, ?step, ?result, "transfer step");
@@ -81,10 +81,10 @@ impl<S: EventStore> TransferProcess<S> {
             {
                 Ok(outcome) if !outcome.replayed => fold_from(&Transfer, state, &outcome.events),
                 // Recorded before, or by someone else meanwhile: the stream knows where it is.
-                Ok(_) | Err(HandlerError::Rejected(TransferError::UnexpectedStep { .. })) => {
+                Ok(_) | Err(CommandError::Rejected(TransferError::UnexpectedStep { .. })) => {
                     self.load(transfer).await?
                 }
-                Err(HandlerError::Rejected(bug)) => return Err(Halt::Poison(bug.to_string())),
+                Err(CommandError::Rejected(bug)) => return Err(Halt::Poison(bug.to_string())),
                 Err(error) => return Err(Halt::from_handler(error)),
             };
         }
@@ -106,7 +106,7 @@ enum Halt {
 }
 
 impl Halt {
-    fn from_handler<E: std::fmt::Display>(error: HandlerError<E>) -> Self {
+    fn from_handler<E: std::fmt::Display>(error: CommandError<E>) -> Self {
         if error.is_retryable() {
             Self::Retryable(error.to_string())
         } else {
@@ -116,7 +116,7 @@ impl Halt {
 }
 
 impl<S: EventStore> EventHandler for TransferProcess<S> {
-    async fn handle(&self, batch: &[RecordedEvent]) -> Result<(), HandleError> {
+    async fn handle(&self, batch: &[RecordedEvent]) -> Result<(), SinkError> {
         let transfers: Vec<(usize, TransferId)> = batch
             .iter()
             .enumerate()
@@ -129,8 +129,8 @@ impl<S: EventStore> EventHandler for TransferProcess<S> {
                 self.drive(transfer, &batch[index])
                     .await
                     .map_err(|halt| match halt {
-                        Halt::Retryable(reason) => HandleError::Retryable(reason),
-                        Halt::Poison(reason) => HandleError::Poison { index, reason },
+                        Halt::Retryable(reason) => SinkError::Retryable(reason),
+                        Halt::Poison(reason) => SinkError::Poison { index, reason },
                     })
             })
             .buffer_unordered(CONCURRENT_TRANSFERS)

@@ -487,15 +487,15 @@ async fn an_unavailable_store_is_503_and_a_lasting_conflict_409() {
     let deposits = format!("/accounts/{ada}/deposits");
 
     // A keyed command rides out a short outage (the handler retries it)…
-    store.fail_append(1, StoreError::Unavailable("the disk is on fire".into()));
-    store.fail_append(2, StoreError::Unavailable("the disk is on fire".into()));
+    store.fail_append(1, StoreError::unavailable("the disk is on fire"));
+    store.fail_append(2, StoreError::unavailable("the disk is on fire"));
     let answer = server
         .post(&deposits, json!({ "amount": 2 }), Some("d0"))
         .await;
     assert_eq!(answer.0, 201, "{answer:?}");
     // …but not a long one: the first attempt and its five retries fail.
     for nth in 1..=6 {
-        store.fail_append(nth, StoreError::Unavailable("the disk is on fire".into()));
+        store.fail_append(nth, StoreError::unavailable("the disk is on fire"));
     }
     let answer = server
         .post(&deposits, json!({ "amount": 5 }), Some("d1"))

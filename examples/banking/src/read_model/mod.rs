@@ -15,7 +15,7 @@ pub mod sqlite;
 use std::future::Future;
 use std::time::UNIX_EPOCH;
 
-use decider_core::projection::HandleError;
+use decider_core::projection::SinkError;
 use decider_core::{Codec, JsonCodec, Position, RecordedEvent, StoreError};
 use serde::Serialize;
 
@@ -200,16 +200,14 @@ pub fn apply(
 /// read model applies. An event that does not decode is poison, named by its index in the batch.
 pub fn account_events(
     batch: &[RecordedEvent],
-) -> Result<Vec<(AccountId, &RecordedEvent, AccountEvent)>, HandleError> {
+) -> Result<Vec<(AccountId, &RecordedEvent, AccountEvent)>, SinkError> {
     let codec = JsonCodec::<AccountEvent>::new();
     let mut events = Vec::with_capacity(batch.len());
     for (index, recorded) in batch.iter().enumerate() {
-        let event = codec
-            .decode(recorded)
-            .map_err(|error| HandleError::Poison {
-                index,
-                reason: error.to_string(),
-            })?;
+        let event = codec.decode(recorded).map_err(|error| SinkError::Poison {
+            index,
+            reason: error.to_string(),
+        })?;
         if let Some(id) = AccountId::from_stream(&recorded.stream) {
             events.push((id, recorded, event));
         }

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use decider_core::projection::{CheckpointStore, HandleError};
+use decider_core::projection::{CheckpointStore, SinkError};
 use decider_core::{Position, RecordedEvent, StoreError};
 use decider_store_postgres::{
     PgCheckpoints, PostgresStore, TransactionalHandler, handle_error, pool_error, store_error,
@@ -144,7 +144,7 @@ impl TransactionalHandler for PgReadModels {
         &self,
         transaction: &Transaction<'_>,
         batch: &[RecordedEvent],
-    ) -> Result<(), HandleError> {
+    ) -> Result<(), SinkError> {
         let decoded = account_events(batch)?;
         let ids: Vec<Uuid> = decoded
             .iter()
@@ -207,7 +207,7 @@ impl TransactionalHandler for PgReadModels {
         Ok(())
     }
 
-    async fn reset(&self, transaction: &Transaction<'_>) -> Result<(), HandleError> {
+    async fn reset(&self, transaction: &Transaction<'_>) -> Result<(), SinkError> {
         transaction
             .batch_execute(&self.statements.reset)
             .await
@@ -243,7 +243,7 @@ fn ledger_entry(row: &Row) -> Result<LedgerEntry, StoreError> {
     let column = |error: tokio_postgres::Error| store_error(&error);
     let kind: &str = row.try_get(1).map_err(column)?;
     let kind = MovementKind::from_name(kind).ok_or_else(|| {
-        StoreError::Backend(format!("unknown movement kind {kind:?} in the ledger"))
+        StoreError::backend(format!("unknown movement kind {kind:?} in the ledger"))
     })?;
     Ok(LedgerEntry {
         revision: row.try_get::<_, i64>(0).map_err(column)? as u64,

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
-use decider_core::projection::{CheckpointStore, HandleError};
+use decider_core::projection::{CheckpointStore, SinkError};
 use decider_core::{Position, RecordedEvent, StoreError};
 use decider_store_sqlite::{SqliteStore, SqliteTransactionalHandler, handle_error, store_error};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
@@ -106,7 +106,7 @@ impl SqliteTransactionalHandler for SqliteReadModels {
         &self,
         transaction: &Transaction<'_>,
         batch: &[RecordedEvent],
-    ) -> Result<(), HandleError> {
+    ) -> Result<(), SinkError> {
         let fail = |error: rusqlite::Error| handle_error(&error);
         let mut views: HashMap<AccountId, Option<AccountView>> = HashMap::new();
         let mut insert_ledger = transaction
@@ -157,7 +157,7 @@ impl SqliteTransactionalHandler for SqliteReadModels {
         Ok(())
     }
 
-    fn reset(&self, transaction: &Transaction<'_>) -> Result<(), HandleError> {
+    fn reset(&self, transaction: &Transaction<'_>) -> Result<(), SinkError> {
         transaction
             .execute_batch(sql::RESET)
             .map_err(|error| handle_error(&error))
@@ -195,7 +195,7 @@ impl ReadModels for SqliteReadModels {
 fn ledger_entry(row: &Row<'_>) -> rusqlite::Result<Result<LedgerEntry, StoreError>> {
     let kind: String = row.get(1)?;
     let Some(kind) = MovementKind::from_name(&kind) else {
-        return Ok(Err(StoreError::Backend(format!(
+        return Ok(Err(StoreError::backend(format!(
             "unknown movement kind {kind:?} in the ledger"
         ))));
     };
