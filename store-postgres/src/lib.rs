@@ -235,19 +235,19 @@ impl PostgresStore {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let quoted = format!("\"{}\"", self.shared.schema);
         let mut client = self.shared.pool.get().await.map_err(from_pool)?;
-        let transaction = client.transaction().await.map_err(|e| from_pg(&e))?;
+        let transaction = client.transaction().await.map_err(from_pg)?;
         transaction
             .execute(sql::LOCK_MIGRATIONS, &[&self.shared.schema])
             .await
-            .map_err(|e| from_pg(&e))?;
+            .map_err(from_pg)?;
         transaction
             .batch_execute(&sql::in_schema(sql::PREPARE_MIGRATIONS, &quoted))
             .await
-            .map_err(|e| from_pg(&e))?;
+            .map_err(from_pg)?;
         let applied: i32 = transaction
             .query_one(&sql::in_schema(sql::APPLIED_MIGRATIONS, &quoted), &[])
             .await
-            .map_err(|e| from_pg(&e))?
+            .map_err(from_pg)?
             .get(0);
         for (index, migration) in sql::MIGRATIONS.iter().enumerate().skip(applied as usize) {
             let version = index as i32 + 1;
@@ -255,13 +255,13 @@ impl PostgresStore {
             transaction
                 .batch_execute(&sql::in_schema(migration, &quoted))
                 .await
-                .map_err(|e| from_pg(&e))?;
+                .map_err(from_pg)?;
             transaction
                 .execute(&sql::in_schema(sql::RECORD_MIGRATION, &quoted), &[&version])
                 .await
-                .map_err(|e| from_pg(&e))?;
+                .map_err(from_pg)?;
         }
-        transaction.commit().await.map_err(|e| from_pg(&e))
+        transaction.commit().await.map_err(from_pg)
     }
 
     /// Drops the schema and everything in it. For tests and tear-down scripts.
@@ -273,7 +273,7 @@ impl PostgresStore {
                 self.shared.schema
             ))
             .await
-            .map_err(|e| from_pg(&e))
+            .map_err(from_pg)
     }
 }
 
@@ -285,9 +285,7 @@ impl PostgresStore {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
-        self.query_raw(sql, params)
-            .await?
-            .map_err(|error| from_pg(&error))
+        self.query_raw(sql, params).await?.map_err(from_pg)
     }
 
     /// Like [`query`](Self::query), but hands back the statement's own error for the caller to
@@ -311,13 +309,9 @@ impl PostgresStore {
                 Ok(statement) => client.query(&statement, params).await,
                 Err(error) => Err(error),
             };
-            let failed = result
-                .as_ref()
-                .err()
-                .map(from_pg)
-                .filter(StoreError::is_retryable);
-            let Some(failure) = failed else {
-                return Ok(result);
+            let failure = match &result {
+                Err(error) if error::is_retryable(error) => error.to_string(),
+                _ => return Ok(result),
             };
             drop(deadpool_postgres::Object::take(client));
             if attempt == QUERY_ATTEMPTS {
@@ -494,7 +488,7 @@ impl EventStore for PostgresStore {
                 }
                 Ok(_) => {}
                 Err(error) if is_unique_violation(&error) => {}
-                Err(error) => return Err(from_pg(&error)),
+                Err(error) => return Err(from_pg(error)),
             }
         }
         let (kind, revision) = expected_kind(expected);
@@ -524,10 +518,10 @@ impl EventStore for PostgresStore {
                 }
                 Err(error) if is_unique_violation(&error) => {
                     return Err(StoreError::unavailable(format!(
-                        "append to {stream}: other appends took the next revision                          {FUNCTION_ATTEMPTS} times in a row; nothing was written, try again"
+                        "append to {stream}: other appends took the next revision {FUNCTION_ATTEMPTS} times in a row; nothing was written, try again"
                     )));
                 }
-                Err(error) => return Err(from_pg(&error)),
+                Err(error) => return Err(from_pg(error)),
             }
         };
         let row = rows
@@ -540,9 +534,7 @@ impl EventStore for PostgresStore {
             let global: Option<i64> = row.get(3);
             match (transaction, global) {
                 (Some(t), Some(g)) => Ok(Position::new(t as u64, g as u64)),
-                _ => Err(StoreError::backend(
-                    "append returned no position",
-                )),
+                _ => Err(StoreError::backend("append returned no position")),
             }
         };
         match (outcome, next_revision) {

@@ -22,7 +22,7 @@ use crate::sql;
 /// Maps a driver error met inside a projection handler: lost connections and the like are
 /// retried, anything else stops the projection. Return [`SinkError::Poison`] yourself for an
 /// event that can never be handled.
-pub fn handle_error(error: &tokio_postgres::Error) -> SinkError {
+pub fn handle_error(error: tokio_postgres::Error) -> SinkError {
     from_pg(error).into()
 }
 
@@ -43,14 +43,8 @@ async fn execute(
     statement: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<u64, StoreError> {
-    let prepared = client
-        .prepare_cached(statement)
-        .await
-        .map_err(|e| from_pg(&e))?;
-    client
-        .execute(&prepared, params)
-        .await
-        .map_err(|e| from_pg(&e))
+    let prepared = client.prepare_cached(statement).await.map_err(from_pg)?;
+    client.execute(&prepared, params).await.map_err(from_pg)
 }
 
 async fn load_checkpoint(
@@ -61,11 +55,11 @@ async fn load_checkpoint(
     let statement = client
         .prepare_cached(&queries.load_checkpoint)
         .await
-        .map_err(|e| from_pg(&e))?;
+        .map_err(from_pg)?;
     let row = client
         .query_opt(&statement, &[&projection])
         .await
-        .map_err(|e| from_pg(&e))?;
+        .map_err(from_pg)?;
     Ok(row.map(|row| position(row.get(0), row.get(1))))
 }
 
@@ -256,15 +250,16 @@ impl DeadLetterStore for PgDeadLetters {
                 &[&projection],
             )
             .await
-            .map_err(|e| from_pg(&e))?;
+            .map_err(from_pg)?;
         rows.iter()
             .map(|row| {
                 let stream: &str = row.get(1);
                 Ok(DeadLetter {
                     projection: projection.to_owned(),
                     event_id: row.get(0),
-                    stream: StreamId::new(stream)
-                        .map_err(|e| StoreError::backend(format!("stored stream id: {e}")))?,
+                    stream: StreamId::new(stream).map_err(|e| {
+                        StoreError::backend_caused_by(format!("stored stream id: {e}"), e)
+                    })?,
                     revision: row.get::<_, i64>(2) as u64,
                     position: position(row.get(3), row.get(4)),
                     reason: row.get(5),
@@ -322,7 +317,7 @@ impl Lease for PgLeases {
                 &[&format!("{}:{projection}", self.schema)],
             )
             .await
-            .map_err(|e| from_pg(&e))?;
+            .map_err(from_pg)?;
         tracing::info!(projection, "lease acquired");
         Ok(LeaseGuard::new(watch_lost, client))
     }
@@ -402,7 +397,7 @@ impl<H: TransactionalHandler> Sink for PgTransactionalSink<H> {
         };
         let queries = self.store.projection_queries();
         let mut client = self.store.shared.pool.get().await.map_err(from_pool)?;
-        let transaction = client.transaction().await.map_err(|e| handle_error(&e))?;
+        let transaction = client.transaction().await.map_err(handle_error)?;
         self.handler.handle(&transaction, batch).await?;
         match save_checkpoint(&transaction, queries, projection, previous, last.position).await {
             Ok(()) => {}
@@ -413,7 +408,7 @@ impl<H: TransactionalHandler> Sink for PgTransactionalSink<H> {
             }
             Err(error) => return Err(error.into()),
         }
-        transaction.commit().await.map_err(|e| handle_error(&e))
+        transaction.commit().await.map_err(handle_error)
     }
 
     async fn dead_letter(
@@ -425,7 +420,7 @@ impl<H: TransactionalHandler> Sink for PgTransactionalSink<H> {
     ) -> Result<(), SinkError> {
         let queries = self.store.projection_queries();
         let mut client = self.store.shared.pool.get().await.map_err(from_pool)?;
-        let transaction = client.transaction().await.map_err(|e| handle_error(&e))?;
+        let transaction = client.transaction().await.map_err(handle_error)?;
         record_dead_letter(
             &transaction,
             queries,
@@ -433,7 +428,7 @@ impl<H: TransactionalHandler> Sink for PgTransactionalSink<H> {
         )
         .await?;
         save_checkpoint(&transaction, queries, projection, previous, event.position).await?;
-        transaction.commit().await.map_err(|e| handle_error(&e))
+        transaction.commit().await.map_err(handle_error)
     }
 
     async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>, SinkError> {
@@ -443,7 +438,7 @@ impl<H: TransactionalHandler> Sink for PgTransactionalSink<H> {
     async fn redrive(&self, projection: &str, event: &RecordedEvent) -> Result<(), SinkError> {
         let queries = self.store.projection_queries();
         let mut client = self.store.shared.pool.get().await.map_err(from_pool)?;
-        let transaction = client.transaction().await.map_err(|e| handle_error(&e))?;
+        let transaction = client.transaction().await.map_err(handle_error)?;
         self.handler
             .handle(&transaction, std::slice::from_ref(event))
             .await?;
@@ -453,15 +448,15 @@ impl<H: TransactionalHandler> Sink for PgTransactionalSink<H> {
             &[&projection, &event.id],
         )
         .await?;
-        transaction.commit().await.map_err(|e| handle_error(&e))
+        transaction.commit().await.map_err(handle_error)
     }
 
     async fn reset(&self, projection: &str) -> Result<(), SinkError> {
         let queries = self.store.projection_queries();
         let mut client = self.store.shared.pool.get().await.map_err(from_pool)?;
-        let transaction = client.transaction().await.map_err(|e| handle_error(&e))?;
+        let transaction = client.transaction().await.map_err(handle_error)?;
         self.handler.reset(&transaction).await?;
         execute(&transaction, &queries.delete_checkpoint, &[&projection]).await?;
-        transaction.commit().await.map_err(|e| handle_error(&e))
+        transaction.commit().await.map_err(handle_error)
     }
 }

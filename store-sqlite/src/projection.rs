@@ -25,7 +25,7 @@ use crate::{SqliteStore, sql};
 /// Maps an SQLite error met inside a projection handler: a lock held past the busy timeout is
 /// retried, anything else stops the projection. Return [`SinkError::Poison`] yourself for an
 /// event that can never be handled.
-pub fn handle_error(error: &rusqlite::Error) -> SinkError {
+pub fn handle_error(error: rusqlite::Error) -> SinkError {
     store_error(error).into()
 }
 
@@ -50,7 +50,7 @@ fn load_checkpoint(
                 .query_row([projection], |row| Ok(from_sql(row.get(0)?, row.get(1)?)))
                 .optional()
         })
-        .map_err(|e| store_error(&e))
+        .map_err(store_error)
 }
 
 /// Moves the checkpoint from `expected` to `next` with compare-and-set, inside the caller's
@@ -84,7 +84,7 @@ fn save_checkpoint(
                 statement.execute(params![projection, next_commit, next_prepare])
             }),
     }
-    .map_err(|e| store_error(&e))?;
+    .map_err(store_error)?;
     if changed == 1 {
         return Ok(());
     }
@@ -100,7 +100,7 @@ fn delete_checkpoint(connection: &Connection, projection: &str) -> Result<(), St
         .prepare_cached(sql::DELETE_CHECKPOINT)
         .and_then(|mut statement| statement.execute([projection]))
         .map(|_| ())
-        .map_err(|e| store_error(&e))
+        .map_err(store_error)
 }
 
 fn record_dead_letter(connection: &Connection, letter: &DeadLetter) -> Result<(), StoreError> {
@@ -119,7 +119,7 @@ fn record_dead_letter(connection: &Connection, letter: &DeadLetter) -> Result<()
             ])
         })
         .map(|_| ())
-        .map_err(|e| store_error(&e))
+        .map_err(store_error)
 }
 
 fn delete_dead_letter(
@@ -133,17 +133,17 @@ fn delete_dead_letter(
             statement.execute(params![projection, event_id.as_bytes().as_slice()])
         })
         .map(|_| ())
-        .map_err(|e| store_error(&e))
+        .map_err(store_error)
 }
 
 fn immediate(connection: &mut Connection) -> Result<Transaction<'_>, StoreError> {
     connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(|e| store_error(&e))
+        .map_err(store_error)
 }
 
 fn commit(transaction: Transaction<'_>) -> Result<(), StoreError> {
-    transaction.commit().map_err(|e| store_error(&e))
+    transaction.commit().map_err(store_error)
 }
 
 impl SqliteStore {
@@ -233,7 +233,7 @@ fn list_dead_letters(
 ) -> Result<Vec<DeadLetter>, StoreError> {
     let mut statement = connection
         .prepare_cached(sql::LIST_DEAD_LETTERS)
-        .map_err(|e| store_error(&e))?;
+        .map_err(store_error)?;
     let rows = statement
         .query_map([projection], |row| {
             Ok((
@@ -246,10 +246,10 @@ fn list_dead_letters(
                 row.get::<_, i64>(6)?,
             ))
         })
-        .map_err(|e| store_error(&e))?;
+        .map_err(store_error)?;
     rows.map(|row| {
         let (id, stream, revision, commit, prepare, reason, failed_at) =
-            row.map_err(|e| store_error(&e))?;
+            row.map_err(store_error)?;
         let bad = |what: &str| StoreError::backend(format!("dead letter of {projection}: {what}"));
         Ok(DeadLetter {
             projection: projection.to_owned(),
@@ -340,7 +340,7 @@ impl Lease for SqliteLeases {
                         .and_then(|mut statement| {
                             statement.execute(params![name, who, now.saturating_add(expiry), now])
                         })
-                        .map_err(|e| store_error(&e))
+                        .map_err(store_error)
                 })
                 .await??;
             if taken == 1 {
@@ -391,7 +391,7 @@ async fn renew(
                     .prepare_cached(sql::RENEW_LEASE)
                     .and_then(|mut statement| statement.execute(params![name, who, until]))
                     .map(|changed| (changed, until))
-                    .map_err(|e| store_error(&e))
+                    .map_err(store_error)
             })
             .await
             .and_then(|renewed| renewed);

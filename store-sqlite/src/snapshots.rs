@@ -28,7 +28,7 @@ impl SnapshotStore for SqliteStore {
                     ])
                 })
                 .map(|_| ())
-                .map_err(|e| store_error(&e))
+                .map_err(store_error)
         })
         .await?
     }
@@ -49,7 +49,7 @@ impl SnapshotStore for SqliteStore {
                         })
                         .optional()
                 })
-                .map_err(|e| store_error(&e))?;
+                .map_err(store_error)?;
             let Some((revision, state_version, payload)) = row else {
                 return Ok(None);
             };
