@@ -17,11 +17,15 @@
 //! let written = store.append(&stream, ExpectedVersion::NoStream, vec![first]).await?;
 //! assert_eq!(written.next_revision, 1);
 //!
-//! let events: Vec<_> = store
+//! let events: Vec<_> = store.read_whole_stream(&stream).try_collect().await?;
+//! assert_eq!(events[0].revision, 0);
+//! // The same read, spelled out: from the start, oldest first, no limit.
+//! let same: Vec<_> = store
 //!     .read_stream(&stream, StreamFrom::Start, Direction::Forward, None)
 //!     .try_collect()
 //!     .await?;
-//! assert_eq!(events[0].revision, 0);
+//! assert_eq!(same, events);
+//! assert_eq!(store.last_event(&stream).await?, events.last().cloned());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! # }).unwrap();
 //! ```
@@ -31,7 +35,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use futures::Stream;
+use futures::{Stream, TryStreamExt};
 
 use crate::{EventData, ExpectedVersion, Position, RecordedEvent, StreamId};
 
@@ -394,6 +398,28 @@ pub trait EventStore: Send + Sync + 'static {
         limit: Option<u64>,
         filter: &EventFilter,
     ) -> impl EventStream + use<Self>;
+
+    /// Reads every event of `stream`, oldest first: [`read_stream`](Self::read_stream) from
+    /// [`StreamFrom::Start`], [`Direction::Forward`], no limit.
+    fn read_whole_stream(&self, stream: &StreamId) -> impl EventStream + use<Self> {
+        self.read_stream(stream, StreamFrom::Start, Direction::Forward, None)
+    }
+
+    /// The newest event of `stream`; `None` when it has none: [`read_stream`](Self::read_stream)
+    /// from [`StreamFrom::End`], [`Direction::Backward`], one event.
+    fn last_event(
+        &self,
+        stream: &StreamId,
+    ) -> impl Future<Output = Result<Option<RecordedEvent>, StoreError>> + Send {
+        let newest = self.read_stream(stream, StreamFrom::End, Direction::Backward, Some(1));
+        async move { std::pin::pin!(newest).try_next().await }
+    }
+
+    /// Reads every event of the global log that passes `filter`, oldest first:
+    /// [`read_all`](Self::read_all) from the start, no limit.
+    fn read_whole_log(&self, filter: &EventFilter) -> impl EventStream + use<Self> {
+        self.read_all(None, None, filter)
+    }
 
     /// The position of the newest event a global read would return now (`None`: empty log).
     /// Projections compare their checkpoint with it to report lag.

@@ -4,8 +4,8 @@
 
 use bytes::Bytes;
 use decider_core::{
-    ContentType, Direction, EventData, EventStore, ExpectedVersion, Metadata, StoreError,
-    StreamFrom, StreamId, SubscriptionMessage,
+    ContentType, EventData, EventStore, ExpectedVersion, Metadata, StoreError, StreamId,
+    SubscriptionMessage,
 };
 use decider_eventstoredb_double::{Fault, ProtocolDouble};
 use decider_store_eventstoredb::EventStoreDbStore;
@@ -24,11 +24,7 @@ fn stream() -> StreamId {
 }
 
 async fn read(store: &EventStoreDbStore, stream: &StreamId) -> Vec<decider_core::RecordedEvent> {
-    store
-        .read_stream(stream, StreamFrom::Start, Direction::Forward, None)
-        .try_collect()
-        .await
-        .unwrap()
+    store.read_whole_stream(stream).try_collect().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,7 +35,7 @@ impl TransactionalHandler for Counters {
         transaction
             .execute(&self.upsert, &[&streams, &counts])
             .await
-            .map_err(|e| handle_error(&e))?;
+            .map_err(handle_error)?;
         Ok(())
     }
 }

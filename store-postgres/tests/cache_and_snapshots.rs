@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use decider_core::{
-    CommandError, CommandHandler, Decider, Direction, EventStore, Metadata, RetryPolicy, Snapshot,
-    SnapshotPolicy, SnapshotStore, StreamFrom, StreamId,
+    CommandError, CommandHandler, Decider, EventStore, Metadata, RetryPolicy, Snapshot,
+    SnapshotPolicy, SnapshotStore, StreamId,
 };
 use decider_store_postgres::PostgresStore;
 use futures::TryStreamExt;
@@ -89,11 +89,7 @@ fn stream() -> StreamId {
 
 async fn events(store: &PostgresStore, stream: &StreamId) -> Vec<Event> {
     let handler = CommandHandler::new(Tally, store.clone());
-    let recorded: Vec<_> = store
-        .read_stream(stream, StreamFrom::Start, Direction::Forward, None)
-        .try_collect()
-        .await
-        .unwrap();
+    let recorded: Vec<_> = store.read_whole_stream(stream).try_collect().await.unwrap();
     recorded
         .iter()
         .map(|e| decider_core::Codec::decode(handler.codec(), e).unwrap())

@@ -17,7 +17,7 @@ use decider_core::projection::{
 };
 use decider_core::{
     CommandHandler, Decider, EventFilter, EventStore, JsonCodec, Metadata, RecordedEvent, Saga,
-    StreamFrom, StreamId,
+    StreamId,
 };
 use decider_store_postgres::{
     PgTransactionalSink, PostgresOptions, PostgresStore, TransactionalHandler, handle_error,
@@ -134,7 +134,7 @@ impl TransactionalHandler for Counter {
                 &[&ids],
             )
             .await
-            .map_err(|e| handle_error(&e))?;
+            .map_err(handle_error)?;
         Ok(())
     }
 }
@@ -329,12 +329,7 @@ async fn terminating_the_stores_connections_again_and_again_loses_and_doubles_no
     );
     for order in 0..ORDERS {
         let events: Vec<RecordedEvent> = store
-            .read_stream(
-                &order_stream(order),
-                StreamFrom::Start,
-                decider_core::Direction::Forward,
-                None,
-            )
+            .read_whole_stream(&order_stream(order))
             .try_collect()
             .await
             .unwrap();

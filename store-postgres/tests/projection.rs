@@ -83,7 +83,7 @@ impl TransactionalHandler for Counter {
                 &[&ids, &streams],
             )
             .await
-            .map_err(|e| handle_error(&e))?;
+            .map_err(handle_error)?;
         while self.stall.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -94,7 +94,7 @@ impl TransactionalHandler for Counter {
         transaction
             .execute(&format!("TRUNCATE \"{}\".counted", self.schema), &[])
             .await
-            .map_err(|e| handle_error(&e))?;
+            .map_err(handle_error)?;
         Ok(())
     }
 }

@@ -540,7 +540,7 @@ impl SqliteTransactionalHandler for Counters {
             "counters",
             batch.iter().map(|event| event.stream.as_str()),
         )
-        .map_err(|e| handle_error(&e))
+        .map_err(handle_error)
     }
 }
 

@@ -71,11 +71,11 @@ impl SqliteTransactionalHandler for Counter {
                 "INSERT INTO counted (event_id, n) VALUES (?1, 1) \
                  ON CONFLICT (event_id) DO UPDATE SET n = n + 1",
             )
-            .map_err(|e| handle_error(&e))?;
+            .map_err(handle_error)?;
         for event in batch {
             count
                 .execute([event.id.as_bytes().as_slice()])
-                .map_err(|e| handle_error(&e))?;
+                .map_err(handle_error)?;
         }
         Ok(())
     }
@@ -83,7 +83,7 @@ impl SqliteTransactionalHandler for Counter {
     fn reset(&self, transaction: &Transaction<'_>) -> Result<(), SinkError> {
         transaction
             .execute_batch("DELETE FROM counted")
-            .map_err(|e| handle_error(&e))
+            .map_err(handle_error)
     }
 }
 

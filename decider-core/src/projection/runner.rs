@@ -313,9 +313,7 @@ where
                     Some(Message::Event(event)) => batch.push(event),
                     Some(Message::CaughtUp) => caught_up = true,
                     Some(Message::Failed(error)) => failure = Some(error),
-                    None => {
-                        failure = Some(StoreError::unavailable("subscription ended"))
-                    }
+                    None => failure = Some(StoreError::unavailable("subscription ended")),
                 }
                 if !batch.is_empty() {
                     self.fill(&mut source, &mut batch, &mut caught_up, &mut failure)

@@ -371,8 +371,7 @@ async fn append_given<D: Decider, S: EventStore, C: Codec<D::Event>>(
 
 /// The revision of the newest event of `stream`; `None` when it has none.
 async fn last_revision(store: &impl EventStore, stream: &StreamId) -> Result<Option<u64>, String> {
-    let mut newest = pin!(store.read_stream(stream, StreamFrom::End, Direction::Backward, Some(1)));
-    match newest.try_next().await {
+    match store.last_event(stream).await {
         Ok(newest) => Ok(newest.map(|event| event.revision)),
         Err(error) => Err(format!("cannot read the stream: {error}")),
     }

@@ -56,12 +56,7 @@ impl<S: EventStore> TransferProcess<S> {
         }) = next_step(&state, transfer)
         {
             let key = format!("{transfer}/{step:?}");
-            let metadata = |key: String| Metadata {
-                correlation_id: cause.metadata.correlation_id,
-                causation_id: Some(cause.id),
-                idempotency_key: Some(key),
-                ..Metadata::default()
-            };
+            let metadata = |key: String| Metadata::caused_by(cause).with_idempotency_key(key);
             let result = match self
                 .accounts
                 .handle_with(&account.stream(), command, metadata(key.clone()))

@@ -9,13 +9,10 @@
 
 mod support;
 
-use std::pin::pin;
-
 use banking::account::AccountId;
 use banking::bank::Running;
 use banking::read_model::ReadModels;
-use decider_core::{Direction, EventStore, StoreError, StreamFrom, StreamId};
-use futures::TryStreamExt;
+use decider_core::{EventStore, StoreError, StreamId};
 use serde_json::json;
 use support::{Server, code};
 use uuid::Uuid;
@@ -473,8 +470,7 @@ async fn correlation_ids_come_back_and_land_on_the_events() {
 }
 
 async fn last_event<S: EventStore>(store: &S, stream: &StreamId) -> decider_core::RecordedEvent {
-    let mut events = pin!(store.read_stream(stream, StreamFrom::End, Direction::Backward, Some(1)));
-    events.try_next().await.unwrap().unwrap()
+    store.last_event(stream).await.unwrap().unwrap()
 }
 
 #[tokio::test]

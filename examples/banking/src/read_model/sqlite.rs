@@ -78,7 +78,7 @@ impl SqliteReadModels {
         store
             .write(|connection| connection.execute_batch(sql::CREATE))
             .await?
-            .map_err(|error| store_error(&error))?;
+            .map_err(store_error)?;
         Ok(Self { store })
     }
 }
@@ -107,7 +107,7 @@ impl SqliteTransactionalHandler for SqliteReadModels {
         transaction: &Transaction<'_>,
         batch: &[RecordedEvent],
     ) -> Result<(), SinkError> {
-        let fail = |error: rusqlite::Error| handle_error(&error);
+        let fail = handle_error;
         let mut views: HashMap<AccountId, Option<AccountView>> = HashMap::new();
         let mut insert_ledger = transaction
             .prepare_cached(sql::INSERT_LEDGER)
@@ -158,16 +158,14 @@ impl SqliteTransactionalHandler for SqliteReadModels {
     }
 
     fn reset(&self, transaction: &Transaction<'_>) -> Result<(), SinkError> {
-        transaction
-            .execute_batch(sql::RESET)
-            .map_err(|error| handle_error(&error))
+        transaction.execute_batch(sql::RESET).map_err(handle_error)
     }
 }
 
 impl ReadModels for SqliteReadModels {
     async fn account(&self, id: AccountId) -> Result<Option<AccountView>, StoreError> {
         self.store
-            .read(move |connection| account_view(connection, id).map_err(|e| store_error(&e)))
+            .read(move |connection| account_view(connection, id).map_err(store_error))
             .await
     }
 
@@ -176,11 +174,11 @@ impl ReadModels for SqliteReadModels {
             .read(move |connection| {
                 let mut statement = connection
                     .prepare_cached(sql::LEDGER)
-                    .map_err(|e| store_error(&e))?;
+                    .map_err(store_error)?;
                 let rows = statement
                     .query_map(params![id.0], ledger_entry)
-                    .map_err(|e| store_error(&e))?;
-                rows.map(|row| row.map_err(|e| store_error(&e)).and_then(|entry| entry))
+                    .map_err(store_error)?;
+                rows.map(|row| row.map_err(store_error).and_then(|entry| entry))
                     .collect()
             })
             .await
