@@ -1,22 +1,24 @@
-//! Where time enters the system: a [`Clock`], injected so that nothing else reads the time and
-//! tests can fix it. (Ids enter through an [`IdGenerator`](crate::IdGenerator), the same way.)
-//!
-//! Deciders never see it: what time it is arrives inside the command, read from a clock at the
-//! edge.
-//!
-//! ```
-//! use decider_core::{Clock, ManualClock};
-//! use std::time::{Duration, SystemTime};
-//!
-//! let clock = ManualClock::new(SystemTime::UNIX_EPOCH);
-//! clock.advance(Duration::from_secs(60));
-//! assert_eq!(clock.now(), SystemTime::UNIX_EPOCH + Duration::from_secs(60));
-//! ```
+//! Where time enters: [`Clock`] (documented there), [`SystemClock`], [`ManualClock`].
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 /// Tells the time.
+///
+/// Where time enters the system: a [`Clock`], injected so that nothing else reads the time and
+/// tests can fix it. (Ids enter through an [`IdGenerator`](crate::IdGenerator), the same way.)
+///
+/// Deciders never see it: what time it is arrives inside the command, read from a clock at the
+/// edge.
+///
+/// ```
+/// use decider_core::{Clock, ManualClock};
+/// use std::time::{Duration, SystemTime};
+///
+/// let clock = ManualClock::new(SystemTime::UNIX_EPOCH);
+/// clock.advance(Duration::from_secs(60));
+/// assert_eq!(clock.now(), SystemTime::UNIX_EPOCH + Duration::from_secs(60));
+/// ```
 pub trait Clock: Send + Sync + 'static {
     /// The current time.
     fn now(&self) -> SystemTime;

@@ -1,12 +1,5 @@
-//! Events as stores take and give them: [`EventData`] on its way in, [`RecordedEvent`] on its
-//! way out, and the [`ContentType`] of their payloads.
-//!
-//! ```
-//! use decider_core::{ContentType, EventData};
-//!
-//! let event = EventData::json("Deposited", r#"{"amount":10}"#);
-//! assert_eq!(event.content_type, ContentType::Json);
-//! ```
+//! Events as stores take and give them: [`EventData`] (where the overview is),
+//! [`RecordedEvent`], [`ContentType`].
 
 use std::time::SystemTime;
 
@@ -29,6 +22,16 @@ pub enum ContentType {
 }
 
 /// An event on its way into a store.
+///
+/// Events as stores take and give them: [`EventData`] on its way in, [`RecordedEvent`] on its
+/// way out, and the [`ContentType`] of their payloads.
+///
+/// ```
+/// use decider_core::{ContentType, EventData};
+///
+/// let event = EventData::json("Deposited", r#"{"amount":10}"#);
+/// assert_eq!(event.content_type, ContentType::Json);
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventData {
     /// Unique id of the event. Appending the same ids again is an idempotent retry.

@@ -1,17 +1,5 @@
-//! Where identity enters the system: an [`IdGenerator`], injected so that nothing else draws
-//! random ids and tests can fix them, and the deterministic ids of keyed commands.
-//!
-//! Deciders never see it: which id a new order gets arrives inside the command, drawn at the
-//! edge.
-//!
-//! ```
-//! use decider_core::{IdGenerator, SequentialIds};
-//! use uuid::Uuid;
-//!
-//! let ids = SequentialIds::default();
-//! assert_eq!(ids.new_id(), Uuid::from_u128(1));
-//! assert_eq!(ids.new_id(), Uuid::from_u128(2));
-//! ```
+//! Where ids enter: [`IdGenerator`] (documented there), [`RandomIds`], [`SequentialIds`], and
+//! the deterministic ids of keyed commands.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +9,21 @@ use uuid::Uuid;
 use crate::stream::StreamId;
 
 /// Draws ids for events and correlations that carry no idempotency key.
+///
+/// Where identity enters the system: an [`IdGenerator`], injected so that nothing else draws
+/// random ids and tests can fix them, and the deterministic ids of keyed commands.
+///
+/// Deciders never see it: which id a new order gets arrives inside the command, drawn at the
+/// edge.
+///
+/// ```
+/// use decider_core::{IdGenerator, SequentialIds};
+/// use uuid::Uuid;
+///
+/// let ids = SequentialIds::default();
+/// assert_eq!(ids.new_id(), Uuid::from_u128(1));
+/// assert_eq!(ids.new_id(), Uuid::from_u128(2));
+/// ```
 pub trait IdGenerator: Send + Sync + 'static {
     /// A new, unique id.
     fn new_id(&self) -> Uuid;

@@ -1,20 +1,4 @@
-//! What travels beside an event: correlation and causation ids, the idempotency key of the command
-//! that produced it, the payload's schema version, and user-defined headers.
-//!
-//! The [`CommandHandler`](crate::CommandHandler) copies a command's metadata onto every event the
-//! command produces, so a request id set at the edge of a system can be followed through every
-//! event, projection and saga it causes.
-//!
-//! ```
-//! use decider_core::Metadata;
-//! use uuid::Uuid;
-//!
-//! let metadata = Metadata::default()
-//!     .with_correlation_id(Uuid::nil())
-//!     .with_idempotency_key("transfer-7")
-//!     .with_header("user", "ada");
-//! assert_eq!(metadata.headers["user"], "ada");
-//! ```
+//! [`Metadata`], what travels beside an event (documented there).
 
 use std::collections::BTreeMap;
 
@@ -28,6 +12,24 @@ use crate::event::RecordedEvent;
 /// Serialised as one JSON object, with the reserved keys in EventStoreDB's `$`-prefixed
 /// convention (`$correlationId`, `$causationId`) so other tools read them, and user headers as
 /// plain keys beside them.
+///
+/// What travels beside an event: correlation and causation ids, the idempotency key of the command
+/// that produced it, the payload's schema version, and user-defined headers.
+///
+/// The [`CommandHandler`](crate::CommandHandler) copies a command's metadata onto every event the
+/// command produces, so a request id set at the edge of a system can be followed through every
+/// event, projection and saga it causes.
+///
+/// ```
+/// use decider_core::Metadata;
+/// use uuid::Uuid;
+///
+/// let metadata = Metadata::default()
+///     .with_correlation_id(Uuid::nil())
+///     .with_idempotency_key("transfer-7")
+///     .with_header("user", "ada");
+/// assert_eq!(metadata.headers["user"], "ada");
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metadata {
     /// Id shared by everything one request caused.

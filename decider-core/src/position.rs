@@ -1,17 +1,4 @@
-//! Places in a store's global log.
-//!
-//! A [`Position`] is what a checkpoint holds and what a global read or subscription starts
-//! after. Its text form, `<commit>/<prepare>`, is what [`Display`](fmt::Display) writes and
-//! [`FromStr`] reads back, so a position can travel through a URL or a header:
-//!
-//! ```
-//! use decider_core::Position;
-//!
-//! let position = Position::new(7, 42);
-//! assert_eq!(position.to_string(), "7/42");
-//! assert_eq!("7/42".parse::<Position>(), Ok(position));
-//! assert!("7".parse::<Position>().is_err());
-//! ```
+//! [`Position`], a place in a store's global log (documented there), and its text form.
 
 use std::fmt;
 use std::str::FromStr;
@@ -22,6 +9,19 @@ use std::str::FromStr;
 /// `(transaction_id, global_position)`, EventStoreDB's `(commit, prepare)`, the memory store's
 /// `(n, n)`. Start positions are exclusive: reading "after" a position never returns the event at
 /// it, so a checkpoint is simply the position of the last event handled.
+///
+/// A position is what a checkpoint holds and what a global read or subscription starts
+/// after. Its text form, `<commit>/<prepare>`, is what [`Display`](fmt::Display) writes and
+/// [`FromStr`] reads back, so a position can travel through a URL or a header:
+///
+/// ```
+/// use decider_core::Position;
+///
+/// let position = Position::new(7, 42);
+/// assert_eq!(position.to_string(), "7/42");
+/// assert_eq!("7/42".parse::<Position>(), Ok(position));
+/// assert!("7".parse::<Position>().is_err());
+/// ```
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]

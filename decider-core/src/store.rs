@@ -1,34 +1,5 @@
-//! The contract every event store implements: atomic optimistic-concurrency appends, stream and
-//! global reads, and catch-up-then-live subscriptions. `decider-tests` checks an implementation
-//! against it.
-//!
-//! Every read is a [`futures::Stream`] pulled page by page by its consumer, so nothing reads
-//! ahead more than one page: a slow consumer slows its reader and never grows memory.
-//!
-//! ```
-//! use decider_core::{EventData, EventStore, ExpectedVersion, StreamFrom, Direction, StreamId};
-//! use decider_store_memory::MemoryStore;
-//! use futures::TryStreamExt;
-//!
-//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! let store = MemoryStore::new();
-//! let stream = StreamId::new("account-1")?;
-//! let first = EventData::json("Opened", r#"{"owner":"ada"}"#);
-//! let written = store.append(&stream, ExpectedVersion::NoStream, vec![first]).await?;
-//! assert_eq!(written.next_revision, 1);
-//!
-//! let events: Vec<_> = store.read_whole_stream(&stream).try_collect().await?;
-//! assert_eq!(events[0].revision, 0);
-//! // The same read, spelled out: from the start, oldest first, no limit.
-//! let same: Vec<_> = store
-//!     .read_stream(&stream, StreamFrom::Start, Direction::Forward, None)
-//!     .try_collect()
-//!     .await?;
-//! assert_eq!(same, events);
-//! assert_eq!(store.last_event(&stream).await?, events.last().cloned());
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! # }).unwrap();
-//! ```
+//! The store contract: [`EventStore`] (where the overview is) and the types its methods take
+//! and return.
 
 use std::error::Error;
 use std::fmt;
@@ -363,6 +334,38 @@ impl<T> Subscription for T where
 ///   of transactions that commit out of order, sends `CaughtUp` once when it has delivered what
 ///   existed when it started, then follows new events until dropped.
 /// - Returned streams own what they need (`'static`): they can be moved into a task.
+///
+/// The contract every event store implements: atomic optimistic-concurrency appends, stream and
+/// global reads, and catch-up-then-live subscriptions. `decider-tests` checks an implementation
+/// against it.
+///
+/// Every read is a [`futures::Stream`] pulled page by page by its consumer, so nothing reads
+/// ahead more than one page: a slow consumer slows its reader and never grows memory.
+///
+/// ```
+/// use decider_core::{EventData, EventStore, ExpectedVersion, StreamFrom, Direction, StreamId};
+/// use decider_store_memory::MemoryStore;
+/// use futures::TryStreamExt;
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let store = MemoryStore::new();
+/// let stream = StreamId::new("account-1")?;
+/// let first = EventData::json("Opened", r#"{"owner":"ada"}"#);
+/// let written = store.append(&stream, ExpectedVersion::NoStream, vec![first]).await?;
+/// assert_eq!(written.next_revision, 1);
+///
+/// let events: Vec<_> = store.read_whole_stream(&stream).try_collect().await?;
+/// assert_eq!(events[0].revision, 0);
+/// // The same read, spelled out: from the start, oldest first, no limit.
+/// let same: Vec<_> = store
+///     .read_stream(&stream, StreamFrom::Start, Direction::Forward, None)
+///     .try_collect()
+///     .await?;
+/// assert_eq!(same, events);
+/// assert_eq!(store.last_event(&stream).await?, events.last().cloned());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
 pub trait EventStore: Send + Sync + 'static {
     /// Appends `events` to `stream` if the stream is at `expected`.
     fn append(

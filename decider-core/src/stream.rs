@@ -1,24 +1,5 @@
-//! Stream ids and what an append expects of its stream.
-//!
-//! A [`StreamId`] names one stream and is validated once, when it is made. Most streams hold
-//! one entity's events and are named `<category>-<id>`: a [`Category`] checked when the program
-//! is compiled builds them from a typed id ([`StreamKey`]: a UUID or an integer) without a
-//! `Result`. An [`ExpectedVersion`] says what an append expects of its stream.
-//!
-//! ```
-//! use decider_core::{Category, ExpectedVersion, StreamId};
-//! use uuid::Uuid;
-//!
-//! const ACCOUNTS: Category = Category::new("account");
-//! let stream = ACCOUNTS.stream(Uuid::nil());
-//! assert_eq!(stream.as_str(), "account-00000000-0000-0000-0000-000000000000");
-//! assert_eq!(stream.category(), "account");
-//! assert_eq!(StreamId::new("account-42")?.category(), "account");
-//! // The first event of a stream is revision 0; appending the second one expects revision 0.
-//! let expected = ExpectedVersion::Exact(0);
-//! # let _ = expected;
-//! # Ok::<(), decider_core::InvalidStreamId>(())
-//! ```
+//! Naming streams and what an append expects of one: [`StreamId`] (where the overview is),
+//! [`Category`], [`StreamKey`], [`ExpectedVersion`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -33,6 +14,26 @@ pub const MAX_STREAM_ID_BYTES: usize = 255;
 /// A stream id is non-empty, at most [`MAX_STREAM_ID_BYTES`] bytes of UTF-8, and holds no control
 /// characters. Everything before the first `-` is its [category](StreamId::category), the unit
 /// projections and filters select by. Cloning is cheap (the text is shared).
+///
+/// A stream id names one stream and is validated once, when it is made. Most streams hold
+/// one entity's events and are named `<category>-<id>`: a [`Category`] checked when the program
+/// is compiled builds them from a typed id ([`StreamKey`]: a UUID or an integer) without a
+/// `Result`. An [`ExpectedVersion`] says what an append expects of its stream.
+///
+/// ```
+/// use decider_core::{Category, ExpectedVersion, StreamId};
+/// use uuid::Uuid;
+///
+/// const ACCOUNTS: Category = Category::new("account");
+/// let stream = ACCOUNTS.stream(Uuid::nil());
+/// assert_eq!(stream.as_str(), "account-00000000-0000-0000-0000-000000000000");
+/// assert_eq!(stream.category(), "account");
+/// assert_eq!(StreamId::new("account-42")?.category(), "account");
+/// // The first event of a stream is revision 0; appending the second one expects revision 0.
+/// let expected = ExpectedVersion::Exact(0);
+/// # let _ = expected;
+/// # Ok::<(), decider_core::InvalidStreamId>(())
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StreamId(Arc<str>);
 

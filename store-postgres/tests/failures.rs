@@ -359,7 +359,8 @@ async fn a_server_error_keeps_the_drivers_error_with_its_sqlstate_as_source() {
         )
         .await
         .unwrap_err();
-    let source = std::error::Error::source(&error).unwrap_or_else(|| panic!("no source: {error:?}"));
+    let source =
+        std::error::Error::source(&error).unwrap_or_else(|| panic!("no source: {error:?}"));
     let driver = source
         .downcast_ref::<tokio_postgres::Error>()
         .unwrap_or_else(|| panic!("the source is not the driver's error: {source:?}"));

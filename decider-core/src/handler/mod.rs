@@ -1,55 +1,6 @@
-//! The command handler: load, fold, decide, append — and retry on conflict.
-//!
-//! [`CommandHandler::handle`] reads the stream, folds it into state, refuses the command if the
-//! stream is terminal, asks the decider, encodes the new events and appends them expecting the
-//! exact version it read. If another writer got there first the store refuses with
-//! [`StoreError::WrongExpectedVersion`]; the handler then reads the events it missed and decides
-//! again, a bounded number of times with jittered backoff, and finally returns the conflict.
-//!
-//! Two opt-in optimisations make loading cheaper, and change no result:
-//! - a [state cache](crate::cache) ([`CommandHandler::with_cache`]): a command on a warm stream
-//!   decides on the cached state and appends expecting its revision — one round trip to the
-//!   store instead of a read and an append. A stale entry makes the append fail with a conflict,
-//!   which is retried as above, so a command never succeeds on a state it did not see;
-//! - [snapshots](crate::snapshot) ([`CommandHandler::with_snapshots`]): a cold load reads the
-//!   latest snapshot and the events after it instead of the whole stream.
-//!
-//! A command may carry an idempotency key (in its [`Metadata`]). The key is stored on every event
-//! the command produces and turned into deterministic event ids, so that a repeated command —
-//! a client retry, a redelivered message — returns the original outcome instead of deciding
-//! again, and two identical commands racing write exactly one set of events.
-//!
-//! A store that is [unavailable](StoreError::Unavailable) (a dropped connection, a database
-//! restart) fails a command without a key at once: its append may have committed before the
-//! reply was lost, and deciding again could write twice. A command *with* a key is retried,
-//! a bounded number of times with backoff ([`RetryPolicy::unavailable_retries`]): the key fixes
-//! its event ids, so an append that did commit is found as the key's original outcome, which
-//! the retry returns (marked `replayed`, like any repeat) instead of writing again.
-//!
-//! ```
-//! # use decider_core::{Decider, CommandHandler, StreamId, Metadata};
-//! # use decider_store_memory::MemoryStore;
-//! # use serde::{Serialize, Deserialize};
-//! # struct Counter;
-//! # #[derive(Serialize, Deserialize)] enum Event { Added { n: u64 } }
-//! # impl Decider for Counter {
-//! #     type Command = u64; type Event = Event; type State = u64; type Error = std::convert::Infallible;
-//! #     fn initial_state(&self) -> u64 { 0 }
-//! #     fn decide(&self, n: &u64, _: &u64) -> Result<Vec<Event>, Self::Error> { Ok(vec![Event::Added { n: *n }]) }
-//! #     fn evolve(&self, s: u64, Event::Added { n }: &Event) -> u64 { s + n }
-//! # }
-//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! let counters = CommandHandler::new(Counter, MemoryStore::new());
-//! let stream = StreamId::new("counter-1")?;
-//! let retried = Metadata::default().with_idempotency_key("request-17");
-//!
-//! let first = counters.handle_with(&stream, 5, retried.clone()).await?;
-//! let again = counters.handle_with(&stream, 5, retried).await?;
-//! assert!(!first.replayed && again.replayed);
-//! assert_eq!(again.last_revision, Some(0)); // written once
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! # }).unwrap();
-//! ```
+//! The command handler's public face: [`CommandHandler`] (documented there), its builder and
+//! accessors, `handle` and `load`. The retry loop is in `attempt.rs`, the policy in `retry.rs`,
+//! outcomes and errors in `outcome.rs`.
 
 mod attempt;
 mod outcome;
@@ -97,6 +48,59 @@ pub use retry::RetryPolicy;
 ///     .with_cache(100_000)
 ///     .with_snapshots(MemorySnapshotStore::new(), SnapshotPolicy::every(1_000));
 /// # let _ = accounts;
+/// ```
+///
+/// The command handler: load, fold, decide, append — and retry on conflict.
+///
+/// [`CommandHandler::handle`] reads the stream, folds it into state, refuses the command if the
+/// stream is terminal, asks the decider, encodes the new events and appends them expecting the
+/// exact version it read. If another writer got there first the store refuses with
+/// [`StoreError::WrongExpectedVersion`](crate::StoreError::WrongExpectedVersion); the handler then reads the events it missed and decides
+/// again, a bounded number of times with jittered backoff, and finally returns the conflict.
+///
+/// Two opt-in optimisations make loading cheaper, and change no result:
+/// - a [state cache](crate::StateCache) ([`CommandHandler::with_cache`]): a command on a warm stream
+///   decides on the cached state and appends expecting its revision — one round trip to the
+///   store instead of a read and an append. A stale entry makes the append fail with a conflict,
+///   which is retried as above, so a command never succeeds on a state it did not see;
+/// - [snapshots](crate::SnapshotStore) ([`CommandHandler::with_snapshots`]): a cold load reads the
+///   latest snapshot and the events after it instead of the whole stream.
+///
+/// A command may carry an idempotency key (in its [`Metadata`]). The key is stored on every event
+/// the command produces and turned into deterministic event ids, so that a repeated command —
+/// a client retry, a redelivered message — returns the original outcome instead of deciding
+/// again, and two identical commands racing write exactly one set of events.
+///
+/// A store that is [unavailable](crate::StoreError::Unavailable) (a dropped connection, a database
+/// restart) fails a command without a key at once: its append may have committed before the
+/// reply was lost, and deciding again could write twice. A command *with* a key is retried,
+/// a bounded number of times with backoff ([`RetryPolicy::unavailable_retries`]): the key fixes
+/// its event ids, so an append that did commit is found as the key's original outcome, which
+/// the retry returns (marked `replayed`, like any repeat) instead of writing again.
+///
+/// ```
+/// # use decider_core::{Decider, CommandHandler, StreamId, Metadata};
+/// # use decider_store_memory::MemoryStore;
+/// # use serde::{Serialize, Deserialize};
+/// # struct Counter;
+/// # #[derive(Serialize, Deserialize)] enum Event { Added { n: u64 } }
+/// # impl Decider for Counter {
+/// #     type Command = u64; type Event = Event; type State = u64; type Error = std::convert::Infallible;
+/// #     fn initial_state(&self) -> u64 { 0 }
+/// #     fn decide(&self, n: &u64, _: &u64) -> Result<Vec<Event>, Self::Error> { Ok(vec![Event::Added { n: *n }]) }
+/// #     fn evolve(&self, s: u64, Event::Added { n }: &Event) -> u64 { s + n }
+/// # }
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let counters = CommandHandler::new(Counter, MemoryStore::new());
+/// let stream = StreamId::new("counter-1")?;
+/// let retried = Metadata::default().with_idempotency_key("request-17");
+///
+/// let first = counters.handle_with(&stream, 5, retried.clone()).await?;
+/// let again = counters.handle_with(&stream, 5, retried).await?;
+/// assert!(!first.replayed && again.replayed);
+/// assert_eq!(again.last_revision, Some(0)); // written once
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
 /// ```
 pub struct CommandHandler<D: Decider, S, C = JsonCodec<<D as Decider>::Event>> {
     decider: D,
@@ -215,7 +219,7 @@ where
     D: Decider,
     D::State: Clone,
 {
-    /// The same handler with a [state cache](crate::cache) of at most `max_entries` streams: a
+    /// The same handler with a [state cache](crate::StateCache) of at most `max_entries` streams: a
     /// command on a cached stream decides on the cached state and appends expecting its
     /// revision, without reading the stream.
     ///
@@ -232,7 +236,7 @@ where
     D: Decider,
     D::State: Serialize + DeserializeOwned,
 {
-    /// The same handler taking [snapshots](crate::snapshot) of its streams' states into
+    /// The same handler taking [snapshots](crate::SnapshotStore) of its streams' states into
     /// `snapshots`, as `policy` says, and loading cold streams from the latest one.
     pub fn with_snapshots(mut self, snapshots: impl SnapshotStore, policy: SnapshotPolicy) -> Self {
         self.snapshots = Some(Snapshots::new(snapshots, policy));

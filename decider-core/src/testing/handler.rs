@@ -16,7 +16,7 @@ use crate::{
 };
 
 /// Starts a specification of `handler` (with its codec, retry policy and id generator) on its
-/// store. For the default handler, [`spec`]`(decider).`[`on`](DeciderSpec::on)`(store)` is shorter.
+/// store. For the default handler, [`spec`](super::spec)`(decider).`[`on`](super::DeciderSpec::on)`(store)` is shorter.
 ///
 /// Unless [`in_stream`](HandlerSpec::in_stream) names one, the specification runs on a fresh
 /// stream `spec-<uuid>`, so that specifications can share a store.

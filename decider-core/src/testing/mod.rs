@@ -7,7 +7,7 @@
 //! - [`view_spec`]`(view).given(events).`[`then_state`](ViewSpec::then_state)`(state)`.
 //! - [`saga_spec`]`(saga).given(event).`[`then_commands`](SagaThen::then_commands)`(commands)`.
 //! - [`spec`]`(decider).`[`on`](DeciderSpec::on)`(store)` or [`handler_spec`]`(handler)`: the same
-//!   sentences, `async`, through a [`CommandHandler`] on any [`EventStore`]; the events a command
+//!   sentences, `async`, through a [`CommandHandler`](crate::CommandHandler) on any [`EventStore`](crate::EventStore); the events a command
 //!   appended are read back from the store and decoded, so the codec round trip is part of the
 //!   check.
 //!
