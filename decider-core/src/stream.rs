@@ -195,7 +195,7 @@ pub const MAX_CATEGORY_BYTES: usize = MAX_STREAM_ID_BYTES - 1 - MAX_STREAM_KEY_B
 /// make [`StreamId::category`] answer a shorter one) and no control character. Declare it as a
 /// `const` and a bad name is a compile error:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0080
 /// # use decider_core::Category;
 /// const BAD: Category = Category::new("bank-account"); // a `-` in a category
 /// # let _ = BAD;

@@ -4,12 +4,24 @@
 //! An attempt starts from a [`Next`] step and ends in an outcome, an error, or the next step:
 //!
 //! ```text
-//!             ┌──────────── conflict: CatchUp (the events since) ───────────┐
-//!             v                                                             │
-//! Decide(cached/assumed) ─┬─> decide ─> append ─> ok ─> outcome             │
-//! CatchUp(basis) ─ read ──┤      │         └──────> conflict ───────────────┘
-//! Load{snapshot} ─ read ──┘      │                  reused key / repeat ──> Load (whole stream)
-//!                                └─ nothing to append on an unconfirmed basis ─> CatchUp or Load
+//! step                 gets its state by                        then
+//! Decide(basis)        nothing: a cached or assumed state       decide
+//! CatchUp(basis)       reading the events after `basis`         decide; the key's original if
+//!                                                               found on a searched state;
+//!                                                               Load if found on another
+//! Load { snapshot }    reading from the latest snapshot         decide; the key's original if
+//!                      (if `snapshot`) or the stream's start    found
+//!
+//! decided              store's answer                           next
+//! events               appended                                 done (a repeated batch: the
+//!                                                               key's original, read whole)
+//! events               wrong expected version                   CatchUp(basis); Load when the
+//!                                                               stream is behind the state;
+//!                                                               the conflict when out of retries
+//! events               a key's event id reused (unsearched)     Load { snapshot: false }
+//! nothing, or refused  (no append)                              done on a confirmed state;
+//!                                                               else CatchUp, or Load when the
+//!                                                               key was not searched for
 //! ```
 //!
 //! What a state may be trusted with is its [`Trust`]: a cached (or assumed) state may be stale

@@ -41,7 +41,7 @@ impl<D: Decider> DeciderSpec<D> {
         }
     }
 
-    /// Runs the specification through a [`CommandHandler`](crate::CommandHandler) with the default [`JsonCodec`](crate::JsonCodec) on
+    /// Runs the specification through a [`CommandHandler`] with the default [`JsonCodec`](crate::JsonCodec) on
     /// `store`; the events given so far become the stream's first events.
     pub fn on<S: EventStore>(self, store: S) -> HandlerSpec<D, S>
     where
