@@ -96,7 +96,9 @@
 //! | [`projection`] | the projection runner, sinks, checkpoints, dead letters, leases, sagas as projections |
 //! | `testing` (feature `testing`) | the given/when/then DSLs, one file each under `testing/`: deciders, views, sagas, command handlers |
 //!
-//! No item is reachable by two public paths.
+//! No item is reachable by two public paths. A new item goes into the file named for what it
+//! holds and gets one `pub use` here, unless it joins one of the three public modules; the
+//! workspace's `unreachable_pub` lint points at an item that was made `pub` and not re-exported.
 #![deny(missing_docs)]
 
 mod backoff;
