@@ -1,55 +1,55 @@
-//! The state cache of a [`CommandHandler`](crate::CommandHandler): the folded state of recently
-//! used streams with their last revision, so that a command on a warm stream skips the read.
-//!
-//! A cached state is only ever a *guess* of the stream's current state: the handler decides on
-//! it and appends with `Exact(last_revision)`, so the store refuses the append if anything was
-//! written since; the handler then drops the entry, reads what it missed and decides again. A
-//! stale entry therefore costs a retry, never a wrong decision.
-//!
-//! The cache is bounded by its number of entries and evicts with the CLOCK algorithm (an LRU
-//! approximation: an entry used since the hand last passed gets a second chance). It is split
-//! into shards, each behind its own `std::sync::Mutex` held for a map lookup and never across an
-//! `.await`, so tasks on different streams rarely wait for each other.
-//!
-//! ```
-//! # use decider_core::{CommandHandler, Decider, StreamId};
-//! # use decider_store_memory::MemoryStore;
-//! # use serde::{Deserialize, Serialize};
-//! # struct Counter;
-//! # #[derive(Serialize, Deserialize)] enum Event { Added { n: u64 } }
-//! # impl Decider for Counter {
-//! #     type Command = u64; type Event = Event; type State = u64; type Error = std::convert::Infallible;
-//! #     fn initial_state(&self) -> u64 { 0 }
-//! #     fn decide(&self, n: &u64, _: &u64) -> Result<Vec<Event>, Self::Error> { Ok(vec![Event::Added { n: *n }]) }
-//! #     fn evolve(&self, s: u64, Event::Added { n }: &Event) -> u64 { s + n }
-//! # }
-//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! let counters = CommandHandler::new(Counter, MemoryStore::new()).with_cache(10_000);
-//! let stream = StreamId::new("counter-1")?;
-//! counters.handle(&stream, 5).await?; // reads the (empty) stream, appends, caches the state
-//! counters.handle(&stream, 2).await?; // decides on the cached state: one append, no read
-//!
-//! let cached = counters.cache().and_then(|cache| cache.get(&stream)).unwrap();
-//! assert_eq!((cached.state, cached.last_revision), (7, Some(1)));
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! # }).unwrap();
-//! ```
+//! [`StateCache`], the command handler's bounded cache of folded states (documented there).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::event::StreamId;
-use crate::handler::Loaded;
+use crate::loaded::Loaded;
+use crate::stream::StreamId;
 
 /// Caches of at least this many entries are split into [`SHARDS`] shards; smaller ones have one,
 /// so that a small bound is exact and every entry competes with every other for its place.
 const SHARDING_THRESHOLD: usize = 1024;
 const SHARDS: usize = 16;
 
-/// A bounded map from stream to its folded state and last revision, shared by the tasks of one
-/// [`CommandHandler`](crate::CommandHandler) (see the [module](self) documentation).
+/// The state cache of a [`CommandHandler`](crate::CommandHandler): a bounded map from stream to
+/// its folded state and last revision, shared by the handler's tasks, so that a command on a
+/// warm stream skips the read.
+///
+/// A cached state is only ever a *guess* of the stream's current state: the handler decides on
+/// it and appends with `Exact(last_revision)`, so the store refuses the append if anything was
+/// written since; the handler then drops the entry, reads what it missed and decides again. A
+/// stale entry therefore costs a retry, never a wrong decision.
+///
+/// The cache is bounded by its number of entries and evicts with the CLOCK algorithm (an LRU
+/// approximation: an entry used since the hand last passed gets a second chance). It is split
+/// into shards, each behind its own `std::sync::Mutex` held for a map lookup and never across an
+/// `.await`, so tasks on different streams rarely wait for each other.
+///
+/// ```
+/// # use decider_core::{CommandHandler, Decider, StreamId};
+/// # use decider_store_memory::MemoryStore;
+/// # use serde::{Deserialize, Serialize};
+/// # struct Counter;
+/// # #[derive(Serialize, Deserialize)] enum Event { Added { n: u64 } }
+/// # impl Decider for Counter {
+/// #     type Command = u64; type Event = Event; type State = u64; type Error = std::convert::Infallible;
+/// #     fn initial_state(&self) -> u64 { 0 }
+/// #     fn decide(&self, n: &u64, _: &u64) -> Result<Vec<Event>, Self::Error> { Ok(vec![Event::Added { n: *n }]) }
+/// #     fn evolve(&self, s: u64, Event::Added { n }: &Event) -> u64 { s + n }
+/// # }
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let counters = CommandHandler::new(Counter, MemoryStore::new()).with_cache(10_000);
+/// let stream = StreamId::new("counter-1")?;
+/// counters.handle(&stream, 5).await?; // reads the (empty) stream, appends, caches the state
+/// counters.handle(&stream, 2).await?; // decides on the cached state: one append, no read
+///
+/// let cached = counters.cache().and_then(|cache| cache.get(&stream)).unwrap();
+/// assert_eq!((cached.state, cached.last_revision), (7, Some(1)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
 pub struct StateCache<S> {
     shards: Box<[Mutex<Shard<S>>]>,
     hasher: RandomState,

@@ -1,34 +1,5 @@
-//! Codecs turn domain events into stored payloads and back.
-//!
-//! [`JsonCodec`] is the default: it serialises an externally tagged serde enum (serde's default
-//! enum representation) and splits it so that the variant name becomes the event type and the
-//! variant's content the payload. No derive macro is needed beyond serde's own.
-//!
-//! Old payloads are brought up to date by upcasters, registered per (event type, schema version):
-//! the codec writes each event with its type's current schema version in the metadata, and on
-//! decode runs every upcaster from the stored version up to the current one.
-//!
-//! ```
-//! use decider_core::{Codec, JsonCodec};
-//! use serde::{Deserialize, Serialize};
-//! use serde_json::json;
-//!
-//! #[derive(Debug, PartialEq, Serialize, Deserialize)]
-//! enum Event {
-//!     Deposited { amount: u64, currency: String },
-//!     Closed,
-//! }
-//!
-//! // Version 1 of `Deposited` had no currency; everything before the change was in euros.
-//! let codec = JsonCodec::<Event>::new().with_upcaster("Deposited", 1, |mut payload| {
-//!     payload["currency"] = json!("EUR");
-//!     payload
-//! });
-//! let encoded = codec.encode(&Event::Closed)?;
-//! assert_eq!(encoded.event_type, "Closed");
-//! assert_eq!(codec.current_version("Deposited"), 2);
-//! # Ok::<(), decider_core::CodecError>(())
-//! ```
+//! Codecs: the [`Codec`] trait, [`JsonCodec`] (where the overview is), [`EncodedEvent`],
+//! [`CodecError`].
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -42,8 +13,9 @@ use serde_json::Value;
 
 use uuid::Uuid;
 
-use crate::event::{ContentType, EventData, RecordedEvent, StreamId};
+use crate::event::{ContentType, EventData, RecordedEvent};
 use crate::metadata::Metadata;
+use crate::stream::StreamId;
 
 /// An event encoded for storage, before it gets an id and metadata.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,6 +96,36 @@ pub trait Codec<E>: Send + Sync {
 type Upcaster = Arc<dyn Fn(Value) -> Value + Send + Sync>;
 
 /// The default codec: JSON of an externally tagged serde enum, variant name = event type.
+///
+/// [`JsonCodec`] is the default: it serialises an externally tagged serde enum (serde's default
+/// enum representation) and splits it so that the variant name becomes the event type and the
+/// variant's content the payload. No derive macro is needed beyond serde's own.
+///
+/// Old payloads are brought up to date by upcasters, registered per (event type, schema version):
+/// the codec writes each event with its type's current schema version in the metadata, and on
+/// decode runs every upcaster from the stored version up to the current one.
+///
+/// ```
+/// use decider_core::{Codec, JsonCodec};
+/// use serde::{Deserialize, Serialize};
+/// use serde_json::json;
+///
+/// #[derive(Debug, PartialEq, Serialize, Deserialize)]
+/// enum Event {
+///     Deposited { amount: u64, currency: String },
+///     Closed,
+/// }
+///
+/// // Version 1 of `Deposited` had no currency; everything before the change was in euros.
+/// let codec = JsonCodec::<Event>::new().with_upcaster("Deposited", 1, |mut payload| {
+///     payload["currency"] = json!("EUR");
+///     payload
+/// });
+/// let encoded = codec.encode(&Event::Closed)?;
+/// assert_eq!(encoded.event_type, "Closed");
+/// assert_eq!(codec.current_version("Deposited"), 2);
+/// # Ok::<(), decider_core::CodecError>(())
+/// ```
 pub struct JsonCodec<E> {
     /// The enum's variant names, read from its `Deserialize` impl; `None` when `E` does not
     /// deserialise as an enum (then unknown types surface as decoding errors).
@@ -366,7 +368,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::event::Position;
+    use crate::position::Position;
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     enum Event {

@@ -71,7 +71,7 @@ impl<L: fmt::Display, R: fmt::Display> fmt::Display for Either<L, R> {
     }
 }
 
-/// Lets a combined decider's error travel through `?` and `HandlerError` like its parts' do.
+/// Lets a combined decider's error travel through `?` and `CommandError` like its parts' do.
 impl<L: std::error::Error, R: std::error::Error> std::error::Error for Either<L, R> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {

@@ -1,37 +1,39 @@
-//! The Decider: the one place business rules live.
-//!
-//! A decider turns a command and the current state into new events ([`Decider::decide`]) and
-//! folds events into state ([`Decider::evolve`]). Both are pure: no clock, no randomness, no
-//! I/O, so replaying a stream always yields the same state. Time, ids and outside facts arrive
-//! inside the command.
-//!
-//! ```
-//! use decider_core::{Decider, fold};
-//!
-//! struct Counter;
-//! enum Command { Add(u32) }
-//! enum Event { Added(u32) }
-//!
-//! impl Decider for Counter {
-//!     type Command = Command;
-//!     type Event = Event;
-//!     type State = u64;
-//!     type Error = std::convert::Infallible;
-//!     fn initial_state(&self) -> u64 { 0 }
-//!     fn decide(&self, command: &Command, _: &u64) -> Result<Vec<Event>, Self::Error> {
-//!         let Command::Add(n) = command;
-//!         Ok(vec![Event::Added(*n)])
-//!     }
-//!     fn evolve(&self, state: u64, event: &Event) -> u64 {
-//!         let Event::Added(n) = event;
-//!         state + u64::from(*n)
-//!     }
-//! }
-//!
-//! assert_eq!(fold(&Counter, &[Event::Added(2), Event::Added(3)]), 5);
-//! ```
+//! [`Decider`] (documented there) and its folds.
 
 /// Decides which events a command causes, and folds events into state.
+///
+/// The Decider: the one place business rules live.
+///
+/// A decider turns a command and the current state into new events ([`Decider::decide`]) and
+/// folds events into state ([`Decider::evolve`]). Both are pure: no clock, no randomness, no
+/// I/O, so replaying a stream always yields the same state. Time, ids and outside facts arrive
+/// inside the command.
+///
+/// ```
+/// use decider_core::{Decider, fold};
+///
+/// struct Counter;
+/// enum Command { Add(u32) }
+/// enum Event { Added(u32) }
+///
+/// impl Decider for Counter {
+///     type Command = Command;
+///     type Event = Event;
+///     type State = u64;
+///     type Error = std::convert::Infallible;
+///     fn initial_state(&self) -> u64 { 0 }
+///     fn decide(&self, command: &Command, _: &u64) -> Result<Vec<Event>, Self::Error> {
+///         let Command::Add(n) = command;
+///         Ok(vec![Event::Added(*n)])
+///     }
+///     fn evolve(&self, state: u64, event: &Event) -> u64 {
+///         let Event::Added(n) = event;
+///         state + u64::from(*n)
+///     }
+/// }
+///
+/// assert_eq!(fold(&Counter, &[Event::Added(2), Event::Added(3)]), 5);
+/// ```
 pub trait Decider {
     /// What a caller asks for.
     type Command;

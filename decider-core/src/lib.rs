@@ -9,11 +9,11 @@
 //!   stream and global reads, catch-up-then-live subscriptions.
 //! - [`CommandHandler`]: load, fold, decide, append with the exact expected version, retry on
 //!   conflict, answer repeated commands from their idempotency key; optionally with a
-//!   [state cache](cache) (one round trip per command on a warm stream) and
-//!   [snapshots](snapshot) ([`SnapshotStore`]) for long streams.
+//!   [state cache](StateCache) (one round trip per command on a warm stream) and
+//!   [snapshots](SnapshotStore) for long streams.
 //! - [`JsonCodec`]: events as JSON, the enum variant name as event type, upcasters for old
 //!   payloads.
-//! - `testing` (feature `testing`): the given/when/then DSL.
+//! - `testing` (feature `testing`): the given/when/then DSLs.
 //!
 //! ```
 //! use decider_core::{CommandHandler, Decider, StreamId};
@@ -63,39 +63,83 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! # }).unwrap();
 //! ```
+//!
+//! # Where things are
+//!
+//! Everything a user of the crate names every day is at the root, under one path each; the
+//! modules that hold it are private, named for what they hold (`stream.rs` holds [`StreamId`],
+//! `position.rs` holds [`Position`], …) so that a reader of the source can guess the file. Three
+//! families of items that belong together and are named less often have public modules of their
+//! own, and are reachable only there.
+//!
+//! | at the root | what it is | source file |
+//! |---|---|---|
+//! | [`Decider`], [`fold`], [`fold_from`] | the pure model | `decider.rs` |
+//! | [`View`], [`fold_view`] | read-side folds | `view.rs` |
+//! | [`Saga`] | pure reactions, event to commands | `saga.rs` |
+//! | [`StreamId`], [`InvalidStreamId`], [`MAX_STREAM_ID_BYTES`], [`Category`], [`StreamKey`], [`MAX_CATEGORY_BYTES`], [`MAX_STREAM_KEY_BYTES`], [`ExpectedVersion`] | naming streams, and what an append expects of one | `stream.rs` |
+//! | [`Position`], [`InvalidPosition`] | places in the global log | `position.rs` |
+//! | [`EventData`], [`RecordedEvent`], [`ContentType`] | events on their way in and out | `event.rs` |
+//! | [`Metadata`] | correlation, causation, idempotency key, headers | `metadata.rs` |
+//! | [`EventStore`], [`AppendResult`], [`StreamFrom`], [`Direction`], [`EventFilter`], [`EventStream`], [`Subscription`], [`SubscriptionMessage`], [`StoreError`], [`ErrorSource`] | the store contract | `store.rs` |
+//! | [`Codec`], [`JsonCodec`], [`EncodedEvent`], [`CodecError`] | domain events to bytes and back | `codec.rs` |
+//! | [`CommandHandler`], [`CommandOutcome`], [`CommandError`], [`RetryPolicy`] | running commands | `handler/` (the retry loop in `handler/attempt.rs`) |
+//! | [`Loaded`] | a stream's folded state and revision | `loaded.rs` |
+//! | [`StateCache`] | the handler's state cache | `cache.rs` |
+//! | [`Snapshot`], [`SnapshotStore`], [`SnapshotPolicy`] | snapshots of long streams | `snapshot.rs` |
+//! | [`Clock`], [`SystemClock`], [`ManualClock`] | where time enters | `clock.rs` |
+//! | [`IdGenerator`], [`RandomIds`], [`SequentialIds`] | where ids enter | `ids.rs` |
+//!
+//! | public module | what it holds |
+//! |---|---|
+//! | [`combinators`] | composing deciders: `combine`, `map_*`, `many`, `Either` |
+//! | [`projection`] | the projection runner, sinks, checkpoints, dead letters, leases, sagas as projections |
+//! | `testing` (feature `testing`) | the given/when/then DSLs, one file each under `testing/`: deciders, views, sagas, command handlers |
+//!
+//! No item is reachable by two public paths. A new item goes into the file named for what it
+//! holds and gets one `pub use` here, unless it joins one of the three public modules; the
+//! workspace's `unreachable_pub` lint points at an item that was made `pub` and not re-exported.
 #![deny(missing_docs)]
 
 mod backoff;
-pub mod cache;
-pub mod clock;
-pub mod codec;
+mod cache;
+mod clock;
+mod codec;
 pub mod combinators;
-pub mod decider;
-pub mod event;
-pub mod handler;
-pub mod metadata;
+mod decider;
+mod event;
+mod handler;
+mod ids;
+mod loaded;
+mod metadata;
+mod position;
 pub mod projection;
-pub mod saga;
-pub mod snapshot;
-pub mod store;
+mod saga;
+mod snapshot;
+mod store;
+mod stream;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod view;
+mod view;
 
 pub use cache::StateCache;
-pub use clock::{Clock, IdGenerator, ManualClock, RandomIds, SequentialIds, SystemClock};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{Codec, CodecError, EncodedEvent, JsonCodec};
 pub use decider::{Decider, fold, fold_from};
-pub use event::{
-    ContentType, EventData, ExpectedVersion, InvalidStreamId, MAX_STREAM_ID_BYTES, Position,
-    RecordedEvent, StreamId,
-};
-pub use handler::{CommandHandler, CommandOutcome, HandlerError, Loaded, RetryPolicy};
+pub use event::{ContentType, EventData, RecordedEvent};
+pub use handler::{CommandError, CommandHandler, CommandOutcome, RetryPolicy};
+pub use ids::{IdGenerator, RandomIds, SequentialIds};
+pub use loaded::Loaded;
 pub use metadata::Metadata;
+pub use position::{InvalidPosition, Position};
 pub use saga::{Process, ProcessStep, Refused, Saga};
 pub use snapshot::{Snapshot, SnapshotPolicy, SnapshotStore};
 pub use store::{
-    AppendResult, Direction, EventFilter, EventStore, EventStream, StoreError, StreamFrom,
-    Subscription, SubscriptionMessage,
+    AppendResult, Direction, ErrorSource, EventFilter, EventStore, EventStream, StoreError,
+    StreamFrom, Subscription, SubscriptionMessage,
 };
-pub use view::{Recorded, View};
+pub use stream::{
+    Category, ExpectedVersion, InvalidStreamId, MAX_CATEGORY_BYTES, MAX_STREAM_ID_BYTES,
+    MAX_STREAM_KEY_BYTES, StreamId, StreamKey,
+};
+pub use view::{Recorded, View, fold_view};

@@ -26,8 +26,8 @@
 //! A [`Process`] is a saga with state: its progress is kept in a stream of its own, and each
 //! answer to one of its commands (taken or refused) is recorded there before the next step.
 
+use crate::StreamId;
 use crate::decider::Decider;
-use crate::event::StreamId;
 
 /// Reacts to events with commands.
 pub trait Saga {

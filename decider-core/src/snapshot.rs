@@ -1,46 +1,5 @@
-//! Snapshots: the folded state of a stream saved every so often, so that loading a long stream
-//! reads the latest snapshot and only the events after it.
-//!
-//! A snapshot is only an optimisation. The [`CommandHandler`](crate::CommandHandler) ignores a
-//! snapshot it cannot use — none, one written for another shape of the state (its
-//! [`state_version`](Snapshot::state_version) is not the policy's), one that does not decode,
-//! a store that fails — and reads the whole stream instead; deleting every snapshot changes no
-//! result, only the time it takes. A failed snapshot write is logged and never fails the
-//! command that triggered it.
-//!
-//! States are stored as serde JSON. When the shape of the state changes, raise
-//! [`SnapshotPolicy::with_state_version`]: older snapshots are then ignored instead of being
-//! mis-decoded, and replaced as commands write new ones.
-//!
-//! ```
-//! use decider_core::{CommandHandler, Decider, SnapshotPolicy, SnapshotStore, StreamId};
-//! use decider_store_memory::{MemorySnapshotStore, MemoryStore};
-//! # use serde::{Deserialize, Serialize};
-//! # struct Counter;
-//! # #[derive(Serialize, Deserialize)] enum Event { Added { n: u64 } }
-//! # impl Decider for Counter {
-//! #     type Command = u64; type Event = Event; type State = u64; type Error = std::convert::Infallible;
-//! #     fn initial_state(&self) -> u64 { 0 }
-//! #     fn decide(&self, n: &u64, _: &u64) -> Result<Vec<Event>, Self::Error> { Ok(vec![Event::Added { n: *n }]) }
-//! #     fn evolve(&self, s: u64, Event::Added { n }: &Event) -> u64 { s + n }
-//! # }
-//!
-//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! let snapshots = MemorySnapshotStore::new();
-//! let counters = CommandHandler::new(Counter, MemoryStore::new())
-//!     .with_snapshots(snapshots.clone(), SnapshotPolicy::every(100));
-//! let stream = StreamId::new("counter-1")?;
-//! for _ in 0..250 {
-//!     counters.handle(&stream, 1).await?;
-//! }
-//! // Taken when the stream reached 100 and 200 events: the state after revision 199.
-//! let latest = snapshots.load(&stream).await?.unwrap();
-//! assert_eq!(latest.revision, 199);
-//! // Loading reads that snapshot and the 50 events after it.
-//! assert_eq!(counters.load(&stream).await?.state, 250);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! # }).unwrap();
-//! ```
+//! Snapshots of long streams: [`Snapshot`], [`SnapshotStore`] (where the overview is),
+//! [`SnapshotPolicy`], and the handler's private view of them.
 
 use std::fmt;
 use std::future::Future;
@@ -51,8 +10,8 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::event::StreamId;
 use crate::store::StoreError;
+use crate::stream::StreamId;
 
 /// The saved state of one stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +36,50 @@ pub struct Snapshot {
 ///   snapshot backwards.
 /// - [`load`](Self::load) returns the stored snapshot of a stream, `None` if it has none.
 /// - Errors are [`StoreError`]s; the command handler logs and otherwise ignores them.
+///
+/// Snapshots: the folded state of a stream saved every so often, so that loading a long stream
+/// reads the latest snapshot and only the events after it.
+///
+/// A snapshot is only an optimisation. The [`CommandHandler`](crate::CommandHandler) ignores a
+/// snapshot it cannot use — none, one written for another shape of the state (its
+/// [`state_version`](Snapshot::state_version) is not the policy's), one that does not decode,
+/// a store that fails — and reads the whole stream instead; deleting every snapshot changes no
+/// result, only the time it takes. A failed snapshot write is logged and never fails the
+/// command that triggered it.
+///
+/// States are stored as serde JSON. When the shape of the state changes, raise
+/// [`SnapshotPolicy::with_state_version`]: older snapshots are then ignored instead of being
+/// mis-decoded, and replaced as commands write new ones.
+///
+/// ```
+/// use decider_core::{CommandHandler, Decider, SnapshotPolicy, SnapshotStore, StreamId};
+/// use decider_store_memory::{MemorySnapshotStore, MemoryStore};
+/// # use serde::{Deserialize, Serialize};
+/// # struct Counter;
+/// # #[derive(Serialize, Deserialize)] enum Event { Added { n: u64 } }
+/// # impl Decider for Counter {
+/// #     type Command = u64; type Event = Event; type State = u64; type Error = std::convert::Infallible;
+/// #     fn initial_state(&self) -> u64 { 0 }
+/// #     fn decide(&self, n: &u64, _: &u64) -> Result<Vec<Event>, Self::Error> { Ok(vec![Event::Added { n: *n }]) }
+/// #     fn evolve(&self, s: u64, Event::Added { n }: &Event) -> u64 { s + n }
+/// # }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let snapshots = MemorySnapshotStore::new();
+/// let counters = CommandHandler::new(Counter, MemoryStore::new())
+///     .with_snapshots(snapshots.clone(), SnapshotPolicy::every(100));
+/// let stream = StreamId::new("counter-1")?;
+/// for _ in 0..250 {
+///     counters.handle(&stream, 1).await?;
+/// }
+/// // Taken when the stream reached 100 and 200 events: the state after revision 199.
+/// let latest = snapshots.load(&stream).await?.unwrap();
+/// assert_eq!(latest.revision, 199);
+/// // Loading reads that snapshot and the 50 events after it.
+/// assert_eq!(counters.load(&stream).await?.state, 250);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
 pub trait SnapshotStore: Send + Sync + 'static {
     /// Keeps `snapshot` unless the stream's stored snapshot is as new or newer.
     fn save(&self, snapshot: Snapshot) -> impl Future<Output = Result<(), StoreError>> + Send;

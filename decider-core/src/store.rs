@@ -1,36 +1,14 @@
-//! The contract every event store implements: atomic optimistic-concurrency appends, stream and
-//! global reads, and catch-up-then-live subscriptions. `decider-tests` checks an implementation
-//! against it.
-//!
-//! Every read is a [`futures::Stream`] pulled page by page by its consumer, so nothing reads
-//! ahead more than one page: a slow consumer slows its reader and never grows memory.
-//!
-//! ```
-//! use decider_core::{EventData, EventStore, ExpectedVersion, StreamFrom, Direction, StreamId};
-//! use decider_store_memory::MemoryStore;
-//! use futures::TryStreamExt;
-//!
-//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! let store = MemoryStore::new();
-//! let stream = StreamId::new("account-1")?;
-//! let first = EventData::json("Opened", r#"{"owner":"ada"}"#);
-//! let written = store.append(&stream, ExpectedVersion::NoStream, vec![first]).await?;
-//! assert_eq!(written.next_revision, 1);
-//!
-//! let events: Vec<_> = store
-//!     .read_stream(&stream, StreamFrom::Start, Direction::Forward, None)
-//!     .try_collect()
-//!     .await?;
-//! assert_eq!(events[0].revision, 0);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! # }).unwrap();
-//! ```
+//! The store contract: [`EventStore`] (where the overview is) and the types its methods take
+//! and return.
 
+use std::error::Error;
+use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 
-use futures::Stream;
+use futures::{Stream, TryStreamExt};
 
-use crate::event::{EventData, ExpectedVersion, Position, RecordedEvent, StreamId};
+use crate::{EventData, ExpectedVersion, Position, RecordedEvent, StreamId};
 
 /// What a successful append did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -147,12 +125,26 @@ pub enum SubscriptionMessage {
     CaughtUp,
 }
 
+/// The error behind a [`StoreError::Unavailable`] or [`StoreError::Backend`]: the driver's, the
+/// operating system's, or a task's.
+pub type ErrorSource = Arc<dyn Error + Send + Sync + 'static>;
+
 /// Why a store refused or failed an operation.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// [`Unavailable`](Self::Unavailable) and [`Backend`](Self::Backend) carry the error they come
+/// from, when there is one, as their [`source`](Error::source): a report that follows the chain
+/// (or a `downcast_ref` to the driver's error type) finds the driver's own error. Their message
+/// already quotes it, so a log line of the error alone says what happened too.
+///
+/// Cloning shares the source; equality compares everything but the sources (an error value has
+/// no equality of its own).
+// Display and Error by hand rather than derived: a derived `source` would be the `Arc`, whose
+// own `source` skips the driver's error, so the chain would show the driver's message twice and
+// `downcast_ref` to the driver's type would fail.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The stream was not at the version the append expected; nothing was written.
-    #[error("stream {stream}: expected {expected}, but {}", describe_actual(*.actual))]
     WrongExpectedVersion {
         /// The stream appended to.
         stream: StreamId,
@@ -162,36 +154,113 @@ pub enum StoreError {
         actual: Option<u64>,
     },
     /// The stream was deleted and takes no more events.
-    #[error("stream {stream} is deleted")]
     StreamDeleted {
         /// The deleted stream.
         stream: StreamId,
     },
     /// The request itself is wrong (empty append, duplicate event id, payload the store cannot
     /// hold, …); retrying it cannot succeed.
-    #[error("invalid input: {0}")]
     InvalidInput(String),
     /// The store could not be reached or did not answer in time; the operation may succeed if
     /// retried. An append that fails this way may or may not have been written: retry it with
     /// the same event ids, which is idempotent.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable {
+        /// What failed.
+        message: String,
+        /// The error it failed with, if it came from one.
+        source: Option<ErrorSource>,
+    },
     /// The store failed in a way retrying will not fix.
-    #[error("store backend error: {0}")]
-    Backend(String),
+    Backend {
+        /// What failed.
+        message: String,
+        /// The error it failed with, if it came from one.
+        source: Option<ErrorSource>,
+    },
 }
 
-fn describe_actual(actual: Option<u64>) -> String {
-    match actual {
-        Some(revision) => format!("its last revision is {revision}"),
-        None => "it does not exist".to_owned(),
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::WrongExpectedVersion {
+                stream,
+                expected,
+                actual: Some(revision),
+            } => write!(
+                f,
+                "stream {stream}: expected {expected}, but its last revision is {revision}"
+            ),
+            Self::WrongExpectedVersion {
+                stream,
+                expected,
+                actual: None,
+            } => write!(
+                f,
+                "stream {stream}: expected {expected}, but it does not exist"
+            ),
+            Self::StreamDeleted { stream } => write!(f, "stream {stream} is deleted"),
+            Self::InvalidInput(message) => write!(f, "invalid input: {message}"),
+            Self::Unavailable { message, .. } => write!(f, "store unavailable: {message}"),
+            Self::Backend { message, .. } => write!(f, "store backend error: {message}"),
+        }
+    }
+}
+
+impl Error for StoreError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            Self::Unavailable { source, .. } | Self::Backend { source, .. } => source
+                .as_deref()
+                .map(|source| source as &(dyn Error + 'static)),
+            _ => None,
+        }
     }
 }
 
 impl StoreError {
+    /// [`Unavailable`](Self::Unavailable), from no other error.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::Unavailable {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// [`Unavailable`](Self::Unavailable) because of `source` (a driver's error, say), which
+    /// stays reachable as the error's [`source`](Error::source).
+    pub fn unavailable_caused_by(
+        message: impl Into<String>,
+        source: impl Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Unavailable {
+            message: message.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// [`Backend`](Self::Backend), from no other error.
+    pub fn backend(message: impl Into<String>) -> Self {
+        Self::Backend {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// [`Backend`](Self::Backend) because of `source`, which stays reachable as the error's
+    /// [`source`](Error::source).
+    pub fn backend_caused_by(
+        message: impl Into<String>,
+        source: impl Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Backend {
+            message: message.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
     /// Whether trying the same operation again may succeed ([`StoreError::Unavailable`]).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
+        matches!(self, Self::Unavailable { .. })
     }
 
     /// Whether this is an optimistic-concurrency conflict.
@@ -199,6 +268,36 @@ impl StoreError {
         matches!(self, Self::WrongExpectedVersion { .. })
     }
 }
+
+impl PartialEq for StoreError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (
+                Self::WrongExpectedVersion {
+                    stream,
+                    expected,
+                    actual,
+                },
+                Self::WrongExpectedVersion {
+                    stream: other_stream,
+                    expected: other_expected,
+                    actual: other_actual,
+                },
+            ) => stream == other_stream && expected == other_expected && actual == other_actual,
+            (Self::StreamDeleted { stream }, Self::StreamDeleted { stream: other }) => {
+                stream == other
+            }
+            (Self::InvalidInput(message), Self::InvalidInput(other)) => message == other,
+            (Self::Unavailable { message, .. }, Self::Unavailable { message: other, .. })
+            | (Self::Backend { message, .. }, Self::Backend { message: other, .. }) => {
+                message == other
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Eq for StoreError {}
 
 /// A stream of recorded events, as returned by reads.
 pub trait EventStream: Stream<Item = Result<RecordedEvent, StoreError>> + Send + 'static {}
@@ -235,6 +334,38 @@ impl<T> Subscription for T where
 ///   of transactions that commit out of order, sends `CaughtUp` once when it has delivered what
 ///   existed when it started, then follows new events until dropped.
 /// - Returned streams own what they need (`'static`): they can be moved into a task.
+///
+/// The contract every event store implements: atomic optimistic-concurrency appends, stream and
+/// global reads, and catch-up-then-live subscriptions. `decider-tests` checks an implementation
+/// against it.
+///
+/// Every read is a [`futures::Stream`] pulled page by page by its consumer, so nothing reads
+/// ahead more than one page: a slow consumer slows its reader and never grows memory.
+///
+/// ```
+/// use decider_core::{EventData, EventStore, ExpectedVersion, StreamFrom, Direction, StreamId};
+/// use decider_store_memory::MemoryStore;
+/// use futures::TryStreamExt;
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let store = MemoryStore::new();
+/// let stream = StreamId::new("account-1")?;
+/// let first = EventData::json("Opened", r#"{"owner":"ada"}"#);
+/// let written = store.append(&stream, ExpectedVersion::NoStream, vec![first]).await?;
+/// assert_eq!(written.next_revision, 1);
+///
+/// let events: Vec<_> = store.read_whole_stream(&stream).try_collect().await?;
+/// assert_eq!(events[0].revision, 0);
+/// // The same read, spelled out: from the start, oldest first, no limit.
+/// let same: Vec<_> = store
+///     .read_stream(&stream, StreamFrom::Start, Direction::Forward, None)
+///     .try_collect()
+///     .await?;
+/// assert_eq!(same, events);
+/// assert_eq!(store.last_event(&stream).await?, events.last().cloned());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
 pub trait EventStore: Send + Sync + 'static {
     /// Appends `events` to `stream` if the stream is at `expected`.
     fn append(
@@ -270,6 +401,28 @@ pub trait EventStore: Send + Sync + 'static {
         limit: Option<u64>,
         filter: &EventFilter,
     ) -> impl EventStream + use<Self>;
+
+    /// Reads every event of `stream`, oldest first: [`read_stream`](Self::read_stream) from
+    /// [`StreamFrom::Start`], [`Direction::Forward`], no limit.
+    fn read_whole_stream(&self, stream: &StreamId) -> impl EventStream + use<Self> {
+        self.read_stream(stream, StreamFrom::Start, Direction::Forward, None)
+    }
+
+    /// The newest event of `stream`; `None` when it has none: [`read_stream`](Self::read_stream)
+    /// from [`StreamFrom::End`], [`Direction::Backward`], one event.
+    fn last_event(
+        &self,
+        stream: &StreamId,
+    ) -> impl Future<Output = Result<Option<RecordedEvent>, StoreError>> + Send {
+        let newest = self.read_stream(stream, StreamFrom::End, Direction::Backward, Some(1));
+        async move { std::pin::pin!(newest).try_next().await }
+    }
+
+    /// Reads every event of the global log that passes `filter`, oldest first:
+    /// [`read_all`](Self::read_all) from the start, no limit.
+    fn read_whole_log(&self, filter: &EventFilter) -> impl EventStream + use<Self> {
+        self.read_all(None, None, filter)
+    }
 
     /// The position of the newest event a global read would return now (`None`: empty log).
     /// Projections compare their checkpoint with it to report lag.
@@ -320,6 +473,28 @@ mod tests {
             "stream account-1: expected revision 3, but its last revision is 5"
         );
         assert!(!error.is_retryable());
-        assert!(StoreError::Unavailable("down".into()).is_retryable());
+        assert!(StoreError::unavailable("down").is_retryable());
+    }
+
+    #[test]
+    fn unavailable_and_backend_errors_keep_their_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let error = StoreError::unavailable_caused_by("cannot connect: refused", io);
+        let source = error.source().expect("a source");
+        let io = source
+            .downcast_ref::<std::io::Error>()
+            .expect("the io error");
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            error.to_string(),
+            "store unavailable: cannot connect: refused"
+        );
+        assert_eq!(error.clone(), error);
+        assert!(StoreError::backend("disk full").source().is_none());
+        assert_eq!(
+            StoreError::backend("x"),
+            StoreError::backend_caused_by("x", std::fmt::Error)
+        );
+        assert_ne!(StoreError::backend("x"), StoreError::unavailable("x"));
     }
 }

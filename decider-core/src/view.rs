@@ -13,7 +13,7 @@
 //!     fn initial_state(&self) -> usize { 0 }
 //!     fn evolve(&self, count: usize, _: &u64) -> usize { count + 1 }
 //! }
-//! assert_eq!(decider_core::view::fold_view(&DepositCount, &[5, 7]), 2);
+//! assert_eq!(decider_core::fold_view(&DepositCount, &[5, 7]), 2);
 //! ```
 //!
 //! A view that shows where its state has got (a revision, a position, a time), or keys its
@@ -22,7 +22,7 @@
 use std::time::SystemTime;
 
 use crate::codec::{Codec, CodecError};
-use crate::event::{Position, RecordedEvent, StreamId};
+use crate::{Position, RecordedEvent, StreamId};
 
 /// A read-side fold.
 pub trait View {

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use decider_core::{
-    CommandHandler, EventData, EventStore, ExpectedVersion, HandlerError, Metadata, RetryPolicy,
+    CommandError, CommandHandler, EventData, EventStore, ExpectedVersion, Metadata, RetryPolicy,
     StreamFrom,
 };
 use decider_store_memory::MemoryStore;
@@ -61,7 +61,7 @@ async fn a_stale_entry_costs_a_retry_on_the_missed_events_never_a_wrong_decision
     assert!(
         matches!(
             error,
-            HandlerError::Rejected(Error::InsufficientFunds { balance: 40 })
+            CommandError::Rejected(Error::InsufficientFunds { balance: 40 })
         ),
         "{error:?}"
     );
@@ -161,7 +161,7 @@ async fn a_new_key_on_a_warm_stream_refused_by_the_state_is_refused_after_the_se
     assert!(
         matches!(
             error,
-            HandlerError::Rejected(Error::InsufficientFunds { balance: 5 })
+            CommandError::Rejected(Error::InsufficientFunds { balance: 5 })
         ),
         "{error:?}"
     );
@@ -204,7 +204,7 @@ async fn a_refused_command_on_a_cold_stream_warms_the_cache() {
     let accounts = CommandHandler::new(Account, store.clone()).with_cache(100);
     let s = stream();
     let error = accounts.handle(&s, Command::Deposit(1)).await.unwrap_err();
-    assert!(matches!(error, HandlerError::Rejected(Error::NotOpen)));
+    assert!(matches!(error, CommandError::Rejected(Error::NotOpen)));
     assert_eq!(store.take_reads().len(), 1);
     // The empty stream's state is cached too; opening it needs no read.
     accounts.handle(&s, Command::Open).await.unwrap();

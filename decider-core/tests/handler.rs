@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use decider_core::{
-    CommandHandler, EventData, EventStore, ExpectedVersion, HandlerError, Metadata, RetryPolicy,
+    CommandError, CommandHandler, EventData, EventStore, ExpectedVersion, Metadata, RetryPolicy,
     SequentialIds, StoreError,
 };
 use decider_store_memory::MemoryStore;
@@ -33,7 +33,7 @@ async fn a_lost_race_is_decided_again_on_the_fresh_state() {
     assert!(
         matches!(
             error,
-            HandlerError::Rejected(Error::InsufficientFunds { balance: 40 })
+            CommandError::Rejected(Error::InsufficientFunds { balance: 40 })
         ),
         "{error:?}"
     );
@@ -63,7 +63,7 @@ async fn conflicts_beyond_the_retry_budget_are_returned_typed() {
     let error = accounts.handle(&s, Command::Deposit(1)).await.unwrap_err();
     assert!(error.is_conflict() && error.is_retryable(), "{error:?}");
     match error {
-        HandlerError::Store(StoreError::WrongExpectedVersion {
+        CommandError::Store(StoreError::WrongExpectedVersion {
             stream,
             expected,
             actual,
@@ -123,7 +123,7 @@ async fn a_terminal_stream_refuses_commands_and_writes_nothing() {
     accounts.handle(&s, Command::Close).await.unwrap();
     let error = accounts.handle(&s, Command::Deposit(5)).await.unwrap_err();
     assert!(
-        matches!(&error, HandlerError::Terminal { stream } if *stream == s),
+        matches!(&error, CommandError::Terminal { stream } if *stream == s),
         "{error:?}"
     );
     assert_eq!(recorded(accounts.store(), &s).await.len(), 2);
@@ -134,7 +134,7 @@ async fn a_rejected_command_writes_nothing() {
     let accounts = CommandHandler::new(Account, MemoryStore::new());
     let s = stream();
     let error = accounts.handle(&s, Command::Deposit(5)).await.unwrap_err();
-    assert!(matches!(error, HandlerError::Rejected(Error::NotOpen)));
+    assert!(matches!(error, CommandError::Rejected(Error::NotOpen)));
     assert!(accounts.store().is_empty());
 }
 
@@ -206,8 +206,8 @@ async fn a_keyed_command_is_retried_by_the_handler_while_the_store_is_unavailabl
     accounts.handle(&s, Command::Open).await.unwrap();
     // A reply lost after the commit, then two refusals: the key keeps it to one deposit.
     store.commit_then_fail_append(1);
-    store.fail_append(2, StoreError::Unavailable("down".into()));
-    store.fail_append(3, StoreError::Unavailable("down".into()));
+    store.fail_append(2, StoreError::unavailable("down"));
+    store.fail_append(3, StoreError::unavailable("down"));
     let key = Metadata::default().with_idempotency_key("deposit-1");
 
     let outcome = accounts
@@ -231,7 +231,7 @@ async fn a_keyed_command_gives_up_on_an_unavailable_store_after_its_budget() {
     let s = stream();
     accounts.handle(&s, Command::Open).await.unwrap();
     for nth in 1..=3 {
-        store.fail_append(nth, StoreError::Unavailable("down".into()));
+        store.fail_append(nth, StoreError::unavailable("down"));
     }
     let key = Metadata::default().with_idempotency_key("deposit-1");
     let error = accounts
@@ -341,7 +341,7 @@ async fn an_undecodable_event_in_the_stream_is_a_typed_error_not_a_panic() {
         .unwrap();
     let error = accounts.handle(&s, Command::Deposit(1)).await.unwrap_err();
     match error {
-        HandlerError::Codec(codec) => assert_eq!(
+        CommandError::Codec(codec) => assert_eq!(
             codec.to_string(),
             format!("stream {s} revision 1: unknown event type \"Frozen\"")
         ),

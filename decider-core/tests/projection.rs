@@ -48,7 +48,7 @@ impl Model {
 }
 
 impl EventHandler for Model {
-    async fn handle(&self, batch: &[RecordedEvent]) -> Result<(), HandleError> {
+    async fn handle(&self, batch: &[RecordedEvent]) -> Result<(), SinkError> {
         self.started.store(true, Ordering::SeqCst);
         let slow = *self.slow.lock().unwrap();
         if !slow.is_zero() {
@@ -59,12 +59,12 @@ impl EventHandler for Model {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()
         {
-            return Err(HandleError::Retryable("flaky".into()));
+            return Err(SinkError::Retryable("flaky".into()));
         }
         let broken = self.broken_type.lock().unwrap().clone();
         for (index, event) in batch.iter().enumerate() {
             if broken.as_deref() == Some(event.event_type.as_str()) {
-                return Err(HandleError::Poison {
+                return Err(SinkError::Poison {
                     index,
                     reason: format!("cannot handle {}", event.event_type),
                 });
@@ -78,7 +78,7 @@ impl EventHandler for Model {
         Ok(())
     }
 
-    async fn reset(&self) -> Result<(), HandleError> {
+    async fn reset(&self) -> Result<(), SinkError> {
         self.last_revision.lock().unwrap().clear();
         self.handled.lock().unwrap().clear();
         Ok(())
@@ -181,8 +181,8 @@ impl CheckpointStore for CrashingCheckpoints {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             == Ok(1)
         {
-            return Err(CheckpointError::Store(StoreError::Backend(
-                "crash before the checkpoint".into(),
+            return Err(CheckpointError::Store(StoreError::backend(
+                "crash before the checkpoint",
             )));
         }
         self.inner.save(projection, expected, next).await
@@ -305,7 +305,7 @@ struct Outstanding {
 }
 
 impl EventHandler for Outstanding {
-    async fn handle(&self, batch: &[RecordedEvent]) -> Result<(), HandleError> {
+    async fn handle(&self, batch: &[RecordedEvent]) -> Result<(), SinkError> {
         let outstanding =
             self.delivered.load(Ordering::SeqCst) - self.checkpointed.load(Ordering::SeqCst);
         self.most.fetch_max(outstanding, Ordering::SeqCst);
@@ -792,7 +792,7 @@ impl Lease for Flaky {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()
         {
-            return Err(StoreError::Unavailable("the lease database is away".into()));
+            return Err(StoreError::unavailable("the lease database is away"));
         }
         this.taken.fetch_add(1, Ordering::SeqCst);
         let (holder, lost) = tokio::sync::watch::channel(false);

@@ -7,7 +7,7 @@
 mod support;
 
 use decider_core::{
-    CommandHandler, HandlerError, Metadata, Snapshot, SnapshotPolicy, SnapshotStore, StoreError,
+    CommandError, CommandHandler, Metadata, Snapshot, SnapshotPolicy, SnapshotStore, StoreError,
     StreamFrom, StreamId,
 };
 use decider_store_memory::MemorySnapshotStore;
@@ -109,7 +109,7 @@ async fn a_snapshot_of_an_old_state_version_is_ignored() {
     assert!(
         matches!(
             error,
-            HandlerError::Rejected(Error::InsufficientFunds { balance: 30 })
+            CommandError::Rejected(Error::InsufficientFunds { balance: 30 })
         ),
         "{error:?}"
     );
@@ -151,7 +151,7 @@ async fn a_snapshot_ahead_of_its_stream_is_read_past_by_commands() {
     assert!(
         matches!(
             error,
-            HandlerError::Rejected(Error::InsufficientFunds { balance: 30 })
+            CommandError::Rejected(Error::InsufficientFunds { balance: 30 })
         ),
         "{error:?}"
     );
@@ -164,10 +164,10 @@ struct Unreachable;
 
 impl SnapshotStore for Unreachable {
     async fn save(&self, _: Snapshot) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("snapshots are down".into()))
+        Err(StoreError::unavailable("snapshots are down"))
     }
     async fn load(&self, _: &StreamId) -> Result<Option<Snapshot>, StoreError> {
-        Err(StoreError::Unavailable("snapshots are down".into()))
+        Err(StoreError::unavailable("snapshots are down"))
     }
 }
 

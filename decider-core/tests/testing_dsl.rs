@@ -9,7 +9,7 @@ use std::panic::AssertUnwindSafe;
 
 use decider_core::testing::{handler_spec, saga_spec, spec, view_spec};
 use decider_core::{
-    CommandHandler, Decider, EventData, HandlerError, JsonCodec, Metadata, Saga, StoreError,
+    CommandError, CommandHandler, Decider, EventData, JsonCodec, Metadata, Saga, StoreError,
     StreamId, View,
 };
 use decider_store_memory::MemoryStore;
@@ -560,7 +560,7 @@ mod handler {
             .on(store.clone())
             .given([opened(), Event::Closed])
             .when(Command::Deposit { amount: 1 })
-            .then_error_matches(|e| matches!(e, HandlerError::Terminal { .. }))
+            .then_error_matches(|e| matches!(e, CommandError::Terminal { .. }))
             .await;
         spec(Account)
             .on(store.clone())
@@ -594,14 +594,14 @@ mod handler {
             .on(MemoryStore::new())
             .given_recorded([EventData::json("Frozen", "{}")])
             .when(Command::Touch)
-            .then_error_matches(|e| matches!(e, HandlerError::Codec(_)))
+            .then_error_matches(|e| matches!(e, CommandError::Codec(_)))
             .await;
     }
 
     #[tokio::test]
     async fn a_store_failing_while_the_spec_sets_up_is_reported_as_such() {
         let store = MemoryStore::new();
-        store.fail_append(1, StoreError::Unavailable("down".into()));
+        store.fail_append(1, StoreError::unavailable("down"));
         let message = async_failure(
             spec(Account)
                 .on(store)

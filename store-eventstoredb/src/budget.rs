@@ -96,9 +96,10 @@ impl Budget {
 
 async fn acquire(semaphore: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit, StoreError> {
     // The semaphores are never closed; an error would mean a bug, reported rather than hidden.
-    Arc::clone(semaphore).acquire_owned().await.map_err(|_| {
-        StoreError::Backend("the EventStoreDB store's stream budget was closed".to_owned())
-    })
+    Arc::clone(semaphore)
+        .acquire_owned()
+        .await
+        .map_err(|_| StoreError::backend("the EventStoreDB store's stream budget was closed"))
 }
 
 #[cfg(test)]

@@ -43,9 +43,10 @@ pub(crate) fn from_resolved(
 ) -> Result<RecordedEvent, StoreError> {
     let event = resolved.get_original_event();
     let stream = StreamId::new(event.stream_id()).map_err(|error| {
-        StoreError::Backend(format!(
-            "EventStoreDB returned an event of an invalid stream id: {error}"
-        ))
+        StoreError::backend_caused_by(
+            format!("EventStoreDB returned an event of an invalid stream id: {error}"),
+            error,
+        )
     })?;
     Ok(RecordedEvent {
         revision: event.revision,

@@ -9,33 +9,43 @@ use decider_core::{StoreError, StreamId};
 use kurrentdb::Error;
 use tonic::Code;
 
-/// Maps a client error of an operation on `stream` (`None`: on `$all`).
+/// Maps a client error of an operation on `stream` (`None`: on `$all`). The client's error stays
+/// reachable as the result's [`source`](std::error::Error::source).
 pub(crate) fn from_client(error: Error, stream: Option<&StreamId>) -> StoreError {
-    match error {
-        Error::ServerError(message) => StoreError::Unavailable(format!(
-            "EventStoreDB server error or lost connection: {message}"
-        )),
-        Error::ConnectionClosed => {
-            StoreError::Unavailable("the EventStoreDB client's connection is closed".to_owned())
+    let unavailable = |message: String, error| StoreError::unavailable_caused_by(message, error);
+    let backend = |message: String, error| StoreError::backend_caused_by(message, error);
+    match &error {
+        Error::ServerError(message) => unavailable(
+            format!("EventStoreDB server error or lost connection: {message}"),
+            error,
+        ),
+        Error::ConnectionClosed => unavailable(
+            "the EventStoreDB client's connection is closed".to_owned(),
+            error,
+        ),
+        Error::GrpcConnectionError(cause) => {
+            unavailable(format!("cannot connect to EventStoreDB: {cause}"), error)
         }
-        Error::GrpcConnectionError(error) => {
-            StoreError::Unavailable(format!("cannot connect to EventStoreDB: {error}"))
-        }
-        Error::DeadlineExceeded => {
-            StoreError::Unavailable("EventStoreDB did not answer before the deadline".to_owned())
-        }
-        Error::NotLeaderException(leader) => StoreError::Unavailable(format!(
-            "the EventStoreDB node is not the leader; the leader is {}:{}",
-            leader.host, leader.port
-        )),
+        Error::DeadlineExceeded => unavailable(
+            "EventStoreDB did not answer before the deadline".to_owned(),
+            error,
+        ),
+        Error::NotLeaderException(leader) => unavailable(
+            format!(
+                "the EventStoreDB node is not the leader; the leader is {}:{}",
+                leader.host, leader.port
+            ),
+            error,
+        ),
         Error::ResourceDeleted => match stream {
             Some(stream) => StoreError::StreamDeleted {
                 stream: stream.clone(),
             },
-            None => StoreError::Backend("EventStoreDB: a stream was deleted".to_owned()),
+            None => backend("EventStoreDB: a stream was deleted".to_owned(), error),
         },
-        Error::AccessDenied => StoreError::Backend(
+        Error::AccessDenied => backend(
             "EventStoreDB denied access: check the credentials in the connection string".to_owned(),
+            error,
         ),
         Error::Grpc { code, message } => match code {
             Code::InvalidArgument | Code::OutOfRange => {
@@ -46,11 +56,11 @@ pub(crate) fn from_client(error: Error, stream: Option<&StreamId>) -> StoreError
             | Code::Aborted
             | Code::ResourceExhausted
             | Code::DeadlineExceeded => {
-                StoreError::Unavailable(format!("EventStoreDB: {message} ({code:?})"))
+                unavailable(format!("EventStoreDB: {message} ({code:?})"), error)
             }
-            _ => StoreError::Backend(format!("EventStoreDB: {message} ({code:?})")),
+            _ => backend(format!("EventStoreDB: {message} ({code:?})"), error),
         },
-        other => StoreError::Backend(format!("EventStoreDB client: {other}")),
+        other => backend(format!("EventStoreDB client: {other}"), error),
     }
 }
 

@@ -174,12 +174,7 @@ impl EventStoreDbStore {
 
     /// The last revision of `stream` (`None`: no stream).
     async fn last_revision(&self, stream: &StreamId) -> Result<Option<u64>, StoreError> {
-        let mut last =
-            std::pin::pin!(self.read_stream(stream, StreamFrom::End, Direction::Backward, Some(1)));
-        match last.next().await {
-            Some(event) => Ok(Some(event?.revision)),
-            None => Ok(None),
-        }
+        Ok(self.last_event(stream).await?.map(|event| event.revision))
     }
 
     /// Sends one append, again (bounded) while the server refuses it unprocessed. The caller
@@ -211,7 +206,13 @@ impl EventStoreDbStore {
 
 fn new_client(settings: &ClientSettings) -> Result<Client, StoreError> {
     Client::new(settings.clone()).map_err(|error| {
-        StoreError::Backend(format!("cannot build the EventStoreDB client: {error}"))
+        let message = format!("cannot build the EventStoreDB client: {error}");
+        // An `eyre::Report` is no `std::error::Error` itself, but converts into a boxed one.
+        let source: Box<dyn std::error::Error + Send + Sync> = error.into();
+        StoreError::Backend {
+            message,
+            source: Some(source.into()),
+        }
     })
 }
 
@@ -607,7 +608,7 @@ impl EventStore for EventStoreDbStore {
             match at.next().await {
                 Some(event) => event?.position,
                 None => {
-                    return Err(StoreError::Backend(format!(
+                    return Err(StoreError::backend(format!(
                         "EventStoreDB reported {stream} revision {last} as written, but it cannot be read"
                     )));
                 }

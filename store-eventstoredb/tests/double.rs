@@ -4,8 +4,8 @@
 
 use bytes::Bytes;
 use decider_core::{
-    ContentType, Direction, EventData, EventStore, ExpectedVersion, Metadata, StoreError,
-    StreamFrom, StreamId, SubscriptionMessage,
+    ContentType, EventData, EventStore, ExpectedVersion, Metadata, StoreError, StreamId,
+    SubscriptionMessage,
 };
 use decider_eventstoredb_double::{Fault, ProtocolDouble};
 use decider_store_eventstoredb::EventStoreDbStore;
@@ -24,11 +24,7 @@ fn stream() -> StreamId {
 }
 
 async fn read(store: &EventStoreDbStore, stream: &StreamId) -> Vec<decider_core::RecordedEvent> {
-    store
-        .read_stream(stream, StreamFrom::Start, Direction::Forward, None)
-        .try_collect()
-        .await
-        .unwrap()
+    store.read_whole_stream(stream).try_collect().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,7 +51,7 @@ async fn a_double_stopped_mid_subscription_ends_it_with_unavailable_and_the_next
 
     double.stop().await;
     match subscription.next().await {
-        Some(Err(StoreError::Unavailable(_))) => {}
+        Some(Err(StoreError::Unavailable { .. })) => {}
         other => panic!("a subscription whose server went away gave {other:?}"),
     }
     double.restart().await;
@@ -98,7 +94,7 @@ async fn a_double_stopped_mid_append_gives_unavailable_and_writes_nothing() {
     double.stop().await;
     assert!(matches!(
         append.await.unwrap(),
-        Err(StoreError::Unavailable(_))
+        Err(StoreError::Unavailable { .. })
     ));
     assert_eq!(
         double.event_count(),
@@ -135,7 +131,7 @@ async fn an_append_whose_reply_was_lost_is_retried_idempotently_after_a_restart(
     double.stop().await;
     assert!(matches!(
         append.await.unwrap(),
-        Err(StoreError::Unavailable(_))
+        Err(StoreError::Unavailable { .. })
     ));
 
     double.hold_appends(None);
@@ -164,7 +160,7 @@ async fn a_store_made_while_the_double_is_down_works_once_it_is_up() {
         )
         .await;
     assert!(
-        matches!(refused, Err(StoreError::Unavailable(_))),
+        matches!(refused, Err(StoreError::Unavailable { .. })),
         "{refused:?}"
     );
     double.restart().await;
@@ -236,7 +232,7 @@ async fn a_tls_connection_string_works_without_the_application_installing_a_cryp
         )
         .await;
     assert!(
-        matches!(appended, Err(StoreError::Unavailable(_))),
+        matches!(appended, Err(StoreError::Unavailable { .. })),
         "{appended:?}"
     );
     assert_eq!(double.event_count(), 0);

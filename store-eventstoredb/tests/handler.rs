@@ -3,9 +3,7 @@
 //! decided on a cached state must not rely on the append to catch its repeat.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use decider_core::{
-    CommandHandler, Decider, Direction, EventStore, Metadata, StreamFrom, StreamId,
-};
+use decider_core::{CommandHandler, Decider, EventStore, Metadata, StreamId};
 use decider_eventstoredb_double::ProtocolDouble;
 use decider_store_eventstoredb::EventStoreDbStore;
 use futures::TryStreamExt;
@@ -66,7 +64,7 @@ async fn a_keyed_command_sent_again_on_a_cached_handler_is_written_once() {
     assert_eq!(one.unwrap().position, two.unwrap().position);
 
     let events: Vec<_> = store
-        .read_stream(&stream, StreamFrom::Start, Direction::Forward, None)
+        .read_whole_stream(&stream)
         .try_collect()
         .await
         .unwrap();

@@ -13,8 +13,7 @@
 use std::time::Duration;
 
 use decider_core::{
-    Direction, EventData, EventFilter, EventStore, ExpectedVersion, StreamFrom, StreamId,
-    SubscriptionMessage,
+    EventData, EventFilter, EventStore, ExpectedVersion, StreamId, SubscriptionMessage,
 };
 use decider_eventstoredb_double::{MAX_STREAMS_PER_CONNECTION, ProtocolDouble};
 use decider_store_eventstoredb::EventStoreDbStore;
@@ -30,19 +29,11 @@ const ROUNDS: u64 = 4;
 async fn one_task(store: EventStoreDbStore, task: usize) {
     let stream = StreamId::new(format!("load-{}", Uuid::new_v4().simple())).unwrap();
     for round in 0..ROUNDS {
-        let last = {
-            let mut newest = std::pin::pin!(store.read_stream(
-                &stream,
-                StreamFrom::End,
-                Direction::Backward,
-                Some(1)
-            ));
-            newest.next().await.map(|event| {
-                event
-                    .unwrap_or_else(|error| panic!("task {task}: a read failed: {error}"))
-                    .revision
-            })
-        };
+        let last = store
+            .last_event(&stream)
+            .await
+            .unwrap_or_else(|error| panic!("task {task}: a read failed: {error}"))
+            .map(|event| event.revision);
         assert_eq!(last, round.checked_sub(1), "task {task} lost an event");
         let expected = ExpectedVersion::from_last_revision(last);
         store
@@ -105,9 +96,7 @@ async fn more_subscriptions_than_the_server_admits_streams_do_not_hold_up_append
     appended.unwrap();
     let read: Vec<_> = tokio::time::timeout(
         Duration::from_secs(10),
-        store
-            .read_stream(&stream, StreamFrom::Start, Direction::Forward, None)
-            .try_collect::<Vec<_>>(),
+        store.read_whole_stream(&stream).try_collect::<Vec<_>>(),
     )
     .await
     .expect("a read waited behind the subscriptions")

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use decider_core::projection::{
-    CheckpointedSink, EventHandler, HandleError, MemoryCheckpoints, MemoryDeadLetters, Projection,
-    ProjectionRunner,
+    CheckpointedSink, EventHandler, MemoryCheckpoints, MemoryDeadLetters, Projection,
+    ProjectionRunner, SinkError,
 };
 use decider_core::{EventData, EventFilter, EventStore, ExpectedVersion, RecordedEvent, StreamId};
 use decider_store_memory::MemoryStore;
@@ -29,11 +29,11 @@ struct Amount {
 }
 
 impl EventHandler for Balances {
-    async fn handle(&self, batch: &[RecordedEvent]) -> Result<(), HandleError> {
+    async fn handle(&self, batch: &[RecordedEvent]) -> Result<(), SinkError> {
         let mut accounts = self.by_account.lock().unwrap_or_else(|p| p.into_inner());
         for (index, event) in batch.iter().enumerate() {
             let Amount { amount } =
-                serde_json::from_slice(&event.payload).map_err(|e| HandleError::Poison {
+                serde_json::from_slice(&event.payload).map_err(|e| SinkError::Poison {
                     index,
                     reason: e.to_string(),
                 })?;

@@ -4,8 +4,7 @@
 #![allow(clippy::print_stdout)]
 
 use decider_core::{
-    CommandHandler, Decider, Direction, EventFilter, EventStore, HandlerError, Metadata,
-    StreamFrom, StreamId,
+    CommandError, CommandHandler, Decider, EventFilter, EventStore, Metadata, StreamId,
 };
 use decider_store_memory::MemoryStore;
 use futures::TryStreamExt;
@@ -113,7 +112,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .handle(&ada, Command::Withdraw { amount: 50_000 })
         .await
     {
-        Err(HandlerError::Rejected(refusal)) => println!("withdraw 500.00 refused: {refusal}"),
+        Err(CommandError::Rejected(refusal)) => println!("withdraw 500.00 refused: {refusal}"),
         other => println!("unexpected: {other:?}"),
     }
 
@@ -121,10 +120,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("balance of {ada}: {}.{:02}", balance / 100, balance % 100);
 
     println!("the log, the system of record:");
-    let events: Vec<_> = store
-        .read_stream(&ada, StreamFrom::Start, Direction::Forward, None)
-        .try_collect()
-        .await?;
+    let events: Vec<_> = store.read_whole_stream(&ada).try_collect().await?;
     for event in events {
         let payload = String::from_utf8_lossy(&event.payload);
         println!(
@@ -133,7 +129,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let all = store
-        .read_all(None, None, &EventFilter::all())
+        .read_whole_log(&EventFilter::all())
         .try_collect::<Vec<_>>()
         .await?;
     println!("{} events in the store", all.len());

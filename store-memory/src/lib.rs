@@ -160,8 +160,8 @@ impl EventStore for MemoryStore {
         // nothing new is woken by this; one that reads after it finds the events in the log.
         self.shared.head.send_replace(len);
         match fault {
-            Some(Fault::LoseReply) => Err(StoreError::Unavailable(
-                "injected fault: the append was committed but its reply was lost".to_owned(),
+            Some(Fault::LoseReply) => Err(StoreError::unavailable(
+                "injected fault: the append was committed but its reply was lost",
             )),
             _ => Ok(result),
         }

@@ -13,13 +13,13 @@ fn event() -> Vec<EventData> {
 async fn a_scheduled_refusal_hits_exactly_the_nth_append_and_writes_nothing() {
     let store = MemoryStore::new();
     let s = StreamId::new("s").unwrap();
-    store.fail_append(2, StoreError::Unavailable("down".into()));
+    store.fail_append(2, StoreError::unavailable("down"));
     store
         .append(&s, ExpectedVersion::Any, event())
         .await
         .unwrap();
     let refused = store.append(&s, ExpectedVersion::Any, event()).await;
-    assert_eq!(refused, Err(StoreError::Unavailable("down".into())));
+    assert_eq!(refused, Err(StoreError::unavailable("down")));
     assert_eq!(store.len(), 1);
     store
         .append(&s, ExpectedVersion::Exact(0), event())
@@ -37,7 +37,7 @@ async fn a_lost_reply_has_written_and_its_retry_is_idempotent() {
     let lost = store
         .append(&s, ExpectedVersion::NoStream, batch.clone())
         .await;
-    assert!(matches!(lost, Err(StoreError::Unavailable(_))));
+    assert!(matches!(lost, Err(StoreError::Unavailable { .. })));
     assert_eq!(store.len(), 1);
     let retried = store
         .append(&s, ExpectedVersion::NoStream, batch)

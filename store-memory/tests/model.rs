@@ -145,7 +145,7 @@ async fn run(ops: Vec<Op>) {
     }
     for stream in 0..3 {
         let read: Vec<_> = store
-            .read_stream(&name(stream), StreamFrom::Start, Direction::Forward, None)
+            .read_whole_stream(&name(stream))
             .try_collect()
             .await
             .unwrap();
@@ -160,7 +160,7 @@ async fn run(ops: Vec<Op>) {
         assert!(backward.iter().rev().map(|e| e.id).eq(ids.iter().copied()));
     }
     let all: Vec<_> = store
-        .read_all(None, None, &EventFilter::all())
+        .read_whole_log(&EventFilter::all())
         .try_collect()
         .await
         .unwrap();

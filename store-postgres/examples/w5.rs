@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use decider_core::projection::{HandleError, Projection, ProjectionRunner, RunnerOptions};
+use decider_core::projection::{Projection, ProjectionRunner, RunnerOptions, SinkError};
 use decider_core::{EventData, EventStore, ExpectedVersion, RecordedEvent, StreamId};
 use decider_store_postgres::{
     PgTransactionalSink, PostgresOptions, PostgresStore, TransactionalHandler, handle_error,
@@ -30,12 +30,12 @@ impl TransactionalHandler for Counters {
         &self,
         transaction: &tokio_postgres::Transaction<'_>,
         batch: &[RecordedEvent],
-    ) -> Result<(), HandleError> {
+    ) -> Result<(), SinkError> {
         let (streams, counts) = tally(batch.iter().map(|e| e.stream.as_str()));
         transaction
             .execute(&self.upsert, &[&streams, &counts])
             .await
-            .map_err(|e| handle_error(&e))?;
+            .map_err(handle_error)?;
         Ok(())
     }
 }

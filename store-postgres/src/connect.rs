@@ -103,10 +103,7 @@ impl ConnectionSettings {
 
     /// Opens one connection; the caller drives the returned [`Connection`].
     pub(crate) async fn connect(&self) -> Result<(Client, Connection), StoreError> {
-        self.config
-            .connect(self.tls.clone())
-            .await
-            .map_err(|e| from_pg(&e))
+        self.config.connect(self.tls.clone()).await.map_err(from_pg)
     }
 
     /// A pool of up to `size` connections that waits at most `timeout` for one.

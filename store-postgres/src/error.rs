@@ -11,20 +11,41 @@ use tokio_postgres::error::SqlState;
 use crate::tls::CertificateRefused;
 
 /// Maps a driver error, for code that runs its own queries beside the store (read models,
-/// say) and wants the store's error classification.
-pub fn from_pg(error: &tokio_postgres::Error) -> StoreError {
+/// say) and wants the store's error classification. The driver's error stays reachable as the
+/// result's [`source`](std::error::Error::source).
+pub fn from_pg(error: tokio_postgres::Error) -> StoreError {
+    match classify(&error) {
+        Class::Unavailable(message) => StoreError::unavailable_caused_by(message, error),
+        Class::InvalidInput(message) => StoreError::InvalidInput(message),
+        Class::Backend(message) => StoreError::backend_caused_by(message, error),
+    }
+}
+
+/// Whether [`from_pg`] would call `error` retryable, without taking it.
+pub(crate) fn is_retryable(error: &tokio_postgres::Error) -> bool {
+    matches!(classify(error), Class::Unavailable(_))
+}
+
+/// What a driver error is, and the message that says so.
+enum Class {
+    Unavailable(String),
+    InvalidInput(String),
+    Backend(String),
+}
+
+fn classify(error: &tokio_postgres::Error) -> Class {
     let Some(code) = error.code() else {
         if let Some(refusal) = certificate_refusal(error) {
-            return StoreError::Backend(format!("PostgreSQL connection: {refusal}"));
+            return Class::Backend(format!("PostgreSQL connection: {refusal}"));
         }
         // No SQLSTATE: the connection closed or its socket failed, or a value did not convert.
         let io = error
             .source()
             .is_some_and(|source| source.is::<std::io::Error>());
         return if error.is_closed() || io {
-            StoreError::Unavailable(format!("PostgreSQL connection failed or lost: {error}"))
+            Class::Unavailable(format!("PostgreSQL connection failed or lost: {error}"))
         } else {
-            StoreError::Backend(format!("PostgreSQL client error: {error}"))
+            Class::Backend(format!("PostgreSQL client error: {error}"))
         };
     };
     let message = error
@@ -43,13 +64,13 @@ pub fn from_pg(error: &tokio_postgres::Error) -> StoreError {
         ]
         .contains(code)
     {
-        return StoreError::Unavailable(format!("PostgreSQL: {message} ({})", code.code()));
+        return Class::Unavailable(format!("PostgreSQL: {message} ({})", code.code()));
     }
     if class == "22"
         || *code == SqlState::UNIQUE_VIOLATION
         || *code == SqlState::PROGRAM_LIMIT_EXCEEDED
     {
-        return StoreError::InvalidInput(format!(
+        return Class::InvalidInput(format!(
             "PostgreSQL refused the data: {message} ({})",
             code.code()
         ));
@@ -61,12 +82,12 @@ pub fn from_pg(error: &tokio_postgres::Error) -> StoreError {
     ]
     .contains(code)
     {
-        return StoreError::Backend(format!(
+        return Class::Backend(format!(
             "PostgreSQL: {message} ({}); has `PostgresStore::migrate` run for this schema?",
             code.code()
         ));
     }
-    StoreError::Backend(format!("PostgreSQL: {message} ({})", code.code()))
+    Class::Backend(format!("PostgreSQL: {message} ({})", code.code()))
 }
 
 /// Why the TLS handshake refused the server's certificate, if that is what `error` is: the same
@@ -99,11 +120,11 @@ fn certificate_refusal(error: &tokio_postgres::Error) -> Option<String> {
 /// Maps a failure to get a connection from the store's pool ([`PostgresStore::pool`](crate::PostgresStore::pool)).
 pub fn from_pool(error: PoolError) -> StoreError {
     match error {
-        PoolError::Backend(error) => from_pg(&error),
-        PoolError::Timeout(kind) => StoreError::Unavailable(format!(
+        PoolError::Backend(error) => from_pg(error),
+        PoolError::Timeout(kind) => StoreError::unavailable(format!(
             "timed out getting a PostgreSQL connection from the pool ({kind:?})"
         )),
-        PoolError::Closed => StoreError::Unavailable("the connection pool is closed".to_owned()),
-        other => StoreError::Backend(format!("connection pool: {other}")),
+        PoolError::Closed => StoreError::unavailable("the connection pool is closed"),
+        other => StoreError::backend_caused_by(format!("connection pool: {other}"), other),
     }
 }

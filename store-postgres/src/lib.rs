@@ -235,19 +235,19 @@ impl PostgresStore {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let quoted = format!("\"{}\"", self.shared.schema);
         let mut client = self.shared.pool.get().await.map_err(from_pool)?;
-        let transaction = client.transaction().await.map_err(|e| from_pg(&e))?;
+        let transaction = client.transaction().await.map_err(from_pg)?;
         transaction
             .execute(sql::LOCK_MIGRATIONS, &[&self.shared.schema])
             .await
-            .map_err(|e| from_pg(&e))?;
+            .map_err(from_pg)?;
         transaction
             .batch_execute(&sql::in_schema(sql::PREPARE_MIGRATIONS, &quoted))
             .await
-            .map_err(|e| from_pg(&e))?;
+            .map_err(from_pg)?;
         let applied: i32 = transaction
             .query_one(&sql::in_schema(sql::APPLIED_MIGRATIONS, &quoted), &[])
             .await
-            .map_err(|e| from_pg(&e))?
+            .map_err(from_pg)?
             .get(0);
         for (index, migration) in sql::MIGRATIONS.iter().enumerate().skip(applied as usize) {
             let version = index as i32 + 1;
@@ -255,13 +255,13 @@ impl PostgresStore {
             transaction
                 .batch_execute(&sql::in_schema(migration, &quoted))
                 .await
-                .map_err(|e| from_pg(&e))?;
+                .map_err(from_pg)?;
             transaction
                 .execute(&sql::in_schema(sql::RECORD_MIGRATION, &quoted), &[&version])
                 .await
-                .map_err(|e| from_pg(&e))?;
+                .map_err(from_pg)?;
         }
-        transaction.commit().await.map_err(|e| from_pg(&e))
+        transaction.commit().await.map_err(from_pg)
     }
 
     /// Drops the schema and everything in it. For tests and tear-down scripts.
@@ -273,7 +273,7 @@ impl PostgresStore {
                 self.shared.schema
             ))
             .await
-            .map_err(|e| from_pg(&e))
+            .map_err(from_pg)
     }
 }
 
@@ -285,9 +285,7 @@ impl PostgresStore {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
-        self.query_raw(sql, params)
-            .await?
-            .map_err(|error| from_pg(&error))
+        self.query_raw(sql, params).await?.map_err(from_pg)
     }
 
     /// Like [`query`](Self::query), but hands back the statement's own error for the caller to
@@ -311,13 +309,9 @@ impl PostgresStore {
                 Ok(statement) => client.query(&statement, params).await,
                 Err(error) => Err(error),
             };
-            let failed = result
-                .as_ref()
-                .err()
-                .map(from_pg)
-                .filter(StoreError::is_retryable);
-            let Some(failure) = failed else {
-                return Ok(result);
+            let failure = match &result {
+                Err(error) if error::is_retryable(error) => error.to_string(),
+                _ => return Ok(result),
             };
             drop(deadpool_postgres::Object::take(client));
             if attempt == QUERY_ATTEMPTS {
@@ -482,7 +476,7 @@ impl EventStore for PostgresStore {
                         .iter()
                         .map(|row| (row.get::<_, i64>(0), row.get::<_, i64>(1)))
                         .max()
-                        .ok_or_else(|| StoreError::Backend("append returned no row".to_owned()))?;
+                        .ok_or_else(|| StoreError::backend("append returned no row"))?;
                     self.shared
                         .live
                         .appended(&self.shared.pool, stream.as_str());
@@ -494,7 +488,7 @@ impl EventStore for PostgresStore {
                 }
                 Ok(_) => {}
                 Err(error) if is_unique_violation(&error) => {}
-                Err(error) => return Err(from_pg(&error)),
+                Err(error) => return Err(from_pg(error)),
             }
         }
         let (kind, revision) = expected_kind(expected);
@@ -523,16 +517,16 @@ impl EventStore for PostgresStore {
                     tokio::time::sleep(pause).await;
                 }
                 Err(error) if is_unique_violation(&error) => {
-                    return Err(StoreError::Unavailable(format!(
-                        "append to {stream}: other appends took the next revision                          {FUNCTION_ATTEMPTS} times in a row; nothing was written, try again"
+                    return Err(StoreError::unavailable(format!(
+                        "append to {stream}: other appends took the next revision {FUNCTION_ATTEMPTS} times in a row; nothing was written, try again"
                     )));
                 }
-                Err(error) => return Err(from_pg(&error)),
+                Err(error) => return Err(from_pg(error)),
             }
         };
         let row = rows
             .first()
-            .ok_or_else(|| StoreError::Backend("append returned no row".to_owned()))?;
+            .ok_or_else(|| StoreError::backend("append returned no row"))?;
         let outcome: &str = row.get(0);
         let next_revision: Option<i64> = row.get(1);
         let position = || -> Result<Position, StoreError> {
@@ -540,9 +534,7 @@ impl EventStore for PostgresStore {
             let global: Option<i64> = row.get(3);
             match (transaction, global) {
                 (Some(t), Some(g)) => Ok(Position::new(t as u64, g as u64)),
-                _ => Err(StoreError::Backend(
-                    "append returned no position".to_owned(),
-                )),
+                _ => Err(StoreError::backend("append returned no position")),
             }
         };
         match (outcome, next_revision) {
@@ -570,7 +562,7 @@ impl EventStore for PostgresStore {
                 "append to {stream} reuses event ids of an earlier append but is not that \
                  append repeated (event ids must be unique)"
             ))),
-            (other, _) => Err(StoreError::Backend(format!(
+            (other, _) => Err(StoreError::backend(format!(
                 "append returned the unknown outcome {other:?}"
             ))),
         }

@@ -6,8 +6,8 @@ use std::future::Future;
 use std::time::SystemTime;
 
 use decider_core::projection::{
-    CheckpointError, CheckpointStore, DeadLetter, DeadLetterStore, HandleError, Lease, LeaseGuard,
-    Sink,
+    CheckpointError, CheckpointStore, DeadLetter, DeadLetterStore, Lease, LeaseGuard, Sink,
+    SinkError,
 };
 use decider_core::{Position, RecordedEvent, StoreError, StreamId};
 use tokio::sync::watch;
@@ -20,9 +20,9 @@ use crate::error::{from_pg, from_pool};
 use crate::sql;
 
 /// Maps a driver error met inside a projection handler: lost connections and the like are
-/// retried, anything else stops the projection. Return [`HandleError::Poison`] yourself for an
+/// retried, anything else stops the projection. Return [`SinkError::Poison`] yourself for an
 /// event that can never be handled.
-pub fn handle_error(error: &tokio_postgres::Error) -> HandleError {
+pub fn handle_error(error: tokio_postgres::Error) -> SinkError {
     from_pg(error).into()
 }
 
@@ -43,14 +43,8 @@ async fn execute(
     statement: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<u64, StoreError> {
-    let prepared = client
-        .prepare_cached(statement)
-        .await
-        .map_err(|e| from_pg(&e))?;
-    client
-        .execute(&prepared, params)
-        .await
-        .map_err(|e| from_pg(&e))
+    let prepared = client.prepare_cached(statement).await.map_err(from_pg)?;
+    client.execute(&prepared, params).await.map_err(from_pg)
 }
 
 async fn load_checkpoint(
@@ -61,11 +55,11 @@ async fn load_checkpoint(
     let statement = client
         .prepare_cached(&queries.load_checkpoint)
         .await
-        .map_err(|e| from_pg(&e))?;
+        .map_err(from_pg)?;
     let row = client
         .query_opt(&statement, &[&projection])
         .await
-        .map_err(|e| from_pg(&e))?;
+        .map_err(from_pg)?;
     Ok(row.map(|row| position(row.get(0), row.get(1))))
 }
 
@@ -256,15 +250,16 @@ impl DeadLetterStore for PgDeadLetters {
                 &[&projection],
             )
             .await
-            .map_err(|e| from_pg(&e))?;
+            .map_err(from_pg)?;
         rows.iter()
             .map(|row| {
                 let stream: &str = row.get(1);
                 Ok(DeadLetter {
                     projection: projection.to_owned(),
                     event_id: row.get(0),
-                    stream: StreamId::new(stream)
-                        .map_err(|e| StoreError::Backend(format!("stored stream id: {e}")))?,
+                    stream: StreamId::new(stream).map_err(|e| {
+                        StoreError::backend_caused_by(format!("stored stream id: {e}"), e)
+                    })?,
                     revision: row.get::<_, i64>(2) as u64,
                     position: position(row.get(3), row.get(4)),
                     reason: row.get(5),
@@ -322,7 +317,7 @@ impl Lease for PgLeases {
                 &[&format!("{}:{projection}", self.schema)],
             )
             .await
-            .map_err(|e| from_pg(&e))?;
+            .map_err(from_pg)?;
         tracing::info!(projection, "lease acquired");
         Ok(LeaseGuard::new(watch_lost, client))
     }
@@ -336,13 +331,13 @@ pub trait TransactionalHandler: Send + Sync + 'static {
         &self,
         transaction: &tokio_postgres::Transaction<'_>,
         batch: &[RecordedEvent],
-    ) -> impl Future<Output = Result<(), HandleError>> + Send;
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// Empties the read model inside `transaction`, for a rebuild. The default does nothing.
     fn reset(
         &self,
         _transaction: &tokio_postgres::Transaction<'_>,
-    ) -> impl Future<Output = Result<(), HandleError>> + Send {
+    ) -> impl Future<Output = Result<(), SinkError>> + Send {
         async { Ok(()) }
     }
 }
@@ -353,14 +348,14 @@ impl<T: TransactionalHandler> TransactionalHandler for std::sync::Arc<T> {
         &self,
         transaction: &tokio_postgres::Transaction<'_>,
         batch: &[RecordedEvent],
-    ) -> impl Future<Output = Result<(), HandleError>> + Send {
+    ) -> impl Future<Output = Result<(), SinkError>> + Send {
         (**self).handle(transaction, batch)
     }
 
     fn reset(
         &self,
         transaction: &tokio_postgres::Transaction<'_>,
-    ) -> impl Future<Output = Result<(), HandleError>> + Send {
+    ) -> impl Future<Output = Result<(), SinkError>> + Send {
         (**self).reset(transaction)
     }
 }
@@ -387,7 +382,7 @@ impl<H> PgTransactionalSink<H> {
 }
 
 impl<H: TransactionalHandler> Sink for PgTransactionalSink<H> {
-    async fn checkpoint(&self, projection: &str) -> Result<Option<Position>, HandleError> {
+    async fn checkpoint(&self, projection: &str) -> Result<Option<Position>, SinkError> {
         Ok(self.store.checkpoints().load(projection).await?)
     }
 
@@ -396,13 +391,13 @@ impl<H: TransactionalHandler> Sink for PgTransactionalSink<H> {
         projection: &str,
         batch: &[RecordedEvent],
         previous: Option<Position>,
-    ) -> Result<(), HandleError> {
+    ) -> Result<(), SinkError> {
         let Some(last) = batch.last() else {
             return Ok(());
         };
         let queries = self.store.projection_queries();
         let mut client = self.store.shared.pool.get().await.map_err(from_pool)?;
-        let transaction = client.transaction().await.map_err(|e| handle_error(&e))?;
+        let transaction = client.transaction().await.map_err(handle_error)?;
         self.handler.handle(&transaction, batch).await?;
         match save_checkpoint(&transaction, queries, projection, previous, last.position).await {
             Ok(()) => {}
@@ -413,7 +408,7 @@ impl<H: TransactionalHandler> Sink for PgTransactionalSink<H> {
             }
             Err(error) => return Err(error.into()),
         }
-        transaction.commit().await.map_err(|e| handle_error(&e))
+        transaction.commit().await.map_err(handle_error)
     }
 
     async fn dead_letter(
@@ -422,10 +417,10 @@ impl<H: TransactionalHandler> Sink for PgTransactionalSink<H> {
         event: &RecordedEvent,
         reason: &str,
         previous: Option<Position>,
-    ) -> Result<(), HandleError> {
+    ) -> Result<(), SinkError> {
         let queries = self.store.projection_queries();
         let mut client = self.store.shared.pool.get().await.map_err(from_pool)?;
-        let transaction = client.transaction().await.map_err(|e| handle_error(&e))?;
+        let transaction = client.transaction().await.map_err(handle_error)?;
         record_dead_letter(
             &transaction,
             queries,
@@ -433,17 +428,17 @@ impl<H: TransactionalHandler> Sink for PgTransactionalSink<H> {
         )
         .await?;
         save_checkpoint(&transaction, queries, projection, previous, event.position).await?;
-        transaction.commit().await.map_err(|e| handle_error(&e))
+        transaction.commit().await.map_err(handle_error)
     }
 
-    async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>, HandleError> {
+    async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>, SinkError> {
         Ok(self.store.dead_letters().list(projection).await?)
     }
 
-    async fn redrive(&self, projection: &str, event: &RecordedEvent) -> Result<(), HandleError> {
+    async fn redrive(&self, projection: &str, event: &RecordedEvent) -> Result<(), SinkError> {
         let queries = self.store.projection_queries();
         let mut client = self.store.shared.pool.get().await.map_err(from_pool)?;
-        let transaction = client.transaction().await.map_err(|e| handle_error(&e))?;
+        let transaction = client.transaction().await.map_err(handle_error)?;
         self.handler
             .handle(&transaction, std::slice::from_ref(event))
             .await?;
@@ -453,15 +448,15 @@ impl<H: TransactionalHandler> Sink for PgTransactionalSink<H> {
             &[&projection, &event.id],
         )
         .await?;
-        transaction.commit().await.map_err(|e| handle_error(&e))
+        transaction.commit().await.map_err(handle_error)
     }
 
-    async fn reset(&self, projection: &str) -> Result<(), HandleError> {
+    async fn reset(&self, projection: &str) -> Result<(), SinkError> {
         let queries = self.store.projection_queries();
         let mut client = self.store.shared.pool.get().await.map_err(from_pool)?;
-        let transaction = client.transaction().await.map_err(|e| handle_error(&e))?;
+        let transaction = client.transaction().await.map_err(handle_error)?;
         self.handler.reset(&transaction).await?;
         execute(&transaction, &queries.delete_checkpoint, &[&projection]).await?;
-        transaction.commit().await.map_err(|e| handle_error(&e))
+        transaction.commit().await.map_err(handle_error)
     }
 }

@@ -126,7 +126,8 @@ fn position_params(after: Option<Position>) -> (i64, i64) {
 }
 
 fn row_to_event(row: &Row) -> Result<RecordedEvent, StoreError> {
-    let convert = |e: tokio_postgres::Error| StoreError::Backend(format!("unexpected row: {e}"));
+    let convert =
+        |e: tokio_postgres::Error| StoreError::backend_caused_by(format!("unexpected row: {e}"), e);
     let stream: &str = row.try_get(0).map_err(convert)?;
     let revision: i64 = row.try_get(1).map_err(convert)?;
     let transaction: i64 = row.try_get(2).map_err(convert)?;
@@ -134,12 +135,14 @@ fn row_to_event(row: &Row) -> Result<RecordedEvent, StoreError> {
     let data: Option<ReceivedJson> = row.try_get(6).map_err(convert)?;
     let binary: Option<&[u8]> = row.try_get(7).map_err(convert)?;
     let metadata: ReceivedJson = row.try_get(8).map_err(convert)?;
-    let stream = StreamId::new(stream)
-        .map_err(|e| StoreError::Backend(format!("stored stream id is invalid: {e}")))?;
+    let stream = StreamId::new(stream).map_err(|e| {
+        StoreError::backend_caused_by(format!("stored stream id is invalid: {e}"), e)
+    })?;
     let metadata: Metadata = serde_json::from_slice(&metadata.0).map_err(|e| {
-        StoreError::Backend(format!(
-            "metadata of {stream} revision {revision} does not decode: {e}"
-        ))
+        StoreError::backend_caused_by(
+            format!("metadata of {stream} revision {revision} does not decode: {e}"),
+            e,
+        )
     })?;
     let (payload, content_type) = match (data, binary) {
         (Some(json), _) => (json.0, ContentType::Json),

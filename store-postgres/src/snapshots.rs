@@ -66,7 +66,7 @@ impl SnapshotStore for PostgresStore {
             return Ok(None);
         };
         let convert = |e: tokio_postgres::Error| {
-            StoreError::Backend(format!("unexpected snapshot row of {stream}: {e}"))
+            StoreError::backend_caused_by(format!("unexpected snapshot row of {stream}: {e}"), e)
         };
         let revision: i64 = row.try_get(0).map_err(convert)?;
         let state_version: i32 = row.try_get(1).map_err(convert)?;

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use decider_core::{
-    CommandHandler, Decider, Direction, EventStore, HandlerError, Metadata, RetryPolicy, Snapshot,
-    SnapshotPolicy, SnapshotStore, StreamFrom, StreamId,
+    CommandError, CommandHandler, Decider, EventStore, Metadata, RetryPolicy, Snapshot,
+    SnapshotPolicy, SnapshotStore, StreamId,
 };
 use decider_store_postgres::PostgresStore;
 use futures::TryStreamExt;
@@ -89,11 +89,7 @@ fn stream() -> StreamId {
 
 async fn events(store: &PostgresStore, stream: &StreamId) -> Vec<Event> {
     let handler = CommandHandler::new(Tally, store.clone());
-    let recorded: Vec<_> = store
-        .read_stream(stream, StreamFrom::Start, Direction::Forward, None)
-        .try_collect()
-        .await
-        .unwrap();
+    let recorded: Vec<_> = store.read_whole_stream(stream).try_collect().await.unwrap();
     recorded
         .iter()
         .map(|e| decider_core::Codec::decode(handler.codec(), e).unwrap())
@@ -220,7 +216,7 @@ async fn a_snapshot_of_an_old_state_version_is_ignored() {
     assert_eq!(v2.load(&s).await.unwrap().state, 20);
     let error = v2.handle(&s, Command::Take(500)).await.unwrap_err();
     assert!(
-        matches!(error, HandlerError::Rejected(Insufficient { total: 20 })),
+        matches!(error, CommandError::Rejected(Insufficient { total: 20 })),
         "{error:?}"
     );
     drop_store(store).await;

@@ -7,9 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use decider_core::{
-    Direction, EventData, EventStore, ExpectedVersion, StoreError, StreamFrom, StreamId,
-};
+use decider_core::{EventData, EventStore, ExpectedVersion, StoreError, StreamId};
 use decider_store_postgres::{MAX_PAYLOAD_BYTES, PostgresOptions, PostgresStore};
 use futures::TryStreamExt;
 use support::{drop_store, fresh_store, fresh_store_with, raw_client, unmigrated_store};
@@ -17,7 +15,7 @@ use uuid::Uuid;
 
 async fn stream_len(store: &PostgresStore, stream: &StreamId) -> usize {
     store
-        .read_stream(stream, StreamFrom::Start, Direction::Forward, None)
+        .read_whole_stream(stream)
         .try_collect::<Vec<_>>()
         .await
         .unwrap()
@@ -32,7 +30,7 @@ fn stream() -> StreamId {
 async fn a_database_that_does_not_answer_is_unavailable() {
     let refused = PostgresStore::connect("postgres://postgres@127.0.0.1:1/test").await;
     assert!(
-        matches!(refused, Err(StoreError::Unavailable(_))),
+        matches!(refused, Err(StoreError::Unavailable { .. })),
         "{refused:?}"
     );
     let malformed = PostgresStore::connect("not a url").await;
@@ -156,7 +154,7 @@ async fn a_backend_terminated_mid_append_on_every_attempt_writes_nothing_and_the
         .unwrap()
         .unwrap();
     assert!(
-        matches!(result, Err(StoreError::Unavailable(_))),
+        matches!(result, Err(StoreError::Unavailable { .. })),
         "{result:?}"
     );
     other.batch_execute("ROLLBACK").await.unwrap();
@@ -192,7 +190,7 @@ async fn a_pool_with_no_free_connection_times_out_as_unavailable() {
         )
         .await;
     assert!(
-        matches!(result, Err(StoreError::Unavailable(_))),
+        matches!(result, Err(StoreError::Unavailable { .. })),
         "{result:?}"
     );
     drop(busy);
@@ -262,11 +260,7 @@ async fn a_ten_megabyte_event_round_trips_and_one_over_the_limit_is_refused() {
         )
         .await
         .unwrap();
-    let read: Vec<_> = store
-        .read_stream(&s, StreamFrom::Start, Direction::Forward, None)
-        .try_collect()
-        .await
-        .unwrap();
+    let read: Vec<_> = store.read_whole_stream(&s).try_collect().await.unwrap();
     // jsonb keeps the value, not the spelling (it writes `{"blob": "…"}`).
     let value: serde_json::Value = serde_json::from_slice(&read[0].payload).unwrap();
     assert_eq!(
@@ -347,7 +341,54 @@ async fn a_store_whose_schema_was_never_migrated_says_so() {
         )
         .await;
     match result {
-        Err(StoreError::Backend(message)) => assert!(message.contains("migrate"), "{message}"),
+        Err(StoreError::Backend { message, .. }) => {
+            assert!(message.contains("migrate"), "{message}")
+        }
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_server_error_keeps_the_drivers_error_with_its_sqlstate_as_source() {
+    let store = unmigrated_store(PostgresOptions::default()).await;
+    let error = store
+        .append(
+            &stream(),
+            ExpectedVersion::Any,
+            vec![EventData::json("E", "{}")],
+        )
+        .await
+        .unwrap_err();
+    let source =
+        std::error::Error::source(&error).unwrap_or_else(|| panic!("no source: {error:?}"));
+    let driver = source
+        .downcast_ref::<tokio_postgres::Error>()
+        .unwrap_or_else(|| panic!("the source is not the driver's error: {source:?}"));
+    let code = driver.code().map(|code| code.code().to_owned());
+    // 3F000 invalid schema name or 42P01/42883 undefined table or function: what is missing
+    // depends on how far the statement got.
+    assert!(
+        matches!(code.as_deref(), Some("3F000" | "42P01" | "42883")),
+        "{code:?}: {driver}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_connection_keeps_the_io_error_in_its_source_chain() {
+    let error = PostgresStore::connect("postgres://postgres@127.0.0.1:1/test")
+        .await
+        .unwrap_err();
+    assert!(error.is_retryable(), "{error:?}");
+    let mut chain = std::error::Error::source(&error);
+    let mut kinds = Vec::new();
+    while let Some(cause) = chain {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            kinds.push(io.kind());
+        }
+        chain = cause.source();
+    }
+    assert!(
+        kinds.contains(&std::io::ErrorKind::ConnectionRefused),
+        "no refused connection in the chain of {error:?}"
+    );
 }

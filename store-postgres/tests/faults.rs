@@ -12,12 +12,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use decider_core::projection::{
-    CheckpointedSink, HandleError, Lease, Projection, ProjectionError, ProjectionRunner,
-    RunnerOptions, RunnerState, SagaHandler, Sink, StatusHandle,
+    CheckpointedSink, Lease, Projection, ProjectionError, ProjectionRunner, RunnerOptions,
+    RunnerState, SagaHandler, Sink, SinkError, StatusHandle,
 };
 use decider_core::{
     CommandHandler, Decider, EventFilter, EventStore, JsonCodec, Metadata, RecordedEvent, Saga,
-    StreamFrom, StreamId,
+    StreamId,
 };
 use decider_store_postgres::{
     PgTransactionalSink, PostgresOptions, PostgresStore, TransactionalHandler, handle_error,
@@ -122,7 +122,7 @@ impl TransactionalHandler for Counter {
         &self,
         transaction: &tokio_postgres::Transaction<'_>,
         batch: &[RecordedEvent],
-    ) -> Result<(), HandleError> {
+    ) -> Result<(), SinkError> {
         let ids: Vec<Uuid> = batch.iter().map(|e| e.id).collect();
         transaction
             .execute(
@@ -134,7 +134,7 @@ impl TransactionalHandler for Counter {
                 &[&ids],
             )
             .await
-            .map_err(|e| handle_error(&e))?;
+            .map_err(handle_error)?;
         Ok(())
     }
 }
@@ -329,12 +329,7 @@ async fn terminating_the_stores_connections_again_and_again_loses_and_doubles_no
     );
     for order in 0..ORDERS {
         let events: Vec<RecordedEvent> = store
-            .read_stream(
-                &order_stream(order),
-                StreamFrom::Start,
-                decider_core::Direction::Forward,
-                None,
-            )
+            .read_whole_stream(&order_stream(order))
             .try_collect()
             .await
             .unwrap();

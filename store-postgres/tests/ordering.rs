@@ -92,12 +92,7 @@ async fn a_transaction_that_commits_late_is_delivered_in_order_and_never_skipped
     let mut started_between: Sub = Box::pin(store.subscribe_all(None, &filter));
     let read = tokio::spawn({
         let (store, filter) = (store.clone(), filter.clone());
-        async move {
-            store
-                .read_all(None, None, &filter)
-                .try_collect::<Vec<_>>()
-                .await
-        }
+        async move { store.read_whole_log(&filter).try_collect::<Vec<_>>().await }
     });
     tokio::time::sleep(QUIET).await;
     assert!(

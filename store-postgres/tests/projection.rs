@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use decider_core::projection::{
-    CheckpointError, CheckpointStore, HandleError, PoisonPolicy, Projection, ProjectionError,
-    ProjectionRunner, RunnerOptions, RunnerState,
+    CheckpointError, CheckpointStore, PoisonPolicy, Projection, ProjectionError, ProjectionRunner,
+    RunnerOptions, RunnerState, SinkError,
 };
 use decider_core::{
     EventData, EventFilter, EventStore, ExpectedVersion, Position, RecordedEvent, StreamId,
@@ -59,13 +59,13 @@ impl TransactionalHandler for Counter {
         &self,
         transaction: &tokio_postgres::Transaction<'_>,
         batch: &[RecordedEvent],
-    ) -> Result<(), HandleError> {
+    ) -> Result<(), SinkError> {
         let broken = self.broken_type.lock().unwrap().clone();
         if let Some(index) = batch
             .iter()
             .position(|e| Some(&e.event_type) == broken.as_ref())
         {
-            return Err(HandleError::Poison {
+            return Err(SinkError::Poison {
                 index,
                 reason: "broken".into(),
             });
@@ -83,21 +83,18 @@ impl TransactionalHandler for Counter {
                 &[&ids, &streams],
             )
             .await
-            .map_err(|e| handle_error(&e))?;
+            .map_err(handle_error)?;
         while self.stall.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         Ok(())
     }
 
-    async fn reset(
-        &self,
-        transaction: &tokio_postgres::Transaction<'_>,
-    ) -> Result<(), HandleError> {
+    async fn reset(&self, transaction: &tokio_postgres::Transaction<'_>) -> Result<(), SinkError> {
         transaction
             .execute(&format!("TRUNCATE \"{}\".counted", self.schema), &[])
             .await
-            .map_err(|e| handle_error(&e))?;
+            .map_err(handle_error)?;
         Ok(())
     }
 }

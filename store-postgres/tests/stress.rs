@@ -133,13 +133,8 @@ async fn fast_path_and_locked_appends_racing_on_one_stream_keep_every_acknowledg
                     let expected = if w % 2 == 0 {
                         ExpectedVersion::Any
                     } else {
-                        let mut newest = pin!(store.read_stream(
-                            &stream,
-                            decider_core::StreamFrom::End,
-                            decider_core::Direction::Backward,
-                            Some(1),
-                        ));
-                        let last = newest.next().await.map(|e| e.unwrap().revision);
+                        let newest = store.last_event(&stream).await.unwrap();
+                        let last = newest.map(|event| event.revision);
                         ExpectedVersion::from_last_revision(last)
                     };
                     match store.append(&stream, expected, vec![event]).await {
@@ -156,14 +151,10 @@ async fn fast_path_and_locked_appends_racing_on_one_stream_keep_every_acknowledg
     for writer in writers {
         acknowledged.extend(writer.await.unwrap());
     }
-    let events: Vec<RecordedEvent> = futures::TryStreamExt::try_collect(store.read_stream(
-        &stream,
-        decider_core::StreamFrom::Start,
-        decider_core::Direction::Forward,
-        None,
-    ))
-    .await
-    .unwrap();
+    let events: Vec<RecordedEvent> =
+        futures::TryStreamExt::try_collect(store.read_whole_stream(&stream))
+            .await
+            .unwrap();
     assert_eq!(events.len(), 8 * 150);
     assert!(
         events

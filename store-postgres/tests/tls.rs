@@ -137,7 +137,7 @@ async fn connect_error(url: &str) -> StoreError {
 
 fn assert_refused_under(error: &StoreError, mode: &str) {
     match error {
-        StoreError::Backend(message) => {
+        StoreError::Backend { message, .. } => {
             assert!(message.contains(&format!("sslmode={mode}")), "{message}");
             assert!(message.contains("certificate"), "{message}");
         }

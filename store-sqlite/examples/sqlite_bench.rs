@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use decider_core::projection::{HandleError, Projection, ProjectionRunner, RunnerOptions};
+use decider_core::projection::{Projection, ProjectionRunner, RunnerOptions, SinkError};
 use decider_core::{
     CommandHandler, Decider, EventData, EventStore, ExpectedVersion, RecordedEvent, StreamId,
 };
@@ -534,13 +534,13 @@ impl SqliteTransactionalHandler for Counters {
         &self,
         transaction: &rusqlite::Transaction<'_>,
         batch: &[RecordedEvent],
-    ) -> Result<(), HandleError> {
+    ) -> Result<(), SinkError> {
         add_counts(
             transaction,
             "counters",
             batch.iter().map(|event| event.stream.as_str()),
         )
-        .map_err(|e| handle_error(&e))
+        .map_err(handle_error)
     }
 }
 

@@ -73,43 +73,64 @@ impl From<OpenError> for StoreError {
         match error {
             OpenError::Store(error) => error,
             OpenError::InvalidUrl { .. } => StoreError::InvalidInput(error.to_string()),
-            other => StoreError::Backend(other.to_string()),
+            other => StoreError::backend(other.to_string()),
         }
     }
 }
 
 /// Maps an SQLite error, for code that runs its own statements beside the store (a
 /// [`SqliteTransactionalHandler`](crate::SqliteTransactionalHandler)'s read model, say) and wants
-/// the store's classification.
-pub fn store_error(error: &rusqlite::Error) -> StoreError {
+/// the store's classification. SQLite's error stays reachable as the result's
+/// [`source`](std::error::Error::source).
+pub fn store_error(error: rusqlite::Error) -> StoreError {
+    match classify(&error) {
+        Class::Unavailable(message) => StoreError::unavailable_caused_by(message, error),
+        Class::InvalidInput(message) => StoreError::InvalidInput(message),
+        Class::Backend(message) => StoreError::backend_caused_by(message, error),
+    }
+}
+
+/// Whether [`store_error`] would call `error` retryable, without taking it.
+pub(crate) fn is_retryable(error: &rusqlite::Error) -> bool {
+    matches!(classify(error), Class::Unavailable(_))
+}
+
+/// What an SQLite error is, and the message that says so.
+enum Class {
+    Unavailable(String),
+    InvalidInput(String),
+    Backend(String),
+}
+
+fn classify(error: &rusqlite::Error) -> Class {
     let Some(code) = error.sqlite_error_code() else {
-        return StoreError::Backend(format!("SQLite client error: {error}"));
+        return Class::Backend(format!("SQLite client error: {error}"));
     };
     match code {
-        ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StoreError::Unavailable(format!(
+        ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => Class::Unavailable(format!(
             "SQLite: the database is locked by another connection past the busy timeout: {error}"
         )),
-        ErrorCode::DiskFull => StoreError::Backend(format!(
+        ErrorCode::DiskFull => Class::Backend(format!(
             "SQLite: the database or disk is full (SQLITE_FULL); the failed write was rolled \
              back whole. Free disk space (or raise max_page_count) and retry: {error}"
         )),
-        ErrorCode::DatabaseCorrupt => StoreError::Backend(format!(
+        ErrorCode::DatabaseCorrupt => Class::Backend(format!(
             "SQLite: the database file is corrupt (SQLITE_CORRUPT); restore it from a backup: \
              {error}"
         )),
-        ErrorCode::NotADatabase => StoreError::Backend(format!(
+        ErrorCode::NotADatabase => Class::Backend(format!(
             "SQLite: the file is not a database (SQLITE_NOTADB): {error}"
         )),
-        ErrorCode::ReadOnly => StoreError::Backend(format!(
+        ErrorCode::ReadOnly => Class::Backend(format!(
             "SQLite: the database is read-only (SQLITE_READONLY): {error}"
         )),
-        ErrorCode::CannotOpen => StoreError::Backend(format!(
+        ErrorCode::CannotOpen => Class::Backend(format!(
             "SQLite: cannot open the database file (SQLITE_CANTOPEN): {error}"
         )),
-        ErrorCode::TooBig => StoreError::InvalidInput(format!(
+        ErrorCode::TooBig => Class::InvalidInput(format!(
             "SQLite: a value is too big (SQLITE_TOOBIG): {error}"
         )),
-        _ => StoreError::Backend(format!("SQLite: {error}")),
+        _ => Class::Backend(format!("SQLite: {error}")),
     }
 }
 

@@ -263,7 +263,7 @@ impl EventStore for SqliteStore {
             .read(|connection| {
                 connection
                     .query_row(sql::HEAD_POSITION, [], |row| row.get(0))
-                    .map_err(|e| store_error(&e))
+                    .map_err(store_error)
             })
             .await?;
         Ok(head.map(|seq| Position::new(seq as u64, seq as u64)))

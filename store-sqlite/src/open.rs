@@ -18,7 +18,7 @@ fn open_flags() -> OpenFlags {
 }
 
 /// What an error met while opening `path` means.
-fn open_error(path: &Path, error: &rusqlite::Error) -> OpenError {
+fn open_error(path: &Path, error: rusqlite::Error) -> OpenError {
     match error.sqlite_error_code() {
         Some(ErrorCode::NotADatabase) => OpenError::NotADeciderDatabase {
             path: path.to_owned(),
@@ -38,14 +38,14 @@ fn open_error(path: &Path, error: &rusqlite::Error) -> OpenError {
 
 fn connect(path: &Path, options: &SqliteOptions) -> Result<Connection, OpenError> {
     let connection =
-        Connection::open_with_flags(path, open_flags()).map_err(|e| open_error(path, &e))?;
+        Connection::open_with_flags(path, open_flags()).map_err(|e| open_error(path, e))?;
     connection
         .busy_timeout(options.busy_timeout)
-        .map_err(|e| open_error(path, &e))?;
+        .map_err(|e| open_error(path, e))?;
     // SQLite opens a file it may not write read-only without saying so; the store must write.
     if connection
         .is_readonly(rusqlite::MAIN_DB)
-        .map_err(|e| open_error(path, &e))?
+        .map_err(|e| open_error(path, e))?
     {
         return Err(OpenError::ReadOnly {
             path: path.to_owned(),
@@ -58,7 +58,7 @@ fn connect(path: &Path, options: &SqliteOptions) -> Result<Connection, OpenError
 fn pragma_i64(connection: &Connection, path: &Path, pragma: &str) -> Result<i64, OpenError> {
     connection
         .query_row(&format!("PRAGMA {pragma}"), [], |row| row.get(0))
-        .map_err(|e| open_error(path, &e))
+        .map_err(|e| open_error(path, e))
 }
 
 /// Checks that `connection`'s file is a decider database this code can read, or empty.
@@ -87,7 +87,7 @@ fn check_file(connection: &Connection, path: &Path) -> Result<bool, OpenError> {
     }
     let has_objects: bool = connection
         .query_row(sql::HAS_OBJECTS, [], |row| row.get(0))
-        .map_err(|e| open_error(path, &e))?;
+        .map_err(|e| open_error(path, e))?;
     if has_objects {
         // Someone else's SQLite database: creating our tables beside theirs would be a
         // surprise to them and to us.
@@ -104,7 +104,7 @@ fn check_file(connection: &Connection, path: &Path) -> Result<bool, OpenError> {
 fn migrate(connection: &mut Connection, path: &Path) -> Result<(), OpenError> {
     let transaction = connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(|e| open_error(path, &e))?;
+        .map_err(|e| open_error(path, e))?;
     if !check_file(&transaction, path)? {
         return Ok(());
     }
@@ -114,7 +114,7 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), OpenError> {
         tracing::info!(path = %path.display(), version = index + 1, "applying SQLite migration");
         transaction
             .execute_batch(migration)
-            .map_err(|e| open_error(path, &e))?;
+            .map_err(|e| open_error(path, e))?;
     }
     transaction
         .execute_batch(&format!(
@@ -122,8 +122,8 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), OpenError> {
             sql::APPLICATION_ID,
             sql::SCHEMA_VERSION
         ))
-        .map_err(|e| open_error(path, &e))?;
-    transaction.commit().map_err(|e| open_error(path, &e))
+        .map_err(|e| open_error(path, e))?;
+    transaction.commit().map_err(|e| open_error(path, e))
 }
 
 /// Opens the write connection: checks the file, switches it to WAL, creates or upgrades the
@@ -134,9 +134,9 @@ pub(crate) fn open_writer(path: &Path, options: &SqliteOptions) -> Result<Connec
     let needs_migration = check_file(&connection, path)?;
     let mode: String = connection
         .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-        .map_err(|e| open_error(path, &e))?;
+        .map_err(|e| open_error(path, e))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(OpenError::Store(StoreError::Backend(format!(
+        return Err(OpenError::Store(StoreError::backend(format!(
             "{}: SQLite cannot use WAL mode here (journal mode stays {mode}); is it on a \
              network file system?",
             path.display()
@@ -148,11 +148,11 @@ pub(crate) fn open_writer(path: &Path, options: &SqliteOptions) -> Result<Connec
     };
     connection
         .execute_batch(&format!("PRAGMA synchronous = {synchronous};"))
-        .map_err(|e| open_error(path, &e))?;
+        .map_err(|e| open_error(path, e))?;
     if let Some(pages) = options.max_page_count {
         connection
             .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
-            .map_err(|e| open_error(path, &e))?;
+            .map_err(|e| open_error(path, e))?;
     }
     if needs_migration {
         migrate(&mut connection, path)?;
@@ -166,6 +166,6 @@ pub(crate) fn open_reader(path: &Path, options: &SqliteOptions) -> Result<Connec
     // A reader never writes: saying so turns a bug into an error instead of a write.
     connection
         .execute_batch("PRAGMA query_only = 1;")
-        .map_err(|e| store_error(&e))?;
+        .map_err(store_error)?;
     Ok(connection)
 }

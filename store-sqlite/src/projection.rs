@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use decider_core::projection::{
-    CheckpointError, CheckpointStore, DeadLetter, DeadLetterStore, HandleError, Lease, LeaseGuard,
-    Sink,
+    CheckpointError, CheckpointStore, DeadLetter, DeadLetterStore, Lease, LeaseGuard, Sink,
+    SinkError,
 };
 use decider_core::{Position, RecordedEvent, StoreError, StreamId};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -23,9 +23,9 @@ use crate::writer::micros_since_epoch;
 use crate::{SqliteStore, sql};
 
 /// Maps an SQLite error met inside a projection handler: a lock held past the busy timeout is
-/// retried, anything else stops the projection. Return [`HandleError::Poison`] yourself for an
+/// retried, anything else stops the projection. Return [`SinkError::Poison`] yourself for an
 /// event that can never be handled.
-pub fn handle_error(error: &rusqlite::Error) -> HandleError {
+pub fn handle_error(error: rusqlite::Error) -> SinkError {
     store_error(error).into()
 }
 
@@ -50,7 +50,7 @@ fn load_checkpoint(
                 .query_row([projection], |row| Ok(from_sql(row.get(0)?, row.get(1)?)))
                 .optional()
         })
-        .map_err(|e| store_error(&e))
+        .map_err(store_error)
 }
 
 /// Moves the checkpoint from `expected` to `next` with compare-and-set, inside the caller's
@@ -84,7 +84,7 @@ fn save_checkpoint(
                 statement.execute(params![projection, next_commit, next_prepare])
             }),
     }
-    .map_err(|e| store_error(&e))?;
+    .map_err(store_error)?;
     if changed == 1 {
         return Ok(());
     }
@@ -100,7 +100,7 @@ fn delete_checkpoint(connection: &Connection, projection: &str) -> Result<(), St
         .prepare_cached(sql::DELETE_CHECKPOINT)
         .and_then(|mut statement| statement.execute([projection]))
         .map(|_| ())
-        .map_err(|e| store_error(&e))
+        .map_err(store_error)
 }
 
 fn record_dead_letter(connection: &Connection, letter: &DeadLetter) -> Result<(), StoreError> {
@@ -119,7 +119,7 @@ fn record_dead_letter(connection: &Connection, letter: &DeadLetter) -> Result<()
             ])
         })
         .map(|_| ())
-        .map_err(|e| store_error(&e))
+        .map_err(store_error)
 }
 
 fn delete_dead_letter(
@@ -133,17 +133,17 @@ fn delete_dead_letter(
             statement.execute(params![projection, event_id.as_bytes().as_slice()])
         })
         .map(|_| ())
-        .map_err(|e| store_error(&e))
+        .map_err(store_error)
 }
 
 fn immediate(connection: &mut Connection) -> Result<Transaction<'_>, StoreError> {
     connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(|e| store_error(&e))
+        .map_err(store_error)
 }
 
 fn commit(transaction: Transaction<'_>) -> Result<(), StoreError> {
-    transaction.commit().map_err(|e| store_error(&e))
+    transaction.commit().map_err(store_error)
 }
 
 impl SqliteStore {
@@ -233,7 +233,7 @@ fn list_dead_letters(
 ) -> Result<Vec<DeadLetter>, StoreError> {
     let mut statement = connection
         .prepare_cached(sql::LIST_DEAD_LETTERS)
-        .map_err(|e| store_error(&e))?;
+        .map_err(store_error)?;
     let rows = statement
         .query_map([projection], |row| {
             Ok((
@@ -246,11 +246,11 @@ fn list_dead_letters(
                 row.get::<_, i64>(6)?,
             ))
         })
-        .map_err(|e| store_error(&e))?;
+        .map_err(store_error)?;
     rows.map(|row| {
         let (id, stream, revision, commit, prepare, reason, failed_at) =
-            row.map_err(|e| store_error(&e))?;
-        let bad = |what: &str| StoreError::Backend(format!("dead letter of {projection}: {what}"));
+            row.map_err(store_error)?;
+        let bad = |what: &str| StoreError::backend(format!("dead letter of {projection}: {what}"));
         Ok(DeadLetter {
             projection: projection.to_owned(),
             event_id: Uuid::from_slice(&id).map_err(|_| bad("invalid event id"))?,
@@ -340,7 +340,7 @@ impl Lease for SqliteLeases {
                         .and_then(|mut statement| {
                             statement.execute(params![name, who, now.saturating_add(expiry), now])
                         })
-                        .map_err(|e| store_error(&e))
+                        .map_err(store_error)
                 })
                 .await??;
             if taken == 1 {
@@ -391,7 +391,7 @@ async fn renew(
                     .prepare_cached(sql::RENEW_LEASE)
                     .and_then(|mut statement| statement.execute(params![name, who, until]))
                     .map(|changed| (changed, until))
-                    .map_err(|e| store_error(&e))
+                    .map_err(store_error)
             })
             .await
             .and_then(|renewed| renewed);
@@ -426,10 +426,10 @@ pub trait SqliteTransactionalHandler: Send + Sync + 'static {
         &self,
         transaction: &Transaction<'_>,
         batch: &[RecordedEvent],
-    ) -> Result<(), HandleError>;
+    ) -> Result<(), SinkError>;
 
     /// Empties the read model inside `transaction`, for a rebuild. The default does nothing.
-    fn reset(&self, _transaction: &Transaction<'_>) -> Result<(), HandleError> {
+    fn reset(&self, _transaction: &Transaction<'_>) -> Result<(), SinkError> {
         Ok(())
     }
 }
@@ -440,11 +440,11 @@ impl<T: SqliteTransactionalHandler> SqliteTransactionalHandler for Arc<T> {
         &self,
         transaction: &Transaction<'_>,
         batch: &[RecordedEvent],
-    ) -> Result<(), HandleError> {
+    ) -> Result<(), SinkError> {
         (**self).handle(transaction, batch)
     }
 
-    fn reset(&self, transaction: &Transaction<'_>) -> Result<(), HandleError> {
+    fn reset(&self, transaction: &Transaction<'_>) -> Result<(), SinkError> {
         (**self).reset(transaction)
     }
 }
@@ -474,7 +474,7 @@ impl<H> SqliteTransactionalSink<H> {
 }
 
 impl<H: SqliteTransactionalHandler> Sink for SqliteTransactionalSink<H> {
-    async fn checkpoint(&self, projection: &str) -> Result<Option<Position>, HandleError> {
+    async fn checkpoint(&self, projection: &str) -> Result<Option<Position>, SinkError> {
         Ok(self.store.checkpoints().load(projection).await?)
     }
 
@@ -483,7 +483,7 @@ impl<H: SqliteTransactionalHandler> Sink for SqliteTransactionalSink<H> {
         projection: &str,
         batch: &[RecordedEvent],
         previous: Option<Position>,
-    ) -> Result<(), HandleError> {
+    ) -> Result<(), SinkError> {
         let Some(last) = batch.last().map(|event| event.position) else {
             return Ok(());
         };
@@ -501,7 +501,7 @@ impl<H: SqliteTransactionalHandler> Sink for SqliteTransactionalSink<H> {
                     Err(CheckpointError::Moved { actual, .. }) if actual == Some(last) => {
                         return Ok(());
                     }
-                    Err(error) => return Err(HandleError::from(error)),
+                    Err(error) => return Err(SinkError::from(error)),
                 }
                 Ok(commit(transaction)?)
             })
@@ -514,7 +514,7 @@ impl<H: SqliteTransactionalHandler> Sink for SqliteTransactionalSink<H> {
         event: &RecordedEvent,
         reason: &str,
         previous: Option<Position>,
-    ) -> Result<(), HandleError> {
+    ) -> Result<(), SinkError> {
         let letter = DeadLetter::new(projection, event, reason);
         let position = event.position;
         self.store
@@ -527,11 +527,11 @@ impl<H: SqliteTransactionalHandler> Sink for SqliteTransactionalSink<H> {
             .await?
     }
 
-    async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>, HandleError> {
+    async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>, SinkError> {
         Ok(self.store.dead_letters().list(projection).await?)
     }
 
-    async fn redrive(&self, projection: &str, event: &RecordedEvent) -> Result<(), HandleError> {
+    async fn redrive(&self, projection: &str, event: &RecordedEvent) -> Result<(), SinkError> {
         let (handler, event, projection) =
             (self.handler.clone(), event.clone(), projection.to_owned());
         self.store
@@ -544,7 +544,7 @@ impl<H: SqliteTransactionalHandler> Sink for SqliteTransactionalSink<H> {
             .await?
     }
 
-    async fn reset(&self, projection: &str) -> Result<(), HandleError> {
+    async fn reset(&self, projection: &str) -> Result<(), SinkError> {
         let (handler, projection) = (self.handler.clone(), projection.to_owned());
         self.store
             .write(move |connection| {

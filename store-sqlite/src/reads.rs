@@ -46,7 +46,7 @@ impl SqliteStore {
             result
         })
         .await
-        .map_err(|e| StoreError::Backend(format!("an SQLite read task failed: {e}")))?
+        .map_err(|e| StoreError::backend_caused_by(format!("an SQLite read task failed: {e}"), e))?
     }
 
     fn take_reader(&self) -> Result<Connection, StoreError> {
@@ -90,13 +90,11 @@ impl SqliteStore {
                 Direction::Forward => sql::read_stream_forward(),
                 Direction::Backward => sql::read_stream_backward(),
             };
-            let mut statement = connection
-                .prepare_cached(&query)
-                .map_err(|e| store_error(&e))?;
+            let mut statement = connection.prepare_cached(&query).map_err(store_error)?;
             let rows = statement
                 .query_map(params![stream.as_str(), from, size], row_to_event)
-                .map_err(|e| store_error(&e))?;
-            rows.map(|row| row.map_err(|e| store_error(&e)).and_then(|event| event))
+                .map_err(store_error)?;
+            rows.map(|row| row.map_err(store_error).and_then(|event| event))
                 .collect()
         })
         .await
@@ -120,11 +118,11 @@ impl SqliteStore {
         self.read(move |connection| {
             let mut statement = connection
                 .prepare_cached(&sql::read_all_page())
-                .map_err(|e| store_error(&e))?;
+                .map_err(store_error)?;
             let rows = statement
                 .query_map(params![after, types, categories, size], row_to_event)
-                .map_err(|e| store_error(&e))?;
-            rows.map(|row| row.map_err(|e| store_error(&e)).and_then(|event| event))
+                .map_err(store_error)?;
+            rows.map(|row| row.map_err(store_error).and_then(|event| event))
                 .collect()
         })
         .await
@@ -168,7 +166,7 @@ fn decode_event(
     metadata: &str,
     recorded_at: i64,
 ) -> Result<RecordedEvent, StoreError> {
-    let bad = |what: String| StoreError::Backend(format!("event at position {seq}: {what}"));
+    let bad = |what: String| StoreError::backend(format!("event at position {seq}: {what}"));
     let stream =
         StreamId::new(stream).map_err(|e| bad(format!("stored stream id is invalid: {e}")))?;
     let id = Uuid::from_slice(id).map_err(|e| bad(format!("stored event id is invalid: {e}")))?;
@@ -471,6 +469,8 @@ pub(crate) fn watch_other_processes(
                 }
             }
         })
-        .map_err(|e| StoreError::Backend(format!("cannot start the SQLite watcher: {e}")))?;
+        .map_err(|e| {
+            StoreError::backend_caused_by(format!("cannot start the SQLite watcher: {e}"), e)
+        })?;
     Ok(())
 }

@@ -28,7 +28,7 @@ impl SnapshotStore for SqliteStore {
                     ])
                 })
                 .map(|_| ())
-                .map_err(|e| store_error(&e))
+                .map_err(store_error)
         })
         .await?
     }
@@ -49,12 +49,12 @@ impl SnapshotStore for SqliteStore {
                         })
                         .optional()
                 })
-                .map_err(|e| store_error(&e))?;
+                .map_err(store_error)?;
             let Some((revision, state_version, payload)) = row else {
                 return Ok(None);
             };
             let bad =
-                || StoreError::Backend(format!("snapshot of {stream}: stored values are invalid"));
+                || StoreError::backend(format!("snapshot of {stream}: stored values are invalid"));
             Ok(Some(Snapshot {
                 revision: u64::try_from(revision).map_err(|_| bad())?,
                 state_version: u32::try_from(state_version).map_err(|_| bad())?,

@@ -25,7 +25,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
-use crate::error::{is_unique_violation, store_error};
+use crate::error::{is_retryable, is_unique_violation, store_error};
 use crate::sql;
 
 /// The largest event payload accepted, in bytes; SQLite's own limit for a value is 1 GB.
@@ -126,7 +126,7 @@ impl std::fmt::Debug for Request {
 }
 
 fn writer_gone() -> StoreError {
-    StoreError::Unavailable("the SQLite writer thread has stopped".to_owned())
+    StoreError::unavailable("the SQLite writer thread has stopped")
 }
 
 impl Writer {
@@ -140,7 +140,9 @@ impl Writer {
         std::thread::Builder::new()
             .name("decider-sqlite-writer".to_owned())
             .spawn(move || run(connection, queue, appended))
-            .map_err(|e| StoreError::Backend(format!("cannot start the SQLite writer: {e}")))?;
+            .map_err(|e| {
+                StoreError::backend_caused_by(format!("cannot start the SQLite writer: {e}"), e)
+            })?;
         Ok(Self { requests })
     }
 
@@ -248,8 +250,8 @@ fn commit_group(connection: &Connection, group: Vec<PendingAppend>, appended: &w
         }
         // The lock held elsewhere past the busy timeout: trying each append alone would wait
         // that long again for each. They all fail, retryably, now.
-        Err(error) if group.len() == 1 || store_error(&error).is_retryable() => {
-            let error = store_error(&error);
+        Err(error) if group.len() == 1 || is_retryable(&error) => {
+            let error = store_error(error);
             tracing::warn!(%error, "an SQLite append failed");
             for append in group {
                 let _ = append.reply.send(Err(error.clone()));

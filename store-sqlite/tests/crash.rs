@@ -13,9 +13,7 @@ use std::process::{Command, Stdio};
 
 use std::time::{Duration, Instant};
 
-use decider_core::{
-    Direction, EventData, EventStore, ExpectedVersion, StreamFrom, StreamId, SubscriptionMessage,
-};
+use decider_core::{EventData, EventStore, ExpectedVersion, StreamId, SubscriptionMessage};
 use decider_store_sqlite::SqliteStore;
 use futures::StreamExt;
 use futures::TryStreamExt;
@@ -91,7 +89,7 @@ async fn appends_acknowledged_before_a_sigkill_survive_it_whole() {
 
     let store = SqliteStore::open(&path).unwrap();
     let events: Vec<_> = store
-        .read_stream(&stream(), StreamFrom::Start, Direction::Forward, None)
+        .read_whole_stream(&stream())
         .try_collect()
         .await
         .unwrap();

@@ -6,9 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use decider_core::{
-    EventData, EventFilter, EventStore, ExpectedVersion, StoreError, StreamFrom, StreamId,
-};
+use decider_core::{EventData, EventFilter, EventStore, ExpectedVersion, StoreError, StreamId};
 use decider_store_sqlite::{OpenError, SqliteStore};
 use futures::TryStreamExt;
 use support::{TempDatabase, remove_database, temp_path};
@@ -103,7 +101,10 @@ async fn a_schema_newer_than_the_code_is_refused_naming_both_versions() {
     );
     let message = error.to_string();
     assert!(message.contains("99") && message.contains('1'), "{message}");
-    assert!(matches!(StoreError::from(error), StoreError::Backend(_)));
+    assert!(matches!(
+        StoreError::from(error),
+        StoreError::Backend { .. }
+    ));
     remove_database(&path);
 }
 
@@ -190,22 +191,15 @@ async fn a_corrupted_copy_gives_typed_errors_and_no_panic() {
         ),
         Ok(store) => {
             let read: Result<Vec<_>, StoreError> = store
-                .read_all(None, None, &EventFilter::all())
+                .read_whole_log(&EventFilter::all())
                 .try_collect()
                 .await;
             let error = read.unwrap_err();
-            assert!(matches!(error, StoreError::Backend(_)), "{error:?}");
+            assert!(matches!(error, StoreError::Backend { .. }), "{error:?}");
             assert!(error.to_string().contains("corrupt"), "{error}");
             let stream = StreamId::new("corrupt-7").unwrap();
-            let read: Result<Vec<_>, StoreError> = store
-                .read_stream(
-                    &stream,
-                    StreamFrom::Start,
-                    decider_core::Direction::Forward,
-                    None,
-                )
-                .try_collect()
-                .await;
+            let read: Result<Vec<_>, StoreError> =
+                store.read_whole_stream(&stream).try_collect().await;
             assert!(read.is_err() || read.is_ok_and(|events| events.len() <= 1));
             drop(store);
         }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use decider_core::projection::{
-    CheckpointError, CheckpointStore, HandleError, Lease, PoisonPolicy, Projection,
-    ProjectionError, ProjectionRunner, RunnerOptions, RunnerState, Sink,
+    CheckpointError, CheckpointStore, Lease, PoisonPolicy, Projection, ProjectionError,
+    ProjectionRunner, RunnerOptions, RunnerState, Sink, SinkError,
 };
 use decider_core::{
     EventData, EventFilter, EventStore, ExpectedVersion, Position, RecordedEvent, Snapshot,
@@ -55,13 +55,13 @@ impl SqliteTransactionalHandler for Counter {
         &self,
         transaction: &Transaction<'_>,
         batch: &[RecordedEvent],
-    ) -> Result<(), HandleError> {
+    ) -> Result<(), SinkError> {
         let broken = self.broken_type.lock().unwrap().clone();
         if let Some(index) = batch
             .iter()
             .position(|e| Some(&e.event_type) == broken.as_ref())
         {
-            return Err(HandleError::Poison {
+            return Err(SinkError::Poison {
                 index,
                 reason: "broken".into(),
             });
@@ -71,19 +71,19 @@ impl SqliteTransactionalHandler for Counter {
                 "INSERT INTO counted (event_id, n) VALUES (?1, 1) \
                  ON CONFLICT (event_id) DO UPDATE SET n = n + 1",
             )
-            .map_err(|e| handle_error(&e))?;
+            .map_err(handle_error)?;
         for event in batch {
             count
                 .execute([event.id.as_bytes().as_slice()])
-                .map_err(|e| handle_error(&e))?;
+                .map_err(handle_error)?;
         }
         Ok(())
     }
 
-    fn reset(&self, transaction: &Transaction<'_>) -> Result<(), HandleError> {
+    fn reset(&self, transaction: &Transaction<'_>) -> Result<(), SinkError> {
         transaction
             .execute_batch("DELETE FROM counted")
-            .map_err(|e| handle_error(&e))
+            .map_err(handle_error)
     }
 }
 
@@ -198,7 +198,7 @@ async fn the_transactional_sink_applies_every_event_exactly_once_and_a_lost_repl
     // From a stale position that is not this batch's own: refused, nothing applied.
     let stale = sink.apply("counter", &batch[..1], previous).await;
     assert!(
-        matches!(stale, Err(HandleError::CheckpointMoved { .. })),
+        matches!(stale, Err(SinkError::CheckpointMoved { .. })),
         "{stale:?}"
     );
     assert!(counts(&store).await.values().all(|&n| n == 1));

@@ -7,8 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use decider_core::{
-    EventData, EventFilter, EventStore, ExpectedVersion, StoreError, StreamFrom, StreamId,
-    SubscriptionMessage,
+    EventData, EventFilter, EventStore, ExpectedVersion, StoreError, StreamId, SubscriptionMessage,
 };
 use decider_store_sqlite::{SqliteOptions, SqliteStore};
 use futures::{StreamExt, TryStreamExt};
@@ -34,12 +33,7 @@ async fn hold_writer(store: &SqliteStore, pause: Duration) -> tokio::task::JoinH
 
 async fn count(store: &SqliteStore, stream: &StreamId) -> usize {
     store
-        .read_stream(
-            stream,
-            StreamFrom::Start,
-            decider_core::Direction::Forward,
-            None,
-        )
+        .read_whole_stream(stream)
         .try_collect::<Vec<_>>()
         .await
         .unwrap()
@@ -140,7 +134,7 @@ async fn a_refused_append_inside_a_group_leaves_the_others_written() {
     }
     // Positions stay gap-free across the refused append's rolled-back savepoint.
     let all: Vec<_> = store
-        .read_all(None, None, &EventFilter::all())
+        .read_whole_log(&EventFilter::all())
         .try_collect()
         .await
         .unwrap();
@@ -186,7 +180,7 @@ async fn a_full_disk_fails_only_the_append_that_does_not_fit_and_writes_none_of_
         small.await.unwrap().unwrap();
     }
     match failed.await.unwrap() {
-        Err(StoreError::Backend(message)) => assert!(message.contains("full"), "{message}"),
+        Err(StoreError::Backend { message, .. }) => assert!(message.contains("full"), "{message}"),
         other => panic!("expected a Backend error for a full disk, got {other:?}"),
     }
     assert_eq!(

@@ -180,6 +180,7 @@ macro_rules! conformance_tests {
             read::read_all_filters_by_category,
             read::read_all_filters_by_event_type_and_category_together,
             read::head_position_is_the_newest_position_a_read_returns,
+            read::named_reads_return_what_the_reads_they_name_return,
             subscribe::subscribe_all_delivers_existing_events_then_caught_up_once_then_live_events,
             subscribe::subscribe_all_to_an_empty_scope_sends_caught_up_first,
             subscribe::subscribe_all_resumes_after_every_position,

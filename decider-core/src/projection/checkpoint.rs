@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
 
-use crate::event::Position;
+use crate::Position;
 use crate::store::StoreError;
 
 /// Why a checkpoint was not saved.

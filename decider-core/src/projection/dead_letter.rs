@@ -7,8 +7,8 @@ use std::time::SystemTime;
 
 use uuid::Uuid;
 
-use crate::event::{Position, RecordedEvent, StreamId};
 use crate::store::StoreError;
+use crate::{Position, RecordedEvent, StreamId};
 
 /// An event a projection gave up on.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -40,7 +40,7 @@
 //! #[derive(Default)]
 //! struct Deposits(AtomicUsize);
 //! impl EventHandler for Deposits {
-//!     async fn handle(&self, batch: &[RecordedEvent]) -> Result<(), HandleError> {
+//!     async fn handle(&self, batch: &[RecordedEvent]) -> Result<(), SinkError> {
 //!         self.0.fetch_add(batch.len(), Ordering::SeqCst);
 //!         Ok(())
 //!     }
@@ -83,7 +83,7 @@ pub use dead_letter::{DeadLetter, DeadLetterStore, MemoryDeadLetters};
 pub use lease::{Lease, LeaseGuard, LocalLeases, Unleased};
 pub use runner::{ProjectionError, ProjectionRunner, RedriveReport};
 pub use saga::{ProcessHandler, SagaHandler};
-pub use sink::{CheckpointedSink, EventHandler, HandleError, Sink};
+pub use sink::{CheckpointedSink, EventHandler, Sink, SinkError};
 pub use status::{ProjectionStatus, RunnerState, StatusHandle};
 
 use crate::store::EventFilter;

@@ -11,13 +11,13 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::Instrument;
 
 use crate::backoff;
-use crate::event::{Position, RecordedEvent, StreamId};
 use crate::projection::dead_letter::DeadLetter;
 use crate::projection::lease::{Lease, LeaseGuard, Unleased};
-use crate::projection::sink::{HandleError, Sink};
+use crate::projection::sink::{Sink, SinkError};
 use crate::projection::status::{ProjectionStatus, RunnerState, StatusHandle, lag};
 use crate::projection::{PoisonPolicy, Projection, RunnerOptions};
 use crate::store::{Direction, EventStore, StoreError, StreamFrom, SubscriptionMessage};
+use crate::{Position, RecordedEvent, StreamId};
 
 /// Why a projection stopped.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -130,7 +130,7 @@ impl Drop for Source {
 /// # use decider_store_memory::MemoryStore;
 /// # struct Counter;
 /// # impl EventHandler for Counter {
-/// #     async fn handle(&self, _: &[RecordedEvent]) -> Result<(), HandleError> { Ok(()) }
+/// #     async fn handle(&self, _: &[RecordedEvent]) -> Result<(), SinkError> { Ok(()) }
 /// # }
 /// # async fn example(store: MemoryStore, stop: tokio::sync::oneshot::Receiver<()>) -> Result<(), ProjectionError> {
 /// let sink = CheckpointedSink::new(Counter, MemoryCheckpoints::default(), MemoryDeadLetters::default());
@@ -313,9 +313,7 @@ where
                     Some(Message::Event(event)) => batch.push(event),
                     Some(Message::CaughtUp) => caught_up = true,
                     Some(Message::Failed(error)) => failure = Some(error),
-                    None => {
-                        failure = Some(StoreError::Unavailable("subscription ended".to_owned()))
-                    }
+                    None => failure = Some(StoreError::unavailable("subscription ended")),
                 }
                 if !batch.is_empty() {
                     self.fill(&mut source, &mut batch, &mut caught_up, &mut failure)
@@ -389,7 +387,7 @@ where
                     return;
                 }
                 Ok(None) => {
-                    *failure = Some(StoreError::Unavailable("subscription ended".to_owned()));
+                    *failure = Some(StoreError::unavailable("subscription ended"));
                     return;
                 }
                 Err(_) => return,
@@ -540,27 +538,27 @@ where
     /// Calls the sink, telling why a call did not succeed.
     async fn call_sink<F>(&self, call: F) -> Result<(), Refusal>
     where
-        F: Future<Output = Result<(), HandleError>>,
+        F: Future<Output = Result<(), SinkError>>,
     {
         match call.await {
             Ok(()) => Ok(()),
-            Err(HandleError::Poison { index, reason }) => Err(Refusal::Poison { index, reason }),
+            Err(SinkError::Poison { index, reason }) => Err(Refusal::Poison { index, reason }),
             Err(other) => Err(Refusal::Halt(self.refusal(other))),
         }
     }
 
     /// What a sink's error, other than poison, means for the run.
-    fn refusal(&self, error: HandleError) -> Halt {
+    fn refusal(&self, error: SinkError) -> Halt {
         match error {
-            HandleError::Retryable(reason) => Halt::Fault(reason),
-            HandleError::CheckpointMoved { expected, actual } => {
+            SinkError::Retryable(reason) => Halt::Fault(reason),
+            SinkError::CheckpointMoved { expected, actual } => {
                 Halt::Error(ProjectionError::CheckpointMoved {
                     projection: self.name().to_owned(),
                     expected,
                     actual,
                 })
             }
-            HandleError::Poison { reason, .. } | HandleError::Fatal(reason) => self.fatal(reason),
+            SinkError::Poison { reason, .. } | SinkError::Fatal(reason) => self.fatal(reason),
         }
     }
 
@@ -694,9 +692,9 @@ where
         }
     }
 
-    fn handle_error(&self, error: HandleError) -> ProjectionError {
+    fn handle_error(&self, error: SinkError) -> ProjectionError {
         match error {
-            HandleError::CheckpointMoved { expected, actual } => ProjectionError::CheckpointMoved {
+            SinkError::CheckpointMoved { expected, actual } => ProjectionError::CheckpointMoved {
                 projection: self.name().to_owned(),
                 expected,
                 actual,

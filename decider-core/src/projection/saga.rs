@@ -13,12 +13,12 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::codec::{Codec, JsonCodec};
 use crate::decider::{Decider, fold_from};
-use crate::event::{RecordedEvent, StreamId};
-use crate::handler::{CommandHandler, HandlerError};
 use crate::metadata::Metadata;
-use crate::projection::sink::{EventHandler, HandleError};
+use crate::projection::sink::{EventHandler, SinkError};
 use crate::saga::{Process, ProcessStep, Refused, Saga};
 use crate::store::EventStore;
+use crate::{CommandError, CommandHandler};
+use crate::{RecordedEvent, StreamId};
 
 /// An [`EventHandler`] that decodes events for a [`Saga`] and sends the commands it returns.
 ///
@@ -76,33 +76,29 @@ where
     C: Codec<D::Event> + 'static,
     R: Fn(&D::Command) -> StreamId + Send + Sync + 'static,
 {
-    async fn handle(&self, batch: &[RecordedEvent]) -> Result<(), HandleError> {
+    async fn handle(&self, batch: &[RecordedEvent]) -> Result<(), SinkError> {
         for (index, recorded) in batch.iter().enumerate() {
             let event = self
                 .codec
                 .decode(recorded)
-                .map_err(|error| HandleError::Poison {
+                .map_err(|error| SinkError::Poison {
                     index,
                     reason: error.to_string(),
                 })?;
             for (n, command) in self.saga.react(&event).into_iter().enumerate() {
                 let stream = (self.route)(&command);
-                let metadata = Metadata {
-                    correlation_id: recorded.metadata.correlation_id,
-                    causation_id: Some(recorded.id),
-                    idempotency_key: Some(format!("{}/{n}", recorded.id)),
-                    ..Metadata::default()
-                };
+                let metadata = Metadata::caused_by(recorded)
+                    .with_idempotency_key(format!("{}/{n}", recorded.id));
                 match self.commands.handle_with(&stream, command, metadata).await {
                     Ok(_) => {}
-                    Err(refused @ (HandlerError::Rejected(_) | HandlerError::Terminal { .. })) => {
+                    Err(refused @ (CommandError::Rejected(_) | CommandError::Terminal { .. })) => {
                         tracing::info!(%stream, cause = %recorded.id, %refused, "saga command refused");
                     }
                     Err(error) if error.is_retryable() => {
-                        return Err(HandleError::Retryable(error.to_string()));
+                        return Err(SinkError::Retryable(error.to_string()));
                     }
                     Err(error) => {
-                        return Err(HandleError::Poison {
+                        return Err(SinkError::Poison {
                             index,
                             reason: error.to_string(),
                         });
@@ -193,7 +189,7 @@ enum Halt {
 }
 
 impl Halt {
-    fn from_handler<E: fmt::Display>(error: HandlerError<E>) -> Self {
+    fn from_handler<E: fmt::Display>(error: CommandError<E>) -> Self {
         if error.is_retryable() {
             Self::Retryable(error.to_string())
         } else {
@@ -222,12 +218,7 @@ where
 {
     /// Takes the process of stream `process` through every step it waits for.
     async fn drive(&self, process: &StreamId, cause: &RecordedEvent) -> Result<(), Halt> {
-        let metadata = |key: String| Metadata {
-            correlation_id: cause.metadata.correlation_id,
-            causation_id: Some(cause.id),
-            idempotency_key: Some(key),
-            ..Metadata::default()
-        };
+        let metadata = |key: String| Metadata::caused_by(cause).with_idempotency_key(key);
         let (mut state, mut version) = self.load(process).await?;
         while let Some(ProcessStep {
             step,
@@ -242,8 +233,8 @@ where
                 .await
             {
                 Ok(_) => Ok(()),
-                Err(HandlerError::Rejected(refusal)) => Err(Refused::Rejected(refusal)),
-                Err(HandlerError::Terminal { .. }) => Err(Refused::Terminal),
+                Err(CommandError::Rejected(refusal)) => Err(Refused::Rejected(refusal)),
+                Err(CommandError::Terminal { .. }) => Err(Refused::Terminal),
                 Err(error) => return Err(Halt::from_handler(error)),
             };
             tracing::debug!(%process, step = %key, %stream, refused = answer.is_err(), "process step");
@@ -264,7 +255,7 @@ where
                 }
                 // Recorded before, or by someone else meanwhile: the stream knows where it is.
                 Ok(_) => (state, version) = self.load(process).await?,
-                Err(HandlerError::Rejected(refusal)) => {
+                Err(CommandError::Rejected(refusal)) => {
                     (state, version) = self.load(process).await?;
                     let still_waiting = self
                         .process
@@ -311,7 +302,7 @@ where
     OC: Codec<<P::Own as Decider>::Event> + 'static,
     TC: Codec<<P::Target as Decider>::Event> + 'static,
 {
-    async fn handle(&self, batch: &[RecordedEvent]) -> Result<(), HandleError> {
+    async fn handle(&self, batch: &[RecordedEvent]) -> Result<(), SinkError> {
         // Each process once, from the first of its events in the batch.
         let mut seen = HashSet::new();
         let processes: Vec<usize> = (0..batch.len())
@@ -323,8 +314,8 @@ where
                 self.drive(&cause.stream, cause)
                     .await
                     .map_err(|halt| match halt {
-                        Halt::Retryable(reason) => HandleError::Retryable(reason),
-                        Halt::Poison(reason) => HandleError::Poison { index, reason },
+                        Halt::Retryable(reason) => SinkError::Retryable(reason),
+                        Halt::Poison(reason) => SinkError::Poison { index, reason },
                     })
             })
             .buffer_unordered(self.concurrency)

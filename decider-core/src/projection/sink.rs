@@ -7,14 +7,14 @@
 
 use std::future::Future;
 
-use crate::event::{Position, RecordedEvent};
 use crate::projection::checkpoint::{CheckpointError, CheckpointStore};
 use crate::projection::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::store::StoreError;
+use crate::{Position, RecordedEvent};
 
 /// Why a batch was not handled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HandleError {
+pub enum SinkError {
     /// A passing failure (a database unavailable, a timeout): the runner retries the same batch
     /// with backoff.
     #[error("retryable: {0}")]
@@ -41,7 +41,7 @@ pub enum HandleError {
     Fatal(String),
 }
 
-impl From<StoreError> for HandleError {
+impl From<StoreError> for SinkError {
     fn from(error: StoreError) -> Self {
         if error.is_retryable() {
             Self::Retryable(error.to_string())
@@ -51,7 +51,7 @@ impl From<StoreError> for HandleError {
     }
 }
 
-impl From<CheckpointError> for HandleError {
+impl From<CheckpointError> for SinkError {
     fn from(error: CheckpointError) -> Self {
         match error {
             CheckpointError::Moved {
@@ -68,7 +68,7 @@ pub trait Sink: Send + Sync + 'static {
     fn checkpoint(
         &self,
         projection: &str,
-    ) -> impl Future<Output = Result<Option<Position>, HandleError>> + Send;
+    ) -> impl Future<Output = Result<Option<Position>, SinkError>> + Send;
 
     /// Handles `batch` (never empty, in order) and moves the checkpoint from `previous` to the
     /// position of its last event.
@@ -77,7 +77,7 @@ pub trait Sink: Send + Sync + 'static {
         projection: &str,
         batch: &[RecordedEvent],
         previous: Option<Position>,
-    ) -> impl Future<Output = Result<(), HandleError>> + Send;
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// Keeps `event` as a dead letter with `reason` and moves the checkpoint from `previous`
     /// past it.
@@ -87,13 +87,13 @@ pub trait Sink: Send + Sync + 'static {
         event: &RecordedEvent,
         reason: &str,
         previous: Option<Position>,
-    ) -> impl Future<Output = Result<(), HandleError>> + Send;
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// The dead letters of `projection`.
     fn dead_letters(
         &self,
         projection: &str,
-    ) -> impl Future<Output = Result<Vec<DeadLetter>, HandleError>> + Send;
+    ) -> impl Future<Output = Result<Vec<DeadLetter>, SinkError>> + Send;
 
     /// Handles one dead-lettered `event` again, out of order, and forgets its dead letter if it
     /// succeeds. The checkpoint does not move.
@@ -101,10 +101,10 @@ pub trait Sink: Send + Sync + 'static {
         &self,
         projection: &str,
         event: &RecordedEvent,
-    ) -> impl Future<Output = Result<(), HandleError>> + Send;
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// Empties the read model (a user hook) and forgets the checkpoint, for a rebuild.
-    fn reset(&self, projection: &str) -> impl Future<Output = Result<(), HandleError>> + Send;
+    fn reset(&self, projection: &str) -> impl Future<Output = Result<(), SinkError>> + Send;
 }
 
 /// A user's handler of event batches, for a [`CheckpointedSink`].
@@ -113,13 +113,11 @@ pub trait Sink: Send + Sync + 'static {
 /// handled again, so `handle` must be idempotent (an upsert, not an increment).
 pub trait EventHandler: Send + Sync + 'static {
     /// Handles a batch, in order.
-    fn handle(
-        &self,
-        batch: &[RecordedEvent],
-    ) -> impl Future<Output = Result<(), HandleError>> + Send;
+    fn handle(&self, batch: &[RecordedEvent])
+    -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// Empties the read model, for a rebuild. The default does nothing.
-    fn reset(&self) -> impl Future<Output = Result<(), HandleError>> + Send {
+    fn reset(&self) -> impl Future<Output = Result<(), SinkError>> + Send {
         async { Ok(()) }
     }
 }
@@ -129,11 +127,11 @@ impl<T: EventHandler> EventHandler for std::sync::Arc<T> {
     fn handle(
         &self,
         batch: &[RecordedEvent],
-    ) -> impl Future<Output = Result<(), HandleError>> + Send {
+    ) -> impl Future<Output = Result<(), SinkError>> + Send {
         (**self).handle(batch)
     }
 
-    fn reset(&self) -> impl Future<Output = Result<(), HandleError>> + Send {
+    fn reset(&self) -> impl Future<Output = Result<(), SinkError>> + Send {
         (**self).reset()
     }
 }
@@ -165,7 +163,7 @@ impl<H, C, L> CheckpointedSink<H, C, L> {
 }
 
 impl<H: EventHandler, C: CheckpointStore, L: DeadLetterStore> Sink for CheckpointedSink<H, C, L> {
-    async fn checkpoint(&self, projection: &str) -> Result<Option<Position>, HandleError> {
+    async fn checkpoint(&self, projection: &str) -> Result<Option<Position>, SinkError> {
         Ok(self.checkpoints.load(projection).await?)
     }
 
@@ -174,7 +172,7 @@ impl<H: EventHandler, C: CheckpointStore, L: DeadLetterStore> Sink for Checkpoin
         projection: &str,
         batch: &[RecordedEvent],
         previous: Option<Position>,
-    ) -> Result<(), HandleError> {
+    ) -> Result<(), SinkError> {
         let Some(last) = batch.last() else {
             return Ok(());
         };
@@ -191,7 +189,7 @@ impl<H: EventHandler, C: CheckpointStore, L: DeadLetterStore> Sink for Checkpoin
         event: &RecordedEvent,
         reason: &str,
         previous: Option<Position>,
-    ) -> Result<(), HandleError> {
+    ) -> Result<(), SinkError> {
         self.dead_letters
             .record(DeadLetter::new(projection, event, reason))
             .await?;
@@ -201,16 +199,16 @@ impl<H: EventHandler, C: CheckpointStore, L: DeadLetterStore> Sink for Checkpoin
             .await?)
     }
 
-    async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>, HandleError> {
+    async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>, SinkError> {
         Ok(self.dead_letters.list(projection).await?)
     }
 
-    async fn redrive(&self, projection: &str, event: &RecordedEvent) -> Result<(), HandleError> {
+    async fn redrive(&self, projection: &str, event: &RecordedEvent) -> Result<(), SinkError> {
         self.handler.handle(std::slice::from_ref(event)).await?;
         Ok(self.dead_letters.remove(projection, event.id).await?)
     }
 
-    async fn reset(&self, projection: &str) -> Result<(), HandleError> {
+    async fn reset(&self, projection: &str) -> Result<(), SinkError> {
         self.handler.reset().await?;
         Ok(self.checkpoints.reset(projection).await?)
     }

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::event::Position;
+use crate::Position;
 
 /// What a runner is doing.
 #[derive(Debug, Clone, PartialEq, Eq)]

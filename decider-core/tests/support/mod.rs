@@ -162,11 +162,7 @@ pub fn stream() -> StreamId {
 }
 
 pub async fn recorded(store: &impl EventStore, stream: &StreamId) -> Vec<RecordedEvent> {
-    store
-        .read_stream(stream, StreamFrom::Start, Direction::Forward, None)
-        .try_collect()
-        .await
-        .unwrap()
+    store.read_whole_stream(stream).try_collect().await.unwrap()
 }
 
 /// A memory store that counts appends, records where each stream read starts, and through

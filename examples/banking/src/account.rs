@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use decider_core::{Decider, StreamId};
+use decider_core::{Category, Decider, StreamId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -18,6 +18,9 @@ use crate::transfer::TransferId;
 /// The longest owner name an account takes.
 pub const MAX_OWNER_CHARS: usize = 200;
 
+/// The category of account streams.
+pub const ACCOUNTS: Category = Category::new("account");
+
 /// An account's identity; its events live in the stream `account-<uuid>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -26,13 +29,12 @@ pub struct AccountId(pub Uuid);
 impl AccountId {
     /// The stream that holds this account's events.
     pub fn stream(self) -> StreamId {
-        // A category and a UUID: always a valid stream id.
-        StreamId::new(format!("account-{}", self.0)).unwrap_or_else(|_| unreachable!())
+        ACCOUNTS.stream(self.0)
     }
 
     /// The account whose stream is `stream`, if it is an account stream.
     pub fn from_stream(stream: &StreamId) -> Option<Self> {
-        let id = stream.as_str().strip_prefix("account-")?;
+        let id = ACCOUNTS.key_of(stream)?;
         Uuid::parse_str(id).ok().map(Self)
     }
 }

@@ -14,8 +14,8 @@ use decider_core::projection::{
     StatusHandle,
 };
 use decider_core::{
-    Codec, CommandHandler, CommandOutcome, Decider, Direction, EventFilter, EventStore,
-    HandlerError, Loaded, Metadata, Position, RecordedEvent, RetryPolicy, StoreError, StreamFrom,
+    Codec, CommandError, CommandHandler, CommandOutcome, Decider, Direction, EventFilter,
+    EventStore, Loaded, Metadata, Position, RecordedEvent, RetryPolicy, StoreError, StreamFrom,
     SubscriptionMessage,
 };
 use decider_store_eventstoredb::EventStoreDbStore;
@@ -93,16 +93,16 @@ impl From<StoreError> for BankError {
     }
 }
 
-impl<E> From<HandlerError<E>> for BankError
+impl<E> From<CommandError<E>> for BankError
 where
     BankError: From<E>,
 {
-    fn from(error: HandlerError<E>) -> Self {
+    fn from(error: CommandError<E>) -> Self {
         match error {
-            HandlerError::Rejected(refusal) => refusal.into(),
-            HandlerError::Terminal { .. } => Self::AccountClosed,
-            HandlerError::Store(error) => error.into(),
-            HandlerError::Codec(error) => Self::Internal(error.to_string()),
+            CommandError::Rejected(refusal) => refusal.into(),
+            CommandError::Terminal { .. } => Self::AccountClosed,
+            CommandError::Store(error) => error.into(),
+            CommandError::Codec(error) => Self::Internal(error.to_string()),
         }
     }
 }
@@ -635,7 +635,7 @@ pub async fn on_sqlite(url: &str) -> Result<Running<SqliteStore, SqliteReadModel
     let store = tokio::task::spawn_blocking(move || SqliteStore::connect(&url))
         .await
         .map_err(|error| {
-            StoreError::Backend(format!("opening the SQLite file failed: {error}"))
+            StoreError::backend(format!("opening the SQLite file failed: {error}"))
         })??;
     on_sqlite_store(store).await
 }

@@ -583,17 +583,12 @@ impl ReadParams {
         let Some(after) = &self.after else {
             return Ok(None);
         };
-        let position = after
-            .split_once('/')
-            .and_then(|(commit, prepare)| {
-                Some(Position::new(commit.parse().ok()?, prepare.parse().ok()?))
-            })
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_position",
-                    format!("{after:?} is not a position from a write's answer"),
-                )
-            })?;
+        let position = after.parse::<Position>().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_position",
+                format!("{after:?} is not a position from a write's answer"),
+            )
+        })?;
         Ok(Some(Consistency {
             after: position,
             timeout: self.wait().unwrap_or(Duration::from_secs(5)),

@@ -16,12 +16,15 @@
 
 use std::fmt;
 
-use decider_core::{Decider, StreamId};
+use decider_core::{Category, Decider, StreamId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::account::{AccountCommand, AccountError, AccountId};
 use crate::money::{Amount, Currency};
+
+/// The category of transfer streams.
+pub const TRANSFERS: Category = Category::new("transfer");
 
 /// A transfer's identity, which is also its idempotency key: its events live in the stream
 /// `transfer-<uuid>`, and one id moves money at most once.
@@ -32,13 +35,12 @@ pub struct TransferId(pub Uuid);
 impl TransferId {
     /// The stream that holds this transfer's events.
     pub fn stream(self) -> StreamId {
-        // A category and a UUID: always a valid stream id.
-        StreamId::new(format!("transfer-{}", self.0)).unwrap_or_else(|_| unreachable!())
+        TRANSFERS.stream(self.0)
     }
 
     /// The transfer whose stream is `stream`, if it is a transfer stream.
     pub fn from_stream(stream: &StreamId) -> Option<Self> {
-        let id = stream.as_str().strip_prefix("transfer-")?;
+        let id = TRANSFERS.key_of(stream)?;
         Uuid::parse_str(id).ok().map(Self)
     }
 }

@@ -9,13 +9,10 @@
 
 mod support;
 
-use std::pin::pin;
-
 use banking::account::AccountId;
 use banking::bank::Running;
 use banking::read_model::ReadModels;
-use decider_core::{Direction, EventStore, StoreError, StreamFrom, StreamId};
-use futures::TryStreamExt;
+use decider_core::{EventStore, StoreError, StreamId};
 use serde_json::json;
 use support::{Server, code};
 use uuid::Uuid;
@@ -473,8 +470,7 @@ async fn correlation_ids_come_back_and_land_on_the_events() {
 }
 
 async fn last_event<S: EventStore>(store: &S, stream: &StreamId) -> decider_core::RecordedEvent {
-    let mut events = pin!(store.read_stream(stream, StreamFrom::End, Direction::Backward, Some(1)));
-    events.try_next().await.unwrap().unwrap()
+    store.last_event(stream).await.unwrap().unwrap()
 }
 
 #[tokio::test]
@@ -487,15 +483,15 @@ async fn an_unavailable_store_is_503_and_a_lasting_conflict_409() {
     let deposits = format!("/accounts/{ada}/deposits");
 
     // A keyed command rides out a short outage (the handler retries it)…
-    store.fail_append(1, StoreError::Unavailable("the disk is on fire".into()));
-    store.fail_append(2, StoreError::Unavailable("the disk is on fire".into()));
+    store.fail_append(1, StoreError::unavailable("the disk is on fire"));
+    store.fail_append(2, StoreError::unavailable("the disk is on fire"));
     let answer = server
         .post(&deposits, json!({ "amount": 2 }), Some("d0"))
         .await;
     assert_eq!(answer.0, 201, "{answer:?}");
     // …but not a long one: the first attempt and its five retries fail.
     for nth in 1..=6 {
-        store.fail_append(nth, StoreError::Unavailable("the disk is on fire".into()));
+        store.fail_append(nth, StoreError::unavailable("the disk is on fire"));
     }
     let answer = server
         .post(&deposits, json!({ "amount": 5 }), Some("d1"))

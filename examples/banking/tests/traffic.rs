@@ -260,7 +260,7 @@ type Replayed = (
 async fn replay<S: EventStore + Clone, R: ReadModels>(bank: &Bank<S, R>) -> Replayed {
     let events: Vec<_> = bank
         .store()
-        .read_all(None, None, &EventFilter::all().with_categories(["account"]))
+        .read_whole_log(&EventFilter::all().with_categories(["account"]))
         .try_collect()
         .await
         .unwrap();

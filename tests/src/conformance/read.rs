@@ -1,18 +1,20 @@
 //! Reads: [`read_stream`](EventStore::read_stream) from every starting point in both directions
 //! with and without a limit, the exact round trip of every field, and
-//! [`read_all`](EventStore::read_all)'s global order, exclusive start, limit and filters.
+//! [`read_all`](EventStore::read_all)'s global order, exclusive start, limit and filters; the
+//! named reads return what they name.
 
 use bytes::Bytes;
 use decider_core::{
     ContentType, Direction, EventData, EventFilter, EventStore, ExpectedVersion, Metadata,
     RecordedEvent, StreamFrom, StreamId,
 };
+use futures::TryStreamExt;
 use uuid::Uuid;
 
 use super::support::{
     append, assert_positions_increase, assert_recorded_as, assert_stream_holds, categories, event,
-    events, ids, read_all, read_category, read_forward, read_stream, recorded_ids, revisions,
-    stream_id, stream_in, unique_category, unique_event_type,
+    events, ids, new_stream, read_all, read_category, read_forward, read_stream, recorded_ids,
+    revisions, stream_id, stream_in, unique_category, unique_event_type, within,
 };
 
 /// A stream of five events (revisions 0–4, appended as 3 + 2) beside streams whose ids it is a
@@ -766,5 +768,52 @@ pub async fn head_position_is_the_newest_position_a_read_returns<S: EventStore +
         beyond.is_empty(),
         "read_all after the head returned {} events",
         beyond.len()
+    );
+}
+
+/// The named reads ([`read_whole_stream`](EventStore::read_whole_stream),
+/// [`last_event`](EventStore::last_event), [`read_whole_log`](EventStore::read_whole_log)) return
+/// what the reads they name return, also when a store overrides them.
+pub async fn named_reads_return_what_the_reads_they_name_return<S: EventStore + Clone>(store: S) {
+    let (stream, written) = five_events(&store).await;
+    let whole = within(
+        "read_whole_stream",
+        store.read_whole_stream(&stream).try_collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap_or_else(|error| panic!("read_whole_stream failed: {error}"));
+    assert_read(&whole, &written, &[0, 1, 2, 3, 4], "read_whole_stream");
+
+    let last = within("last_event", store.last_event(&stream))
+        .await
+        .unwrap_or_else(|error| panic!("last_event failed: {error}"));
+    assert_eq!(
+        last.as_ref(),
+        whole.last(),
+        "last_event is not the newest event"
+    );
+    let missing = within(
+        "last_event of a missing stream",
+        store.last_event(&new_stream()),
+    )
+    .await
+    .unwrap_or_else(|error| panic!("last_event failed: {error}"));
+    assert_eq!(missing, None, "a missing stream has a last event");
+
+    let filter = categories([stream.category()]);
+    let log = within(
+        "read_whole_log",
+        store.read_whole_log(&filter).try_collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap_or_else(|error| panic!("read_whole_log failed: {error}"));
+    assert_eq!(
+        log,
+        read_all(&store, None, None, &filter).await,
+        "read_whole_log"
+    );
+    assert!(
+        log.len() > whole.len(),
+        "the category's sibling streams are missing"
     );
 }

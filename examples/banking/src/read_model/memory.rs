@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use decider_core::projection::{EventHandler, HandleError};
+use decider_core::projection::{EventHandler, SinkError};
 use decider_core::{Position, RecordedEvent, StoreError};
 
 use crate::account::AccountId;
@@ -45,7 +45,7 @@ impl MemoryReadModels {
 }
 
 impl EventHandler for MemoryReadModels {
-    async fn handle(&self, batch: &[RecordedEvent]) -> Result<(), HandleError> {
+    async fn handle(&self, batch: &[RecordedEvent]) -> Result<(), SinkError> {
         let events = account_events(batch)?;
         let mut models = self.write();
         for (id, event) in &events {
@@ -61,7 +61,7 @@ impl EventHandler for MemoryReadModels {
         Ok(())
     }
 
-    async fn reset(&self) -> Result<(), HandleError> {
+    async fn reset(&self) -> Result<(), SinkError> {
         *self.write() = Models::default();
         Ok(())
     }

@@ -15,7 +15,7 @@ pub mod sqlite;
 use std::future::Future;
 use std::time::UNIX_EPOCH;
 
-use decider_core::projection::HandleError;
+use decider_core::projection::SinkError;
 use decider_core::{JsonCodec, Position, Recorded, RecordedEvent, StoreError, View};
 use serde::{Serialize, Serializer};
 
@@ -254,11 +254,11 @@ pub fn apply(
 /// read model applies. An event that does not decode is poison, named by its index in the batch.
 pub fn account_events(
     batch: &[RecordedEvent],
-) -> Result<Vec<(AccountId, Recorded<AccountEvent>)>, HandleError> {
+) -> Result<Vec<(AccountId, Recorded<AccountEvent>)>, SinkError> {
     let codec = JsonCodec::<AccountEvent>::new();
     let mut events = Vec::with_capacity(batch.len());
     for (index, recorded) in batch.iter().enumerate() {
-        let event = Recorded::decode(&codec, recorded).map_err(|error| HandleError::Poison {
+        let event = Recorded::decode(&codec, recorded).map_err(|error| SinkError::Poison {
             index,
             reason: error.to_string(),
         })?;

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use decider_core::projection::{CheckpointStore, HandleError};
+use decider_core::projection::{CheckpointStore, SinkError};
 use decider_core::{Position, RecordedEvent, StoreError};
 use decider_store_postgres::{
     PgCheckpoints, PostgresStore, TransactionalHandler, handle_error, pool_error, store_error,
@@ -97,7 +97,7 @@ impl PgReadModels {
         client
             .batch_execute(&format!("BEGIN; {} COMMIT;", in_schema(sql::CREATE)))
             .await
-            .map_err(|error| store_error(&error))?;
+            .map_err(store_error)?;
         let statements = Statements {
             accounts: in_schema(sql::ACCOUNTS),
             upsert_accounts: in_schema(sql::UPSERT_ACCOUNTS),
@@ -144,7 +144,7 @@ impl TransactionalHandler for PgReadModels {
         &self,
         transaction: &Transaction<'_>,
         batch: &[RecordedEvent],
-    ) -> Result<(), HandleError> {
+    ) -> Result<(), SinkError> {
         let decoded = account_events(batch)?;
         let ids: Vec<Uuid> = decoded
             .iter()
@@ -152,10 +152,7 @@ impl TransactionalHandler for PgReadModels {
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        let mut views = self
-            .views(transaction, &ids)
-            .await
-            .map_err(|error| handle_error(&error))?;
+        let mut views = self.views(transaction, &ids).await.map_err(handle_error)?;
         let mut changed = HashSet::new();
         let mut ledger = Ledger::default();
         for (id, event) in &decoded {
@@ -187,7 +184,7 @@ impl TransactionalHandler for PgReadModels {
                 ],
             )
             .await
-            .map_err(|error| handle_error(&error))?;
+            .map_err(handle_error)?;
         transaction
             .execute(
                 &self.statements.insert_ledger,
@@ -203,25 +200,22 @@ impl TransactionalHandler for PgReadModels {
                 ],
             )
             .await
-            .map_err(|error| handle_error(&error))?;
+            .map_err(handle_error)?;
         Ok(())
     }
 
-    async fn reset(&self, transaction: &Transaction<'_>) -> Result<(), HandleError> {
+    async fn reset(&self, transaction: &Transaction<'_>) -> Result<(), SinkError> {
         transaction
             .batch_execute(&self.statements.reset)
             .await
-            .map_err(|error| handle_error(&error))
+            .map_err(handle_error)
     }
 }
 
 impl ReadModels for PgReadModels {
     async fn account(&self, id: AccountId) -> Result<Option<AccountView>, StoreError> {
         let client = self.store.pool().get().await.map_err(pool_error)?;
-        let mut views = self
-            .views(&**client, &[id.0])
-            .await
-            .map_err(|error| store_error(&error))?;
+        let mut views = self.views(&**client, &[id.0]).await.map_err(store_error)?;
         Ok(views.remove(&id))
     }
 
@@ -230,7 +224,7 @@ impl ReadModels for PgReadModels {
         let rows = client
             .query(&self.statements.ledger, &[&id.0])
             .await
-            .map_err(|error| store_error(&error))?;
+            .map_err(store_error)?;
         rows.iter().map(ledger_entry).collect()
     }
 
@@ -240,10 +234,10 @@ impl ReadModels for PgReadModels {
 }
 
 fn ledger_entry(row: &Row) -> Result<LedgerEntry, StoreError> {
-    let column = |error: tokio_postgres::Error| store_error(&error);
+    let column = store_error;
     let kind: &str = row.try_get(1).map_err(column)?;
     let kind = MovementKind::from_name(kind).ok_or_else(|| {
-        StoreError::Backend(format!("unknown movement kind {kind:?} in the ledger"))
+        StoreError::backend(format!("unknown movement kind {kind:?} in the ledger"))
     })?;
     Ok(LedgerEntry {
         revision: row.try_get::<_, i64>(0).map_err(column)? as u64,

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
-use decider_core::projection::{CheckpointStore, HandleError};
+use decider_core::projection::{CheckpointStore, SinkError};
 use decider_core::{Position, RecordedEvent, StoreError};
 use decider_store_sqlite::{SqliteStore, SqliteTransactionalHandler, handle_error, store_error};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
@@ -78,7 +78,7 @@ impl SqliteReadModels {
         store
             .write(|connection| connection.execute_batch(sql::CREATE))
             .await?
-            .map_err(|error| store_error(&error))?;
+            .map_err(store_error)?;
         Ok(Self { store })
     }
 }
@@ -106,8 +106,8 @@ impl SqliteTransactionalHandler for SqliteReadModels {
         &self,
         transaction: &Transaction<'_>,
         batch: &[RecordedEvent],
-    ) -> Result<(), HandleError> {
-        let fail = |error: rusqlite::Error| handle_error(&error);
+    ) -> Result<(), SinkError> {
+        let fail = handle_error;
         let mut views: HashMap<AccountId, Option<AccountView>> = HashMap::new();
         let mut insert_ledger = transaction
             .prepare_cached(sql::INSERT_LEDGER)
@@ -157,17 +157,15 @@ impl SqliteTransactionalHandler for SqliteReadModels {
         Ok(())
     }
 
-    fn reset(&self, transaction: &Transaction<'_>) -> Result<(), HandleError> {
-        transaction
-            .execute_batch(sql::RESET)
-            .map_err(|error| handle_error(&error))
+    fn reset(&self, transaction: &Transaction<'_>) -> Result<(), SinkError> {
+        transaction.execute_batch(sql::RESET).map_err(handle_error)
     }
 }
 
 impl ReadModels for SqliteReadModels {
     async fn account(&self, id: AccountId) -> Result<Option<AccountView>, StoreError> {
         self.store
-            .read(move |connection| account_view(connection, id).map_err(|e| store_error(&e)))
+            .read(move |connection| account_view(connection, id).map_err(store_error))
             .await
     }
 
@@ -176,11 +174,11 @@ impl ReadModels for SqliteReadModels {
             .read(move |connection| {
                 let mut statement = connection
                     .prepare_cached(sql::LEDGER)
-                    .map_err(|e| store_error(&e))?;
+                    .map_err(store_error)?;
                 let rows = statement
                     .query_map(params![id.0], ledger_entry)
-                    .map_err(|e| store_error(&e))?;
-                rows.map(|row| row.map_err(|e| store_error(&e)).and_then(|entry| entry))
+                    .map_err(store_error)?;
+                rows.map(|row| row.map_err(store_error).and_then(|entry| entry))
                     .collect()
             })
             .await
@@ -195,7 +193,7 @@ impl ReadModels for SqliteReadModels {
 fn ledger_entry(row: &Row<'_>) -> rusqlite::Result<Result<LedgerEntry, StoreError>> {
     let kind: String = row.get(1)?;
     let Some(kind) = MovementKind::from_name(&kind) else {
-        return Ok(Err(StoreError::Backend(format!(
+        return Ok(Err(StoreError::backend(format!(
             "unknown movement kind {kind:?} in the ledger"
         ))));
     };
