@@ -45,6 +45,23 @@ async fn deposit(server: &Server, account: &str) -> (u16, Value) {
         .await
 }
 
+/// The read model's position once it shows `account`'s settlement of its one transfer out
+/// (opened, deposited, debited, settled: revision 3).
+async fn settled_position(server: &Server, account: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let view = server.get(&format!("/accounts/{account}")).await;
+        if view.1["version"] == 3 {
+            return view.1["position"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the settlement never reached the read model: {view:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// The account's view, once the read model has reached `position`, and its ledger.
 async fn read(server: &Server, account: &str, position: &str) -> (Value, Value) {
     let view = server
@@ -71,8 +88,10 @@ async fn a_restarted_server_keeps_accounts_balances_ledgers_transfers_and_idempo
         .to_owned();
     assert_eq!(deposit(&server, &ada).await.0, 201);
     completed(&server, &transfer(&server, &ada, &bob, "transfer-1").await).await;
-    let position = server.get(&format!("/accounts/{bob}")).await.1["position"].clone();
-    let position = position.as_str().unwrap().to_owned();
+    // The transfer is completed once its settlement is on Ada's stream (her last event, after
+    // Bob's credit), but the read model may not have applied it yet: wait until it has, and
+    // read both accounts at that position.
+    let position = settled_position(&server, &ada).await;
     let before = (
         read(&server, &ada, &position).await,
         read(&server, &bob, &position).await,
