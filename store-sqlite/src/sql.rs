@@ -78,8 +78,16 @@ pub(crate) const BATCH_IDS: &str =
 
 pub(crate) const LAST_REVISION: &str = "SELECT MAX(revision) FROM events WHERE stream_id = ?1";
 
-pub(crate) const LAST_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM events";
+/// The first row of an append. Its position is the one after the log's last (`MAX(seq)` is one
+/// seek at the end of the table, inside the write lock) and starts the batch; it is read back
+/// with `last_insert_rowid()`. (As `VALUES`, not `INSERT … SELECT`: SQLite would copy a
+/// `SELECT` from the table it inserts into through a temporary table first.)
+pub(crate) const INSERT_FIRST_EVENT: &str = "INSERT INTO events (seq, stream_id, category, \
+     revision, event_id, event_type, content_type, payload, metadata, recorded_at, batch_start, \
+     batch_len) VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM events), ?1, ?2, ?3, ?4, ?5, ?6, \
+     ?7, ?8, ?9, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events), ?10)";
 
+/// The rows of an append after its first, at the positions and revisions that follow it.
 pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (seq, stream_id, category, revision, \
      event_id, event_type, content_type, payload, metadata, recorded_at, batch_start, batch_len) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
