@@ -89,7 +89,10 @@ impl Run {
         latencies.sort_unstable();
         Self {
             rate: done as f64 / took.as_secs_f64(),
-            median: latencies.get(latencies.len() / 2).copied().unwrap_or_default(),
+            median: latencies
+                .get(latencies.len() / 2)
+                .copied()
+                .unwrap_or_default(),
         }
     }
 
@@ -576,8 +579,11 @@ fn add_counts<'a>(
     Ok(())
 }
 
-/// The projection: a counter per stream in `counters`.
-struct Counters;
+/// The projection: a counter per stream in `counters`; it counts the batches it is handed.
+#[derive(Default)]
+struct Counters {
+    batches: AtomicU64,
+}
 
 impl SqliteTransactionalHandler for Counters {
     fn handle(
@@ -585,6 +591,7 @@ impl SqliteTransactionalHandler for Counters {
         transaction: &rusqlite::Transaction<'_>,
         batch: &[RecordedEvent],
     ) -> Result<(), HandleError> {
+        self.batches.fetch_add(1, Ordering::Relaxed);
         add_counts(
             transaction,
             "counters",
@@ -596,8 +603,8 @@ impl SqliteTransactionalHandler for Counters {
 
 /// W5 over `events` events: the projection runner catching up through the exactly-once sink,
 /// then raw rusqlite reading the same events in pages of `W5_BATCH` and upserting the same
-/// counters, a transaction a page. Returns both rates.
-async fn projection(sync: Synchronous, events: usize) -> (f64, f64) {
+/// counters, a transaction a page. Returns both rates and the batches the runner handed over.
+async fn projection(sync: Synchronous, events: usize) -> (f64, f64, u64) {
     let path = temp("projection");
     let store = open_store(&path, sync);
     store
@@ -635,11 +642,12 @@ async fn projection(sync: Synchronous, events: usize) -> (f64, f64) {
         max_linger: Duration::from_millis(5),
         ..RunnerOptions::default()
     };
+    let counters = Arc::new(Counters::default());
     let runner = Arc::new(
         ProjectionRunner::new(
             store.clone(),
             Projection::new("counters"),
-            SqliteTransactionalSink::new(store.clone(), Counters),
+            SqliteTransactionalSink::new(store.clone(), counters.clone()),
         )
         .with_options(options),
     );
@@ -704,7 +712,11 @@ async fn projection(sync: Synchronous, events: usize) -> (f64, f64) {
     drop(runner);
     drop(store);
     remove(&path);
-    (store_rate, raw_rate)
+    (
+        store_rate,
+        raw_rate,
+        counters.batches.load(Ordering::Relaxed),
+    )
 }
 
 fn main() {
@@ -825,10 +837,10 @@ fn main() {
         );
     }
     if runs("W5") {
-        let (store, raw) = runtime.block_on(projection(sync, events));
+        let (store, raw, batches) = runtime.block_on(projection(sync, events));
         println!(
-            "W5 sqlite synchronous={label} events={} batch={W5_BATCH} events/s={store:.0} \
-             raw_upsert/s={raw:.0} ratio={:.2}",
+            "W5 sqlite synchronous={label} events={} batch={W5_BATCH} batches={batches} \
+             events/s={store:.0} raw_upsert/s={raw:.0} ratio={:.2}",
             events / 100 * 100,
             store / raw
         );

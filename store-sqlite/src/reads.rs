@@ -30,6 +30,7 @@ pub(crate) const OTHER_PROCESS_POLL: Duration = Duration::from_millis(50);
 /// net only, wake-ups come from the writer and the cross-process watcher.
 const LIVE_SAFETY_POLL: Duration = Duration::from_secs(1);
 
+
 impl SqliteStore {
     /// Runs `work` on a pooled read connection, on a blocking thread: for read models of your
     /// own in the store's file. In WAL mode it never waits for the writer, and it sees the
@@ -93,11 +94,7 @@ impl SqliteStore {
             let mut statement = connection
                 .prepare_cached(&query)
                 .map_err(|e| store_error(&e))?;
-            let rows = statement
-                .query_map(params![stream.as_str(), from, size], row_to_event)
-                .map_err(|e| store_error(&e))?;
-            rows.map(|row| row.map_err(|e| store_error(&e)).and_then(|event| event))
-                .collect()
+            PageDecoder::default().page(&mut statement, params![stream.as_str(), from, size], size)
         })
         .await
     }
@@ -121,78 +118,113 @@ impl SqliteStore {
             let mut statement = connection
                 .prepare_cached(&sql::read_all_page())
                 .map_err(|e| store_error(&e))?;
-            let rows = statement
-                .query_map(params![after, types, categories, size], row_to_event)
-                .map_err(|e| store_error(&e))?;
-            rows.map(|row| row.map_err(|e| store_error(&e)).and_then(|event| event))
-                .collect()
+            PageDecoder::default().page(
+                &mut statement,
+                params![after, types, categories, size],
+                size,
+            )
         })
         .await
     }
 }
 
-/// Turns a row of [`sql::read_stream_forward`] and friends into an event. Values the code did
-/// not write (a file edited by hand) are `Backend` errors, never panics.
-fn row_to_event(row: &Row<'_>) -> rusqlite::Result<Result<RecordedEvent, StoreError>> {
-    let seq: i64 = row.get(0)?;
-    let stream: String = row.get(1)?;
-    let revision: i64 = row.get(2)?;
-    let id: Vec<u8> = row.get(3)?;
-    let event_type: String = row.get(4)?;
-    let content_type: i64 = row.get(5)?;
-    let payload: Vec<u8> = row.get(6)?;
-    let metadata: String = row.get(7)?;
-    let recorded_at: i64 = row.get(8)?;
-    Ok(decode_event(
-        seq,
-        stream,
-        revision,
-        &id,
-        event_type,
-        content_type,
-        payload,
-        &metadata,
-        recorded_at,
-    ))
+/// Turns the rows of a page ([`sql::read_stream_forward`] and friends) into events. Values are
+/// read in place, without a copy of their own, and a page's rows mostly come in runs of one
+/// stream (an append's events are consecutive), so a row of the stream before shares its id
+/// instead of having it checked and allocated again. Values the code did not write (a file
+/// edited by hand) are `Backend` errors, never panics.
+#[derive(Default)]
+struct PageDecoder {
+    stream: Option<StreamId>,
 }
 
-#[allow(clippy::too_many_arguments)] // one per column, named as the columns
-fn decode_event(
-    seq: i64,
-    stream: String,
-    revision: i64,
-    id: &[u8],
-    event_type: String,
-    content_type: i64,
-    payload: Vec<u8>,
-    metadata: &str,
-    recorded_at: i64,
-) -> Result<RecordedEvent, StoreError> {
-    let bad = |what: String| StoreError::Backend(format!("event at position {seq}: {what}"));
-    let stream =
-        StreamId::new(stream).map_err(|e| bad(format!("stored stream id is invalid: {e}")))?;
-    let id = Uuid::from_slice(id).map_err(|e| bad(format!("stored event id is invalid: {e}")))?;
-    let metadata: Metadata = serde_json::from_str(metadata)
-        .map_err(|e| bad(format!("metadata does not decode: {e}")))?;
-    let content_type = match content_type {
-        0 => ContentType::Json,
-        1 => ContentType::Binary,
-        other => return Err(bad(format!("unknown content type {other}"))),
-    };
-    if seq < 1 || revision < 0 {
-        return Err(bad(format!("invalid revision {revision}")));
+impl PageDecoder {
+    /// Runs `statement` with `params` and decodes its rows, at most `size` of them.
+    fn page(
+        mut self,
+        statement: &mut rusqlite::CachedStatement<'_>,
+        params: impl rusqlite::Params,
+        size: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut rows = statement.query(params).map_err(|e| store_error(&e))?;
+        let mut events = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(4_096));
+        while let Some(row) = rows.next().map_err(|e| store_error(&e))? {
+            events.push(self.event(row).map_err(|e| store_error(&e))??);
+        }
+        Ok(events)
     }
-    Ok(RecordedEvent {
-        stream,
-        revision: revision as u64,
-        position: Position::new(seq as u64, seq as u64),
-        id,
-        event_type,
-        payload: Bytes::from(payload),
-        content_type,
-        metadata,
-        recorded_at: SystemTime::UNIX_EPOCH
-            + Duration::from_micros(u64::try_from(recorded_at).unwrap_or(0)),
+
+    fn event(&mut self, row: &Row<'_>) -> rusqlite::Result<Result<RecordedEvent, StoreError>> {
+        let seq: i64 = row.get(0)?;
+        let stream = text(row, 1)?;
+        let revision: i64 = row.get(2)?;
+        let id = blob(row, 3)?;
+        let event_type = text(row, 4)?;
+        let content_type: i64 = row.get(5)?;
+        let payload = blob(row, 6)?;
+        let metadata = text(row, 7)?;
+        let recorded_at: i64 = row.get(8)?;
+        let bad = |what: String| StoreError::Backend(format!("event at position {seq}: {what}"));
+        let decoded = (|| {
+            let stream = self
+                .stream_id(stream)
+                .map_err(|e| bad(format!("stored stream id is invalid: {e}")))?;
+            let id = Uuid::from_slice(id)
+                .map_err(|e| bad(format!("stored event id is invalid: {e}")))?;
+            let metadata = if metadata == sql::NO_METADATA {
+                Metadata::default()
+            } else {
+                serde_json::from_str(metadata)
+                    .map_err(|e| bad(format!("metadata does not decode: {e}")))?
+            };
+            let content_type = match content_type {
+                0 => ContentType::Json,
+                1 => ContentType::Binary,
+                other => return Err(bad(format!("unknown content type {other}"))),
+            };
+            if seq < 1 || revision < 0 {
+                return Err(bad(format!("invalid revision {revision}")));
+            }
+            Ok(RecordedEvent {
+                stream,
+                revision: revision as u64,
+                position: Position::new(seq as u64, seq as u64),
+                id,
+                event_type: event_type.to_owned(),
+                payload: Bytes::copy_from_slice(payload),
+                content_type,
+                metadata,
+                recorded_at: SystemTime::UNIX_EPOCH
+                    + Duration::from_micros(u64::try_from(recorded_at).unwrap_or(0)),
+            })
+        })();
+        Ok(decoded)
+    }
+
+    /// The id of `stream`: the one of the row before when it is the same stream.
+    fn stream_id(&mut self, stream: &str) -> Result<StreamId, decider_core::InvalidStreamId> {
+        if let Some(last) = self.stream.as_ref().filter(|last| last.as_str() == stream) {
+            return Ok(last.clone());
+        }
+        let id = StreamId::new(stream)?;
+        self.stream = Some(id.clone());
+        Ok(id)
+    }
+}
+
+/// Column `index` of `row` as text, borrowed from the row.
+fn text<'r>(row: &'r Row<'_>, index: usize) -> rusqlite::Result<&'r str> {
+    let value = row.get_ref(index)?;
+    value.as_str().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(index, value.data_type(), Box::new(e))
+    })
+}
+
+/// Column `index` of `row` as bytes, borrowed from the row.
+fn blob<'r>(row: &'r Row<'_>, index: usize) -> rusqlite::Result<&'r [u8]> {
+    let value = row.get_ref(index)?;
+    value.as_blob().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(index, value.data_type(), Box::new(e))
     })
 }
 
@@ -473,4 +505,18 @@ pub(crate) fn watch_other_processes(
         })
         .map_err(|e| StoreError::Backend(format!("cannot start the SQLite watcher: {e}")))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_metadata_is_written_as_the_text_read_without_a_parse() {
+        // The writer serialises metadata with serde; the readers skip the parse for this text.
+        assert_eq!(
+            serde_json::to_string(&Metadata::default()).unwrap(),
+            sql::NO_METADATA
+        );
+    }
 }

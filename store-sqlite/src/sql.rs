@@ -92,6 +92,10 @@ pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (seq, stream_id, categ
      event_id, event_type, content_type, payload, metadata, recorded_at, batch_start, batch_len) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 
+/// The `metadata` of an event that carries none (most events), as the writer serialises it: the
+/// readers decode it without a parse.
+pub(crate) const NO_METADATA: &str = "{}";
+
 /// The columns [`crate::reads`] turns into a `RecordedEvent`, in its order.
 const EVENT_COLUMNS: &str =
     "seq, stream_id, revision, event_id, event_type, content_type, payload, metadata, recorded_at";

@@ -366,10 +366,10 @@ fn append_one(
                 .then(|| last.map_or(0, |r| r as i64 + 1))
         }
     };
-    if let Some(first_revision) = first_revision {
-        if let Some(result) = insert_events(connection, append, first_revision, now)? {
-            return Ok(result);
-        }
+    if let Some(first_revision) = first_revision
+        && let Some(result) = insert_events(connection, append, first_revision, now)?
+    {
+        return Ok(result);
     }
     append_checked(connection, append, now)
 }
@@ -454,22 +454,25 @@ fn insert_events(
 ) -> Result<Option<AppendResult>, Refusal> {
     let stream = &append.stream;
     let count = append.events.len() as i64;
-    let (first, rest) = append
-        .events
-        .split_first()
-        .ok_or_else(|| Refusal::Refused(StoreError::InvalidInput(format!("append to {stream} holds no event"))))?;
-    let inserted = connection.prepare_cached(sql::INSERT_FIRST_EVENT)?.execute(params![
-        stream.as_str(),
-        stream.category(),
-        first_revision,
-        first.id.as_bytes().as_slice(),
-        first.event_type,
-        content_type_code(first.content_type),
-        first.payload.as_ref(),
-        first.metadata,
-        now,
-        count,
-    ]);
+    let (first, rest) = append.events.split_first().ok_or_else(|| {
+        Refusal::Refused(StoreError::InvalidInput(format!(
+            "append to {stream} holds no event"
+        )))
+    })?;
+    let inserted = connection
+        .prepare_cached(sql::INSERT_FIRST_EVENT)?
+        .execute(params![
+            stream.as_str(),
+            stream.category(),
+            first_revision,
+            first.id.as_bytes().as_slice(),
+            first.event_type,
+            content_type_code(first.content_type),
+            first.payload.as_ref(),
+            first.metadata,
+            now,
+            count,
+        ]);
     match inserted {
         Ok(_) => {}
         Err(error) if is_unique_violation(&error) => return Ok(None),
