@@ -30,6 +30,16 @@ pub(crate) const OTHER_PROCESS_POLL: Duration = Duration::from_millis(50);
 /// net only, wake-ups come from the writer and the cross-process watcher.
 const LIVE_SAFETY_POLL: Duration = Duration::from_secs(1);
 
+/// The pauses before a subscription queries again after a read failed for a reason that may
+/// pass (`Unavailable`: the file locked past the busy timeout, no read connection to be had),
+/// before it gives up and ends with the error, as on PostgreSQL. Short on purpose: they carry a
+/// subscription over a passing fault; a longer one ends it, and its consumer (a projection
+/// runner, say) resumes from its own checkpoint and reports that it is reconnecting.
+const SUBSCRIPTION_RETRY_PAUSES: [Duration; 3] = [
+    Duration::from_millis(50),
+    Duration::from_millis(200),
+    Duration::from_millis(800),
+];
 
 impl SqliteStore {
     /// Runs `work` on a pooled read connection, on a blocking thread: for read models of your
@@ -59,7 +69,11 @@ impl SqliteStore {
             .pop();
         match pooled {
             Some(connection) => Ok(connection),
-            None => crate::open_reader(&self.shared.path, &self.shared.options),
+            // The file was opened at start: not getting one more connection to it now (the
+            // process at its limit of open files, say) is a condition that may pass.
+            None => crate::open_reader(&self.shared.path, &self.shared.options).map_err(|error| {
+                StoreError::Unavailable(format!("cannot open a read connection: {error}"))
+            }),
         }
     }
 
@@ -375,6 +389,8 @@ struct Following {
     page: VecDeque<RecordedEvent>,
     caught_up: bool,
     failed: bool,
+    /// Failed queries in a row, for [`SUBSCRIPTION_RETRY_PAUSES`].
+    retries: usize,
     wake: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
@@ -398,6 +414,24 @@ pub(crate) fn subscribe_stream(
 }
 
 impl Following {
+    /// After `error`: pauses and returns `Ok` if the query is worth sending again (the failure
+    /// may pass, and has not lasted too long), or marks the subscription failed and hands the
+    /// error back. Nothing has advanced, so the next query starts where the failed one did.
+    async fn retry_after(&mut self, error: StoreError) -> Result<(), StoreError> {
+        match SUBSCRIPTION_RETRY_PAUSES.get(self.retries) {
+            Some(pause) if error.is_retryable() => {
+                tracing::debug!(retry = self.retries, %error, "subscription query failed; retrying");
+                self.retries += 1;
+                tokio::time::sleep(*pause).await;
+                Ok(())
+            }
+            _ => {
+                self.failed = true;
+                Err(error)
+            }
+        }
+    }
+
     /// Fetches the next page of the scope and advances past it.
     async fn fetch(&mut self) -> Result<usize, StoreError> {
         let size = i64::from(self.store.shared.options.page_size);
@@ -424,8 +458,9 @@ impl Following {
 
 /// Catch-up then live: pages until a page comes back empty, says `CaughtUp` once, then waits
 /// for a wake-up (a commit of this process's writer, or one of another process seen by the
-/// watcher). An error ends the subscription after it is delivered; resume from the last
-/// position handled.
+/// watcher). A failed query that may pass is tried again after a pause (see
+/// [`SUBSCRIPTION_RETRY_PAUSES`]); any other error, or one that lasts, ends the subscription
+/// after it is delivered; resume from the last position handled.
 fn subscribe(store: SqliteStore, scope: Scope) -> impl Subscription + use<> {
     let following = Following {
         store,
@@ -433,6 +468,7 @@ fn subscribe(store: SqliteStore, scope: Scope) -> impl Subscription + use<> {
         page: VecDeque::new(),
         caught_up: false,
         failed: false,
+        retries: 0,
         wake: None,
     };
     stream::unfold(following, |mut f| async move {
@@ -449,12 +485,15 @@ fn subscribe(store: SqliteStore, scope: Scope) -> impl Subscription + use<> {
             // Seen before the query: a commit after this point ends the wait below.
             wake.borrow_and_update();
             match f.fetch().await {
-                Err(error) => {
-                    f.failed = true;
-                    return Some((Err(error), f));
+                Err(error) => match f.retry_after(error).await {
+                    Ok(()) => continue,
+                    Err(error) => return Some((Err(error), f)),
+                },
+                Ok(0) => f.retries = 0,
+                Ok(_) => {
+                    f.retries = 0;
+                    continue;
                 }
-                Ok(0) => {}
-                Ok(_) => continue,
             }
             if !f.caught_up {
                 f.caught_up = true;
