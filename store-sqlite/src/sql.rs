@@ -164,6 +164,13 @@ pub(crate) const TAKE_LEASE: &str = "INSERT INTO leases (projection, owner, expi
      VALUES (?1, ?2, ?3) ON CONFLICT (projection) DO UPDATE SET owner = excluded.owner, \
      expires_at = excluded.expires_at WHERE leases.expires_at < ?4 OR leases.owner = excluded.owner";
 
+/// The owner of a lease, to see whether it is a process that died.
+pub(crate) const LEASE_OWNER: &str = "SELECT owner FROM leases WHERE projection = ?1";
+
+/// Takes a lease from the owner `?2`, proven dead, unless someone took it meanwhile.
+pub(crate) const TAKE_LEASE_FROM: &str =
+    "UPDATE leases SET owner = ?3, expires_at = ?4 WHERE projection = ?1 AND owner = ?2";
+
 /// Extends a lease this owner still holds.
 pub(crate) const RENEW_LEASE: &str =
     "UPDATE leases SET expires_at = ?3 WHERE projection = ?1 AND owner = ?2";
