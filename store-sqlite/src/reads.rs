@@ -392,6 +392,17 @@ struct Following {
     /// Failed queries in a row, for [`SUBSCRIPTION_RETRY_PAUSES`].
     retries: usize,
     wake: Option<tokio::sync::watch::Receiver<u64>>,
+    /// The next page, read while this one is handed out; only after a full page (catching up,
+    /// or live under load), and never more than one page ahead.
+    ahead: Option<tokio::task::JoinHandle<Result<Vec<RecordedEvent>, StoreError>>>,
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        if let Some(ahead) = self.ahead.take() {
+            ahead.abort();
+        }
+    }
 }
 
 pub(crate) fn subscribe_all(
@@ -432,27 +443,65 @@ impl Following {
         }
     }
 
-    /// Fetches the next page of the scope and advances past it.
+    /// Fetches the next page of the scope and advances past it; after a full page, starts
+    /// reading the one after it, so that the query runs while this page is handed out.
     async fn fetch(&mut self) -> Result<usize, StoreError> {
         let size = i64::from(self.store.shared.options.page_size);
-        let events = match &mut self.scope {
-            Scope::All { after, filter } => {
-                let events = self.store.all_page(*after, filter, size).await?;
-                *after = events.last().map(|e| e.position).or(*after);
-                events
+        let events = match self.ahead.take() {
+            Some(ahead) => {
+                let events = ahead.await.map_err(|e| {
+                    StoreError::Backend(format!("an SQLite read task failed: {e}"))
+                })??;
+                // Read before the caller last looked for wake-ups: empty, it may miss a
+                // commit made since, so it is asked again.
+                if events.is_empty() {
+                    self.page_after(size).await?
+                } else {
+                    events
+                }
             }
-            Scope::Stream { stream, next } => {
-                let events = self
-                    .store
-                    .stream_page(stream, Direction::Forward, *next, size)
-                    .await?;
-                *next = events.last().map_or(*next, |e| e.revision as i64 + 1);
-                events
-            }
+            None => self.page_after(size).await?,
         };
+        match &mut self.scope {
+            Scope::All { after, .. } => *after = events.last().map(|e| e.position).or(*after),
+            Scope::Stream { next, .. } => {
+                *next = events.last().map_or(*next, |e| e.revision as i64 + 1);
+            }
+        }
         let fetched = events.len();
+        if fetched as i64 == size {
+            self.ahead = Some(tokio::spawn(self.page_after(size)));
+        }
         self.page.extend(events);
         Ok(fetched)
+    }
+
+    /// The query of the page after where the scope stands, as a future of its own.
+    fn page_after(
+        &self,
+        size: i64,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send + 'static {
+        let store = self.store.clone();
+        let scope = match &self.scope {
+            Scope::All { after, filter } => Scope::All {
+                after: *after,
+                filter: filter.clone(),
+            },
+            Scope::Stream { stream, next } => Scope::Stream {
+                stream: stream.clone(),
+                next: *next,
+            },
+        };
+        async move {
+            match scope {
+                Scope::All { after, filter } => store.all_page(after, &filter, size).await,
+                Scope::Stream { stream, next } => {
+                    store
+                        .stream_page(&stream, Direction::Forward, next, size)
+                        .await
+                }
+            }
+        }
     }
 }
 
@@ -470,6 +519,7 @@ fn subscribe(store: SqliteStore, scope: Scope) -> impl Subscription + use<> {
         failed: false,
         retries: 0,
         wake: None,
+        ahead: None,
     };
     stream::unfold(following, |mut f| async move {
         loop {
