@@ -8,7 +8,9 @@
 //!   at the same C, measured before and after, the better kept.
 //! - **W2** appends to distinct streams, beside the same INSERTs, one transaction per append on
 //!   one connection shared by the raw clients (SQLite has one writer anyway). Each measurement
-//!   runs twice, alternating with its baseline, and keeps the better.
+//!   runs twice, alternating with its baseline, and keeps the better; beside the rates, the
+//!   median time of one append (`median_us`, `raw_median_us`), which a neighbour's burst moves
+//!   less than it moves a rate.
 //! - **W3** catch-up over 200k events (`events=N`), beside paged SELECTs.
 //! - **W4** live latency: one writer at 500 appends/s for 10 s, one live subscriber; no raw.
 //! - **W5** projection over 200k events (`events=N`) through `SqliteTransactionalSink`, beside
@@ -75,8 +77,40 @@ fn raw_connection(path: &Path, sync: Synchronous) -> rusqlite::Connection {
     connection
 }
 
+/// What a W2 run measured: appends per second, and the median time one append took.
+#[derive(Debug, Clone, Copy, Default)]
+struct Run {
+    rate: f64,
+    median: Duration,
+}
+
+impl Run {
+    fn new(done: usize, took: Duration, mut latencies: Vec<Duration>) -> Self {
+        latencies.sort_unstable();
+        Self {
+            rate: done as f64 / took.as_secs_f64(),
+            median: latencies
+                .get(latencies.len() / 2)
+                .copied()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The better of two runs: the higher rate, the lower median (each kept on its own).
+    fn best(self, other: Self) -> Self {
+        Self {
+            rate: self.rate.max(other.rate),
+            median: if self.median.is_zero() {
+                other.median
+            } else {
+                self.median.min(other.median)
+            },
+        }
+    }
+}
+
 /// Appends of `events` events by `clients` clients, each to streams of its own, for `secs`.
-async fn store_run(sync: Synchronous, clients: usize, events: usize, secs: Duration) -> f64 {
+async fn store_run(sync: Synchronous, clients: usize, events: usize, secs: Duration) -> Run {
     let path = temp("store");
     let store = open_store(&path, sync);
     let stop = Arc::new(AtomicBool::new(false));
@@ -87,35 +121,44 @@ async fn store_run(sync: Synchronous, clients: usize, events: usize, secs: Durat
             let (store, stop, done) = (store.clone(), stop.clone(), done.clone());
             tokio::spawn(async move {
                 let mut n = 0u64;
+                let mut latencies = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let stream = StreamId::new(format!("bench-{client}-{n}")).unwrap();
                     let batch = (0..events)
                         .map(|_| EventData::json("Deposited", r#"{"amount":10}"#))
                         .collect();
+                    let called = Instant::now();
                     store
                         .append(&stream, ExpectedVersion::NoStream, batch)
                         .await
                         .unwrap();
+                    latencies.push(called.elapsed());
                     n += 1;
                     done.fetch_add(1, Ordering::Relaxed);
                 }
+                latencies
             })
         })
         .collect();
     tokio::time::sleep(secs).await;
     stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
     for task in tasks {
-        task.await.unwrap();
+        latencies.extend(task.await.unwrap());
     }
-    let rate = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    let run = Run::new(
+        done.load(Ordering::Relaxed) as usize,
+        started.elapsed(),
+        latencies,
+    );
     drop(store);
     remove(&path);
-    rate
+    run
 }
 
 /// The same rows through raw rusqlite: the store's table (created by opening a store), one
 /// `BEGIN IMMEDIATE … COMMIT` per append, `clients` threads taking turns on one connection.
-fn raw_run(sync: Synchronous, clients: usize, events: usize, secs: Duration) -> f64 {
+fn raw_run(sync: Synchronous, clients: usize, events: usize, secs: Duration) -> Run {
     let path = temp("raw");
     drop(SqliteStore::open(&path).unwrap());
     std::thread::sleep(Duration::from_millis(200));
@@ -134,8 +177,10 @@ fn raw_run(sync: Synchronous, clients: usize, events: usize, secs: Duration) -> 
             );
             std::thread::spawn(move || {
                 let mut n = 0u64;
+                let mut latencies = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let stream = format!("bench-{client}-{n}");
+                    let called = Instant::now();
                     let connection = connection.lock().unwrap();
                     let transaction = connection.unchecked_transaction().unwrap();
                     {
@@ -163,21 +208,29 @@ fn raw_run(sync: Synchronous, clients: usize, events: usize, secs: Duration) -> 
                         }
                     }
                     transaction.commit().unwrap();
+                    drop(connection);
+                    latencies.push(called.elapsed());
                     n += 1;
                     done.fetch_add(1, Ordering::Relaxed);
                 }
+                latencies
             })
         })
         .collect();
     std::thread::sleep(secs);
     stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
     for thread in threads {
-        thread.join().unwrap();
+        latencies.extend(thread.join().unwrap());
     }
-    let rate = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    let run = Run::new(
+        done.load(Ordering::Relaxed) as usize,
+        started.elapsed(),
+        latencies,
+    );
     drop(connection);
     remove(&path);
-    rate
+    run
 }
 
 /// Every column the store reads, as the raw baseline decodes it.
@@ -526,8 +579,11 @@ fn add_counts<'a>(
     Ok(())
 }
 
-/// The projection: a counter per stream in `counters`.
-struct Counters;
+/// The projection: a counter per stream in `counters`; it counts the batches it is handed.
+#[derive(Default)]
+struct Counters {
+    batches: AtomicU64,
+}
 
 impl SqliteTransactionalHandler for Counters {
     fn handle(
@@ -535,6 +591,7 @@ impl SqliteTransactionalHandler for Counters {
         transaction: &rusqlite::Transaction<'_>,
         batch: &[RecordedEvent],
     ) -> Result<(), SinkError> {
+        self.batches.fetch_add(1, Ordering::Relaxed);
         add_counts(
             transaction,
             "counters",
@@ -546,8 +603,8 @@ impl SqliteTransactionalHandler for Counters {
 
 /// W5 over `events` events: the projection runner catching up through the exactly-once sink,
 /// then raw rusqlite reading the same events in pages of `W5_BATCH` and upserting the same
-/// counters, a transaction a page. Returns both rates.
-async fn projection(sync: Synchronous, events: usize) -> (f64, f64) {
+/// counters, a transaction a page. Returns both rates and the batches the runner handed over.
+async fn projection(sync: Synchronous, events: usize) -> (f64, f64, u64) {
     let path = temp("projection");
     let store = open_store(&path, sync);
     store
@@ -585,11 +642,12 @@ async fn projection(sync: Synchronous, events: usize) -> (f64, f64) {
         max_linger: Duration::from_millis(5),
         ..RunnerOptions::default()
     };
+    let counters = Arc::new(Counters::default());
     let runner = Arc::new(
         ProjectionRunner::new(
             store.clone(),
             Projection::new("counters"),
-            SqliteTransactionalSink::new(store.clone(), Counters),
+            SqliteTransactionalSink::new(store.clone(), counters.clone()),
         )
         .with_options(options),
     );
@@ -654,7 +712,11 @@ async fn projection(sync: Synchronous, events: usize) -> (f64, f64) {
     drop(runner);
     drop(store);
     remove(&path);
-    (store_rate, raw_rate)
+    (
+        store_rate,
+        raw_rate,
+        counters.batches.load(Ordering::Relaxed),
+    )
 }
 
 fn main() {
@@ -701,7 +763,7 @@ fn main() {
                 continue;
             }
             // The raw baseline before and after the store's runs, the better kept.
-            let mut raw = raw_run(sync, workload.clients, 1, secs);
+            let mut raw = raw_run(sync, workload.clients, 1, secs).rate;
             let mut lines = Vec::new();
             for mode in Mode::ALL {
                 // Runs shorter than `W1_AT_LEAST` are repeated on fresh files and added up.
@@ -712,7 +774,7 @@ fn main() {
                 }
                 lines.push((mode, (done, took)));
             }
-            raw = raw.max(raw_run(sync, workload.clients, 1, secs));
+            raw = raw.max(raw_run(sync, workload.clients, 1, secs).rate);
             for (mode, (commands, secs)) in lines {
                 let rate = commands as f64 / secs;
                 println!(
@@ -735,16 +797,22 @@ fn main() {
             }
             // Two rounds, alternating, the better of each kept: on a shared machine a
             // neighbour's burst should not decide the ratio.
-            let (mut store, mut raw) = (0f64, 0f64);
+            let (mut store, mut raw) = (Run::default(), Run::default());
             for _ in 0..2 {
-                store = store.max(runtime.block_on(store_run(sync, clients, events, secs)));
-                raw = raw.max(raw_run(sync, clients, events, secs));
+                store = store.best(runtime.block_on(store_run(sync, clients, events, secs)));
+                raw = raw.best(raw_run(sync, clients, events, secs));
             }
+            let micros = |run: Run| run.median.as_secs_f64() * 1e6;
             println!(
                 "W2 sqlite synchronous={label} clients={clients} events_per_append={events} \
-                 secs={:.1} appends/s={store:.0} raw_insert/s={raw:.0} ratio={:.2}",
+                 secs={:.1} appends/s={:.0} raw_insert/s={:.0} ratio={:.2} \
+                 median_us={:.0} raw_median_us={:.0}",
                 secs.as_secs_f64(),
-                store / raw
+                store.rate,
+                raw.rate,
+                store.rate / raw.rate,
+                micros(store),
+                micros(raw),
             );
         }
     }
@@ -769,10 +837,10 @@ fn main() {
         );
     }
     if runs("W5") {
-        let (store, raw) = runtime.block_on(projection(sync, events));
+        let (store, raw, batches) = runtime.block_on(projection(sync, events));
         println!(
-            "W5 sqlite synchronous={label} events={} batch={W5_BATCH} events/s={store:.0} \
-             raw_upsert/s={raw:.0} ratio={:.2}",
+            "W5 sqlite synchronous={label} events={} batch={W5_BATCH} batches={batches} \
+             events/s={store:.0} raw_upsert/s={raw:.0} ratio={:.2}",
             events / 100 * 100,
             store / raw
         );

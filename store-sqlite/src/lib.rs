@@ -50,6 +50,7 @@
 
 mod error;
 mod open;
+mod owner;
 mod projection;
 mod reads;
 mod snapshots;

@@ -267,8 +267,9 @@ fn list_dead_letters(
 
 /// Leases as rows of the `leases` table: a holder writes its owner id and an expiry, renews the
 /// expiry with a heartbeat, and deletes the row when it lets go. A lease whose holder died
-/// expires and is taken by the next runner; a holder that cannot renew (or finds another owner)
-/// reports the lease lost.
+/// expires and is taken by the next runner — at once, when the holder was a process on the same
+/// machine that is provably gone (its pid has no process, or one started at another time); a
+/// holder that cannot renew (or finds another owner) reports the lease lost.
 ///
 /// Expiries are compared on the wall clocks of the processes sharing the file: keep them in
 /// step (NTP), and keep `expiry` well above the heartbeat plus any clock skew.
@@ -325,25 +326,60 @@ impl Drop for Held {
     }
 }
 
+/// Takes `projection`'s lease for `owner` if it is free, expired, already `owner`'s, or held by
+/// a process proven dead (see [`crate::owner`]: a holder killed on this machine need not be
+/// waited for). Returns whether it is `owner`'s now.
+fn take_lease(
+    connection: &Connection,
+    projection: &str,
+    owner: &str,
+    expiry: i64,
+) -> Result<bool, StoreError> {
+    let now = millis_since_epoch();
+    let until = now.saturating_add(expiry);
+    let taken = connection
+        .prepare_cached(sql::TAKE_LEASE)
+        .and_then(|mut statement| statement.execute(params![projection, owner, until, now]))
+        .map_err(store_error)?;
+    if taken == 1 {
+        return Ok(true);
+    }
+    let holder: Option<String> = connection
+        .prepare_cached(sql::LEASE_OWNER)
+        .and_then(|mut statement| {
+            statement
+                .query_row([projection], |row| row.get(0))
+                .optional()
+        })
+        .map_err(store_error)?;
+    let Some(holder) = holder.filter(|holder| crate::owner::is_provably_dead(holder)) else {
+        return Ok(false);
+    };
+    let taken = connection
+        .prepare_cached(sql::TAKE_LEASE_FROM)
+        .and_then(|mut statement| statement.execute(params![projection, holder, owner, until]))
+        .map_err(store_error)?;
+    if taken == 1 {
+        tracing::info!(
+            projection,
+            holder,
+            "lease taken from a holder whose process is gone"
+        );
+    }
+    Ok(taken == 1)
+}
+
 impl Lease for SqliteLeases {
     async fn acquire(&self, projection: &str) -> Result<LeaseGuard, StoreError> {
-        let owner = Uuid::new_v4().to_string();
+        let owner = crate::owner::new_owner();
         let expiry = expiry_millis(self.expiry);
         loop {
             let (name, who) = (projection.to_owned(), owner.clone());
             let taken = self
                 .store
-                .write(move |connection| {
-                    let now = millis_since_epoch();
-                    connection
-                        .prepare_cached(sql::TAKE_LEASE)
-                        .and_then(|mut statement| {
-                            statement.execute(params![name, who, now.saturating_add(expiry), now])
-                        })
-                        .map_err(store_error)
-                })
+                .write(move |connection| take_lease(connection, &name, &who, expiry))
                 .await??;
-            if taken == 1 {
+            if taken {
                 break;
             }
             tokio::time::sleep(self.heartbeat).await;

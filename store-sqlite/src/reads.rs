@@ -30,6 +30,17 @@ pub(crate) const OTHER_PROCESS_POLL: Duration = Duration::from_millis(50);
 /// net only, wake-ups come from the writer and the cross-process watcher.
 const LIVE_SAFETY_POLL: Duration = Duration::from_secs(1);
 
+/// The pauses before a subscription queries again after a read failed for a reason that may
+/// pass (`Unavailable`: the file locked past the busy timeout, no read connection to be had),
+/// before it gives up and ends with the error, as on PostgreSQL. Short on purpose: they carry a
+/// subscription over a passing fault; a longer one ends it, and its consumer (a projection
+/// runner, say) resumes from its own checkpoint and reports that it is reconnecting.
+const SUBSCRIPTION_RETRY_PAUSES: [Duration; 3] = [
+    Duration::from_millis(50),
+    Duration::from_millis(200),
+    Duration::from_millis(800),
+];
+
 impl SqliteStore {
     /// Runs `work` on a pooled read connection, on a blocking thread: for read models of your
     /// own in the store's file. In WAL mode it never waits for the writer, and it sees the
@@ -58,7 +69,14 @@ impl SqliteStore {
             .pop();
         match pooled {
             Some(connection) => Ok(connection),
-            None => crate::open_reader(&self.shared.path, &self.shared.options),
+            // The file was opened at start: not getting one more connection to it now (the
+            // process at its limit of open files, say) is a condition that may pass.
+            None => crate::open_reader(&self.shared.path, &self.shared.options).map_err(|error| {
+                StoreError::unavailable_caused_by(
+                    format!("cannot open a read connection: {error}"),
+                    error,
+                )
+            }),
         }
     }
 
@@ -91,11 +109,7 @@ impl SqliteStore {
                 Direction::Backward => sql::read_stream_backward(),
             };
             let mut statement = connection.prepare_cached(&query).map_err(store_error)?;
-            let rows = statement
-                .query_map(params![stream.as_str(), from, size], row_to_event)
-                .map_err(store_error)?;
-            rows.map(|row| row.map_err(store_error).and_then(|event| event))
-                .collect()
+            PageDecoder::default().page(&mut statement, params![stream.as_str(), from, size], size)
         })
         .await
     }
@@ -119,78 +133,113 @@ impl SqliteStore {
             let mut statement = connection
                 .prepare_cached(&sql::read_all_page())
                 .map_err(store_error)?;
-            let rows = statement
-                .query_map(params![after, types, categories, size], row_to_event)
-                .map_err(store_error)?;
-            rows.map(|row| row.map_err(store_error).and_then(|event| event))
-                .collect()
+            PageDecoder::default().page(
+                &mut statement,
+                params![after, types, categories, size],
+                size,
+            )
         })
         .await
     }
 }
 
-/// Turns a row of [`sql::read_stream_forward`] and friends into an event. Values the code did
-/// not write (a file edited by hand) are `Backend` errors, never panics.
-fn row_to_event(row: &Row<'_>) -> rusqlite::Result<Result<RecordedEvent, StoreError>> {
-    let seq: i64 = row.get(0)?;
-    let stream: String = row.get(1)?;
-    let revision: i64 = row.get(2)?;
-    let id: Vec<u8> = row.get(3)?;
-    let event_type: String = row.get(4)?;
-    let content_type: i64 = row.get(5)?;
-    let payload: Vec<u8> = row.get(6)?;
-    let metadata: String = row.get(7)?;
-    let recorded_at: i64 = row.get(8)?;
-    Ok(decode_event(
-        seq,
-        stream,
-        revision,
-        &id,
-        event_type,
-        content_type,
-        payload,
-        &metadata,
-        recorded_at,
-    ))
+/// Turns the rows of a page ([`sql::read_stream_forward`] and friends) into events. Values are
+/// read in place, without a copy of their own, and a page's rows mostly come in runs of one
+/// stream (an append's events are consecutive), so a row of the stream before shares its id
+/// instead of having it checked and allocated again. Values the code did not write (a file
+/// edited by hand) are `Backend` errors, never panics.
+#[derive(Default)]
+struct PageDecoder {
+    stream: Option<StreamId>,
 }
 
-#[allow(clippy::too_many_arguments)] // one per column, named as the columns
-fn decode_event(
-    seq: i64,
-    stream: String,
-    revision: i64,
-    id: &[u8],
-    event_type: String,
-    content_type: i64,
-    payload: Vec<u8>,
-    metadata: &str,
-    recorded_at: i64,
-) -> Result<RecordedEvent, StoreError> {
-    let bad = |what: String| StoreError::backend(format!("event at position {seq}: {what}"));
-    let stream =
-        StreamId::new(stream).map_err(|e| bad(format!("stored stream id is invalid: {e}")))?;
-    let id = Uuid::from_slice(id).map_err(|e| bad(format!("stored event id is invalid: {e}")))?;
-    let metadata: Metadata = serde_json::from_str(metadata)
-        .map_err(|e| bad(format!("metadata does not decode: {e}")))?;
-    let content_type = match content_type {
-        0 => ContentType::Json,
-        1 => ContentType::Binary,
-        other => return Err(bad(format!("unknown content type {other}"))),
-    };
-    if seq < 1 || revision < 0 {
-        return Err(bad(format!("invalid revision {revision}")));
+impl PageDecoder {
+    /// Runs `statement` with `params` and decodes its rows, at most `size` of them.
+    fn page(
+        mut self,
+        statement: &mut rusqlite::CachedStatement<'_>,
+        params: impl rusqlite::Params,
+        size: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut rows = statement.query(params).map_err(store_error)?;
+        let mut events = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(4_096));
+        while let Some(row) = rows.next().map_err(store_error)? {
+            events.push(self.event(row).map_err(store_error)??);
+        }
+        Ok(events)
     }
-    Ok(RecordedEvent {
-        stream,
-        revision: revision as u64,
-        position: Position::new(seq as u64, seq as u64),
-        id,
-        event_type,
-        payload: Bytes::from(payload),
-        content_type,
-        metadata,
-        recorded_at: SystemTime::UNIX_EPOCH
-            + Duration::from_micros(u64::try_from(recorded_at).unwrap_or(0)),
+
+    fn event(&mut self, row: &Row<'_>) -> rusqlite::Result<Result<RecordedEvent, StoreError>> {
+        let seq: i64 = row.get(0)?;
+        let stream = text(row, 1)?;
+        let revision: i64 = row.get(2)?;
+        let id = blob(row, 3)?;
+        let event_type = text(row, 4)?;
+        let content_type: i64 = row.get(5)?;
+        let payload = blob(row, 6)?;
+        let metadata = text(row, 7)?;
+        let recorded_at: i64 = row.get(8)?;
+        let bad = |what: String| StoreError::backend(format!("event at position {seq}: {what}"));
+        let decoded = (|| {
+            let stream = self
+                .stream_id(stream)
+                .map_err(|e| bad(format!("stored stream id is invalid: {e}")))?;
+            let id = Uuid::from_slice(id)
+                .map_err(|e| bad(format!("stored event id is invalid: {e}")))?;
+            let metadata = if metadata == sql::NO_METADATA {
+                Metadata::default()
+            } else {
+                serde_json::from_str(metadata)
+                    .map_err(|e| bad(format!("metadata does not decode: {e}")))?
+            };
+            let content_type = match content_type {
+                0 => ContentType::Json,
+                1 => ContentType::Binary,
+                other => return Err(bad(format!("unknown content type {other}"))),
+            };
+            if seq < 1 || revision < 0 {
+                return Err(bad(format!("invalid revision {revision}")));
+            }
+            Ok(RecordedEvent {
+                stream,
+                revision: revision as u64,
+                position: Position::new(seq as u64, seq as u64),
+                id,
+                event_type: event_type.to_owned(),
+                payload: Bytes::copy_from_slice(payload),
+                content_type,
+                metadata,
+                recorded_at: SystemTime::UNIX_EPOCH
+                    + Duration::from_micros(u64::try_from(recorded_at).unwrap_or(0)),
+            })
+        })();
+        Ok(decoded)
+    }
+
+    /// The id of `stream`: the one of the row before when it is the same stream.
+    fn stream_id(&mut self, stream: &str) -> Result<StreamId, decider_core::InvalidStreamId> {
+        if let Some(last) = self.stream.as_ref().filter(|last| last.as_str() == stream) {
+            return Ok(last.clone());
+        }
+        let id = StreamId::new(stream)?;
+        self.stream = Some(id.clone());
+        Ok(id)
+    }
+}
+
+/// Column `index` of `row` as text, borrowed from the row.
+fn text<'r>(row: &'r Row<'_>, index: usize) -> rusqlite::Result<&'r str> {
+    let value = row.get_ref(index)?;
+    value.as_str().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(index, value.data_type(), Box::new(e))
+    })
+}
+
+/// Column `index` of `row` as bytes, borrowed from the row.
+fn blob<'r>(row: &'r Row<'_>, index: usize) -> rusqlite::Result<&'r [u8]> {
+    let value = row.get_ref(index)?;
+    value.as_blob().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(index, value.data_type(), Box::new(e))
     })
 }
 
@@ -341,7 +390,20 @@ struct Following {
     page: VecDeque<RecordedEvent>,
     caught_up: bool,
     failed: bool,
+    /// Failed queries in a row, for [`SUBSCRIPTION_RETRY_PAUSES`].
+    retries: usize,
     wake: Option<tokio::sync::watch::Receiver<u64>>,
+    /// The next page, read while this one is handed out; only after a full page (catching up,
+    /// or live under load), and never more than one page ahead.
+    ahead: Option<tokio::task::JoinHandle<Result<Vec<RecordedEvent>, StoreError>>>,
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        if let Some(ahead) = self.ahead.take() {
+            ahead.abort();
+        }
+    }
 }
 
 pub(crate) fn subscribe_all(
@@ -364,34 +426,91 @@ pub(crate) fn subscribe_stream(
 }
 
 impl Following {
-    /// Fetches the next page of the scope and advances past it.
+    /// After `error`: pauses and returns `Ok` if the query is worth sending again (the failure
+    /// may pass, and has not lasted too long), or marks the subscription failed and hands the
+    /// error back. Nothing has advanced, so the next query starts where the failed one did.
+    async fn retry_after(&mut self, error: StoreError) -> Result<(), StoreError> {
+        match SUBSCRIPTION_RETRY_PAUSES.get(self.retries) {
+            Some(pause) if error.is_retryable() => {
+                tracing::debug!(retry = self.retries, %error, "subscription query failed; retrying");
+                self.retries += 1;
+                tokio::time::sleep(*pause).await;
+                Ok(())
+            }
+            _ => {
+                self.failed = true;
+                Err(error)
+            }
+        }
+    }
+
+    /// Fetches the next page of the scope and advances past it; after a full page, starts
+    /// reading the one after it, so that the query runs while this page is handed out.
     async fn fetch(&mut self) -> Result<usize, StoreError> {
         let size = i64::from(self.store.shared.options.page_size);
-        let events = match &mut self.scope {
-            Scope::All { after, filter } => {
-                let events = self.store.all_page(*after, filter, size).await?;
-                *after = events.last().map(|e| e.position).or(*after);
-                events
+        let events = match self.ahead.take() {
+            Some(ahead) => {
+                let events = ahead.await.map_err(|e| {
+                    StoreError::backend_caused_by(format!("an SQLite read task failed: {e}"), e)
+                })??;
+                // Read before the caller last looked for wake-ups: empty, it may miss a
+                // commit made since, so it is asked again.
+                if events.is_empty() {
+                    self.page_after(size).await?
+                } else {
+                    events
+                }
             }
-            Scope::Stream { stream, next } => {
-                let events = self
-                    .store
-                    .stream_page(stream, Direction::Forward, *next, size)
-                    .await?;
-                *next = events.last().map_or(*next, |e| e.revision as i64 + 1);
-                events
-            }
+            None => self.page_after(size).await?,
         };
+        match &mut self.scope {
+            Scope::All { after, .. } => *after = events.last().map(|e| e.position).or(*after),
+            Scope::Stream { next, .. } => {
+                *next = events.last().map_or(*next, |e| e.revision as i64 + 1);
+            }
+        }
         let fetched = events.len();
+        if fetched as i64 == size {
+            self.ahead = Some(tokio::spawn(self.page_after(size)));
+        }
         self.page.extend(events);
         Ok(fetched)
+    }
+
+    /// The query of the page after where the scope stands, as a future of its own.
+    fn page_after(
+        &self,
+        size: i64,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send + 'static {
+        let store = self.store.clone();
+        let scope = match &self.scope {
+            Scope::All { after, filter } => Scope::All {
+                after: *after,
+                filter: filter.clone(),
+            },
+            Scope::Stream { stream, next } => Scope::Stream {
+                stream: stream.clone(),
+                next: *next,
+            },
+        };
+        async move {
+            match scope {
+                Scope::All { after, filter } => store.all_page(after, &filter, size).await,
+                Scope::Stream { stream, next } => {
+                    store
+                        .stream_page(&stream, Direction::Forward, next, size)
+                        .await
+                }
+            }
+        }
     }
 }
 
 /// Catch-up then live: pages until a page comes back empty, says `CaughtUp` once, then waits
 /// for a wake-up (a commit of this process's writer, or one of another process seen by the
-/// watcher). An error ends the subscription after it is delivered; resume from the last
-/// position handled.
+/// watcher). A failed query that may pass is tried again after a pause (see
+/// [`SUBSCRIPTION_RETRY_PAUSES`]); any other error, or one that lasts, ends the subscription
+/// after it is delivered; resume from the last position handled.
 fn subscribe(store: SqliteStore, scope: Scope) -> impl Subscription + use<> {
     let following = Following {
         store,
@@ -399,7 +518,9 @@ fn subscribe(store: SqliteStore, scope: Scope) -> impl Subscription + use<> {
         page: VecDeque::new(),
         caught_up: false,
         failed: false,
+        retries: 0,
         wake: None,
+        ahead: None,
     };
     stream::unfold(following, |mut f| async move {
         loop {
@@ -415,12 +536,15 @@ fn subscribe(store: SqliteStore, scope: Scope) -> impl Subscription + use<> {
             // Seen before the query: a commit after this point ends the wait below.
             wake.borrow_and_update();
             match f.fetch().await {
-                Err(error) => {
-                    f.failed = true;
-                    return Some((Err(error), f));
+                Err(error) => match f.retry_after(error).await {
+                    Ok(()) => continue,
+                    Err(error) => return Some((Err(error), f)),
+                },
+                Ok(0) => f.retries = 0,
+                Ok(_) => {
+                    f.retries = 0;
+                    continue;
                 }
-                Ok(0) => {}
-                Ok(_) => continue,
             }
             if !f.caught_up {
                 f.caught_up = true;
@@ -473,4 +597,18 @@ pub(crate) fn watch_other_processes(
             StoreError::backend_caused_by(format!("cannot start the SQLite watcher: {e}"), e)
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_metadata_is_written_as_the_text_read_without_a_parse() {
+        // The writer serialises metadata with serde; the readers skip the parse for this text.
+        assert_eq!(
+            serde_json::to_string(&Metadata::default()).unwrap(),
+            sql::NO_METADATA
+        );
+    }
 }

@@ -78,11 +78,23 @@ pub(crate) const BATCH_IDS: &str =
 
 pub(crate) const LAST_REVISION: &str = "SELECT MAX(revision) FROM events WHERE stream_id = ?1";
 
-pub(crate) const LAST_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM events";
+/// The first row of an append. Its position is the one after the log's last (`MAX(seq)` is one
+/// seek at the end of the table, inside the write lock) and starts the batch; it is read back
+/// with `last_insert_rowid()`. (As `VALUES`, not `INSERT … SELECT`: SQLite would copy a
+/// `SELECT` from the table it inserts into through a temporary table first.)
+pub(crate) const INSERT_FIRST_EVENT: &str = "INSERT INTO events (seq, stream_id, category, \
+     revision, event_id, event_type, content_type, payload, metadata, recorded_at, batch_start, \
+     batch_len) VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM events), ?1, ?2, ?3, ?4, ?5, ?6, \
+     ?7, ?8, ?9, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events), ?10)";
 
+/// The rows of an append after its first, at the positions and revisions that follow it.
 pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (seq, stream_id, category, revision, \
      event_id, event_type, content_type, payload, metadata, recorded_at, batch_start, batch_len) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+
+/// The `metadata` of an event that carries none (most events), as the writer serialises it: the
+/// readers decode it without a parse.
+pub(crate) const NO_METADATA: &str = "{}";
 
 /// The columns [`crate::reads`] turns into a `RecordedEvent`, in its order.
 const EVENT_COLUMNS: &str =
@@ -151,6 +163,13 @@ pub(crate) const DELETE_DEAD_LETTER: &str =
 pub(crate) const TAKE_LEASE: &str = "INSERT INTO leases (projection, owner, expires_at) \
      VALUES (?1, ?2, ?3) ON CONFLICT (projection) DO UPDATE SET owner = excluded.owner, \
      expires_at = excluded.expires_at WHERE leases.expires_at < ?4 OR leases.owner = excluded.owner";
+
+/// The owner of a lease, to see whether it is a process that died.
+pub(crate) const LEASE_OWNER: &str = "SELECT owner FROM leases WHERE projection = ?1";
+
+/// Takes a lease from the owner `?2`, proven dead, unless someone took it meanwhile.
+pub(crate) const TAKE_LEASE_FROM: &str =
+    "UPDATE leases SET owner = ?3, expires_at = ?4 WHERE projection = ?1 AND owner = ?2";
 
 /// Extends a lease this owner still holds.
 pub(crate) const RENEW_LEASE: &str =

@@ -347,9 +347,39 @@ fn position(seq: i64) -> Position {
     Position::new(seq as u64, seq as u64)
 }
 
-/// The append rules: an exact repeat answers its original result, a reused id is refused, then
-/// the expectation is checked and the events written at the next revisions and positions.
+/// The append rules, fast path first. Most appends carry new ids and meet their expectation, so
+/// the rows are inserted straight away, and the unique indexes say when that is not so: a
+/// `NoStream` append is one insert (revision 0 is taken in a stream that exists), the others
+/// look at the stream's last revision first. When the first row is not written (nothing is,
+/// then), [`append_checked`] finds out what the append is — a repeat, a reuse of ids, a
+/// conflict — by the rules spelled out.
 fn append_one(
+    connection: &Connection,
+    append: &PendingAppend,
+    now: i64,
+) -> Result<AppendResult, Refusal> {
+    let first_revision = match append.expected {
+        ExpectedVersion::NoStream => Some(0),
+        _ => {
+            let last = last_revision(connection, &append.stream)?;
+            append
+                .expected
+                .is_met_by(last)
+                .then(|| last.map_or(0, |r| r as i64 + 1))
+        }
+    };
+    if let Some(first_revision) = first_revision
+        && let Some(result) = insert_events(connection, append, first_revision, now)?
+    {
+        return Ok(result);
+    }
+    append_checked(connection, append, now)
+}
+
+/// The append rules in full: an exact repeat answers its original result, a reused id is
+/// refused, then the expectation is checked and the events written at the next revisions and
+/// positions.
+fn append_checked(
     connection: &Connection,
     append: &PendingAppend,
     now: i64,
@@ -358,7 +388,7 @@ fn append_one(
     let count = append.events.len() as i64;
     // An idempotent retry is recognised before the version check: after a lost reply the stream
     // has moved past `expected` because of this very batch. Only the first id is looked up: a
-    // batch that reuses only later ids fails the unique index below.
+    // batch that reuses only later ids fails the unique index on insert.
     let first_id = append.events[0].id;
     let found = connection
         .prepare_cached(sql::FIND_EVENT_ID)?
@@ -393,10 +423,7 @@ fn append_one(
         }
         return Err(reused_ids(stream));
     }
-    let last: Option<i64> = connection
-        .prepare_cached(sql::LAST_REVISION)?
-        .query_row([stream.as_str()], |row| row.get(0))?;
-    let last = last.map(|r| r as u64);
+    let last = last_revision(connection, stream)?;
     if !append.expected.is_met_by(last) {
         return Err(Refusal::Refused(StoreError::WrongExpectedVersion {
             stream: stream.clone(),
@@ -405,42 +432,94 @@ fn append_one(
         }));
     }
     let first_revision = last.map_or(0, |r| r as i64 + 1);
-    let last_seq: i64 = connection
-        .prepare_cached(sql::LAST_SEQ)?
-        .query_row([], |row| row.get(0))?;
-    let batch_start = last_seq + 1;
-    let mut insert = connection.prepare_cached(sql::INSERT_EVENT)?;
-    for (offset, event) in append.events.iter().enumerate() {
-        let offset = offset as i64;
-        let content_type = match event.content_type {
-            ContentType::Json => 0,
-            ContentType::Binary => 1,
-        };
-        let inserted = insert.execute(params![
-            batch_start + offset,
+    // The first id is new and its revision free (both read under the write lock), so the first
+    // row is written; a later row's id taken already is refused inside.
+    insert_events(connection, append, first_revision, now)?.ok_or_else(|| reused_ids(stream))
+}
+
+/// The stream's last revision, `None` for a stream without events.
+fn last_revision(connection: &Connection, stream: &StreamId) -> Result<Option<u64>, Refusal> {
+    let last: Option<i64> = connection
+        .prepare_cached(sql::LAST_REVISION)?
+        .query_row([stream.as_str()], |row| row.get(0))?;
+    Ok(last.map(|r| r as u64))
+}
+
+/// Inserts the append's rows from `first_revision` on, after the log's last position.
+/// `Ok(None)` when the first row was not written because its revision or its id is taken, and
+/// so nothing was.
+fn insert_events(
+    connection: &Connection,
+    append: &PendingAppend,
+    first_revision: i64,
+    now: i64,
+) -> Result<Option<AppendResult>, Refusal> {
+    let stream = &append.stream;
+    let count = append.events.len() as i64;
+    let (first, rest) = append.events.split_first().ok_or_else(|| {
+        Refusal::Refused(StoreError::InvalidInput(format!(
+            "append to {stream} holds no event"
+        )))
+    })?;
+    let inserted = connection
+        .prepare_cached(sql::INSERT_FIRST_EVENT)?
+        .execute(params![
             stream.as_str(),
             stream.category(),
-            first_revision + offset,
-            event.id.as_bytes().as_slice(),
-            event.event_type,
-            content_type,
-            event.payload.as_ref(),
-            event.metadata,
+            first_revision,
+            first.id.as_bytes().as_slice(),
+            first.event_type,
+            content_type_code(first.content_type),
+            first.payload.as_ref(),
+            first.metadata,
             now,
-            batch_start,
             count,
         ]);
-        match inserted {
-            Ok(_) => {}
-            Err(error) if is_unique_violation(&error) => return Err(reused_ids(stream)),
-            Err(error) => return Err(Refusal::Failed(error)),
+    match inserted {
+        Ok(_) => {}
+        Err(error) if is_unique_violation(&error) => return Ok(None),
+        Err(error) => return Err(Refusal::Failed(error)),
+    }
+    let batch_start = connection.last_insert_rowid();
+    if !rest.is_empty() {
+        let mut insert = connection.prepare_cached(sql::INSERT_EVENT)?;
+        for (offset, event) in (1..).zip(rest) {
+            let inserted = insert.execute(params![
+                batch_start + offset,
+                stream.as_str(),
+                stream.category(),
+                first_revision + offset,
+                event.id.as_bytes().as_slice(),
+                event.event_type,
+                content_type_code(event.content_type),
+                event.payload.as_ref(),
+                event.metadata,
+                now,
+                batch_start,
+                count,
+            ]);
+            match inserted {
+                Ok(_) => {}
+                // The first row took the revisions' place (they follow it, gap-free), so a
+                // later row can only meet an id appended before: the batch is refused, and its
+                // savepoint or transaction rolled back.
+                Err(error) if is_unique_violation(&error) => return Err(reused_ids(stream)),
+                Err(error) => return Err(Refusal::Failed(error)),
+            }
         }
     }
-    Ok(AppendResult {
+    Ok(Some(AppendResult {
         next_revision: (first_revision + count) as u64,
         position: position(batch_start + count - 1),
         repeated: false,
-    })
+    }))
+}
+
+fn content_type_code(content_type: ContentType) -> i64 {
+    match content_type {
+        ContentType::Json => 0,
+        ContentType::Binary => 1,
+    }
 }
 
 fn reused_ids(stream: &StreamId) -> Refusal {

@@ -1,9 +1,11 @@
 //! A process killed with SIGKILL in the middle of a stream of appends loses nothing it was told
-//! is written, and leaves no part of a batch.
+//! is written, and leaves no part of a batch; the lease it held is taken by the next process at
+//! once, without waiting for it to expire.
 //!
-//! The test re-runs its own binary as the child (the ignored test `crash_child`, selected by
-//! name), which appends batches one by one and prints each acknowledged revision; the parent
-//! kills it after a few acknowledgements and checks the file.
+//! The tests re-run their own binary as the child (the ignored tests `crash_child` and
+//! `lease_child`, selected by name): the first appends batches one by one and prints each
+//! acknowledged revision, the parent kills it after a few acknowledgements and checks the file;
+//! the second takes a lease, says so, and waits to be killed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -13,6 +15,7 @@ use std::process::{Command, Stdio};
 
 use std::time::{Duration, Instant};
 
+use decider_core::projection::Lease;
 use decider_core::{EventData, EventStore, ExpectedVersion, StreamId, SubscriptionMessage};
 use decider_store_sqlite::SqliteStore;
 use futures::StreamExt;
@@ -22,6 +25,10 @@ use support::{TempDatabase, remove_database};
 const CHILD_PATH: &str = "DECIDER_SQLITE_CRASH_CHILD_DB";
 const CHILD_PAUSE: &str = "DECIDER_SQLITE_CRASH_CHILD_PAUSE_MS";
 const BATCH: u64 = 5;
+const LEASE_CHILD_DB: &str = "DECIDER_SQLITE_LEASE_CHILD_DB";
+
+/// Far longer than the test waits: a lease taken in time was not taken by its expiry.
+const LEASE_EXPIRY: Duration = Duration::from_secs(120);
 
 fn stream() -> StreamId {
     StreamId::new("crash-1").unwrap()
@@ -188,5 +195,62 @@ async fn a_subscriber_sees_another_process_append_within_a_fraction_of_a_second(
         worst < Duration::from_millis(300),
         "another process's append took {worst:?} to reach a live subscriber"
     );
+    drop(store);
+}
+
+/// The lease child: takes the lease of projection `counts` (expiring after [`LEASE_EXPIRY`]),
+/// prints `held`, and waits to be killed. Does nothing unless run by the parent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the child process of a_lease_held_by_a_process_killed_with_sigkill_is_taken_at_once"]
+async fn lease_child() {
+    let Ok(path) = std::env::var(LEASE_CHILD_DB) else {
+        return;
+    };
+    let store = SqliteStore::open(&path).unwrap();
+    let leases = store
+        .leases()
+        .with_timing(Duration::from_millis(100), LEASE_EXPIRY);
+    let _guard = leases.acquire("counts").await.unwrap();
+    println!("held");
+    tokio::time::sleep(LEASE_EXPIRY * 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_held_by_a_process_killed_with_sigkill_is_taken_at_once() {
+    let database = TempDatabase::new("lease-kill");
+    let path = database.path().to_owned();
+    drop(SqliteStore::open(&path).unwrap());
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["lease_child", "--exact", "--ignored", "--nocapture"])
+        .env(LEASE_CHILD_DB, &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while lines.next().expect("the child ended early").unwrap() != "held" {}
+
+    let store = SqliteStore::open(&path).unwrap();
+    let leases = store
+        .leases()
+        .with_timing(Duration::from_millis(100), LEASE_EXPIRY);
+    // While the holder lives its lease is not taken.
+    let waiting = tokio::time::timeout(Duration::from_millis(500), leases.acquire("counts")).await;
+    assert!(waiting.is_err(), "a live holder's lease was taken");
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let started = Instant::now();
+    let guard = tokio::time::timeout(Duration::from_secs(10), leases.acquire("counts"))
+        .await
+        .expect("the dead holder's lease was not taken within 10 s")
+        .unwrap();
+    assert!(!guard.is_lost());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(guard);
     drop(store);
 }
