@@ -75,13 +75,14 @@
 //! | at the root | what it is | source file |
 //! |---|---|---|
 //! | [`Decider`], [`fold`], [`fold_from`] | the pure model | `decider.rs` |
-//! | [`View`], [`fold_view`] | read-side folds | `view.rs` |
-//! | [`Saga`] | pure reactions, event to commands | `saga.rs` |
+//! | [`View`], [`fold_view`], [`Recorded`] | read-side folds, and events decoded with their place | `view.rs` |
+//! | [`Saga`], [`Process`], [`ProcessStep`], [`Refused`] | pure reactions, event to commands; processes, sagas with state | `saga.rs` |
 //! | [`StreamId`], [`InvalidStreamId`], [`MAX_STREAM_ID_BYTES`], [`Category`], [`StreamKey`], [`MAX_CATEGORY_BYTES`], [`MAX_STREAM_KEY_BYTES`], [`ExpectedVersion`] | naming streams, and what an append expects of one | `stream.rs` |
 //! | [`Position`], [`InvalidPosition`] | places in the global log | `position.rs` |
 //! | [`EventData`], [`RecordedEvent`], [`ContentType`] | events on their way in and out | `event.rs` |
 //! | [`Metadata`] | correlation, causation, idempotency key, headers | `metadata.rs` |
 //! | [`EventStore`], [`AppendResult`], [`StreamFrom`], [`Direction`], [`EventFilter`], [`EventStream`], [`Subscription`], [`SubscriptionMessage`], [`StoreError`], [`ErrorSource`] | the store contract | `store.rs` |
+//! | [`SubscriptionRetry`] | for store adapters: how a live subscription rides out a failed query | `subscription_retry.rs` |
 //! | [`Codec`], [`JsonCodec`], [`EncodedEvent`], [`CodecError`] | domain events to bytes and back | `codec.rs` |
 //! | [`CommandHandler`], [`CommandOutcome`], [`CommandError`], [`RetryPolicy`] | running commands | `handler/` (the retry loop in `handler/attempt.rs`) |
 //! | [`Loaded`] | a stream's folded state and revision | `loaded.rs` |
@@ -118,6 +119,7 @@ mod saga;
 mod snapshot;
 mod store;
 mod stream;
+mod subscription_retry;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod view;
@@ -142,4 +144,5 @@ pub use stream::{
     Category, ExpectedVersion, InvalidStreamId, MAX_CATEGORY_BYTES, MAX_STREAM_ID_BYTES,
     MAX_STREAM_KEY_BYTES, StreamId, StreamKey,
 };
+pub use subscription_retry::SubscriptionRetry;
 pub use view::{Recorded, View, fold_view};

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use decider_core::{
     ContentType, Direction, EventFilter, EventStream, Metadata, Position, RecordedEvent,
-    StoreError, StreamFrom, StreamId, Subscription, SubscriptionMessage,
+    StoreError, StreamFrom, StreamId, Subscription, SubscriptionMessage, SubscriptionRetry,
 };
 use futures::stream;
 use tokio::sync::watch;
@@ -21,16 +21,6 @@ use crate::json::ReceivedJson;
 
 /// The first live poll interval after activity; doubles while nothing arrives.
 const MIN_POLL_INTERVAL: Duration = Duration::from_millis(1);
-
-/// The pauses before a subscription queries again after its store became unavailable, before
-/// it gives up and ends with the error. Short on purpose: they carry a subscription over a
-/// dropped connection or a failover; a longer outage ends it, and its consumer (a projection
-/// runner, say) resumes from its own checkpoint and reports that it is reconnecting.
-const SUBSCRIPTION_RETRY_PAUSES: [Duration; 3] = [
-    Duration::from_millis(50),
-    Duration::from_millis(200),
-    Duration::from_millis(800),
-];
 
 impl PostgresStore {
     /// Runs one page query.
@@ -329,8 +319,8 @@ struct Following {
     /// Whether the catch-up has waited out transactions holding events back.
     settled: bool,
     failed: bool,
-    /// Unavailable errors in a row.
-    retries: usize,
+    /// Pauses between failed queries in a row.
+    retry: SubscriptionRetry,
     wake: Option<Wake>,
     poll_interval: Duration,
 }
@@ -417,18 +407,9 @@ impl Following {
     /// was unavailable, and not for too long), or marks the subscription failed and hands the
     /// error back. Nothing has advanced, so the next query starts where the failed one did.
     async fn retry_after(&mut self, error: StoreError) -> Result<(), StoreError> {
-        match SUBSCRIPTION_RETRY_PAUSES.get(self.retries) {
-            Some(pause) if error.is_retryable() => {
-                tracing::debug!(retry = self.retries, %error, "subscription query failed; retrying");
-                self.retries += 1;
-                tokio::time::sleep(*pause).await;
-                Ok(())
-            }
-            _ => {
-                self.failed = true;
-                Err(error)
-            }
-        }
+        let outcome = self.retry.after(error).await;
+        self.failed = outcome.is_err();
+        outcome
     }
 
     /// Fetches the next page of the scope and advances past it.
@@ -468,7 +449,7 @@ fn subscribe(store: PostgresStore, scope: Scope) -> impl Subscription + use<> {
         caught_up: false,
         settled: false,
         failed: false,
-        retries: 0,
+        retry: SubscriptionRetry::default(),
         wake: None,
         poll_interval: MIN_POLL_INTERVAL,
     };
@@ -492,9 +473,9 @@ fn subscribe(store: PostgresStore, scope: Scope) -> impl Subscription + use<> {
                     Ok(()) => continue,
                     Err(error) => return Some((Err(error), f)),
                 },
-                Ok(0) => f.retries = 0,
+                Ok(0) => f.retry.succeeded(),
                 Ok(_) => {
-                    f.retries = 0;
+                    f.retry.succeeded();
                     f.poll_interval = MIN_POLL_INTERVAL;
                     continue;
                 }

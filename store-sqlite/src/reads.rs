@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use decider_core::{
     ContentType, Direction, EventFilter, EventStream, Metadata, Position, RecordedEvent,
-    StoreError, StreamFrom, StreamId, Subscription, SubscriptionMessage,
+    StoreError, StreamFrom, StreamId, Subscription, SubscriptionMessage, SubscriptionRetry,
 };
 use futures::stream;
 use rusqlite::{Connection, Row, params};
@@ -29,17 +29,6 @@ pub(crate) const OTHER_PROCESS_POLL: Duration = Duration::from_millis(50);
 /// The longest a live subscription waits without a wake-up before it looks anyway: a safety
 /// net only, wake-ups come from the writer and the cross-process watcher.
 const LIVE_SAFETY_POLL: Duration = Duration::from_secs(1);
-
-/// The pauses before a subscription queries again after a read failed for a reason that may
-/// pass (`Unavailable`: the file locked past the busy timeout, no read connection to be had),
-/// before it gives up and ends with the error, as on PostgreSQL. Short on purpose: they carry a
-/// subscription over a passing fault; a longer one ends it, and its consumer (a projection
-/// runner, say) resumes from its own checkpoint and reports that it is reconnecting.
-const SUBSCRIPTION_RETRY_PAUSES: [Duration; 3] = [
-    Duration::from_millis(50),
-    Duration::from_millis(200),
-    Duration::from_millis(800),
-];
 
 impl SqliteStore {
     /// Runs `work` on a pooled read connection, on a blocking thread: for read models of your
@@ -390,8 +379,8 @@ struct Following {
     page: VecDeque<RecordedEvent>,
     caught_up: bool,
     failed: bool,
-    /// Failed queries in a row, for [`SUBSCRIPTION_RETRY_PAUSES`].
-    retries: usize,
+    /// Pauses between failed queries in a row.
+    retry: SubscriptionRetry,
     wake: Option<tokio::sync::watch::Receiver<u64>>,
     /// The next page, read while this one is handed out; only after a full page (catching up,
     /// or live under load), and never more than one page ahead.
@@ -430,18 +419,9 @@ impl Following {
     /// may pass, and has not lasted too long), or marks the subscription failed and hands the
     /// error back. Nothing has advanced, so the next query starts where the failed one did.
     async fn retry_after(&mut self, error: StoreError) -> Result<(), StoreError> {
-        match SUBSCRIPTION_RETRY_PAUSES.get(self.retries) {
-            Some(pause) if error.is_retryable() => {
-                tracing::debug!(retry = self.retries, %error, "subscription query failed; retrying");
-                self.retries += 1;
-                tokio::time::sleep(*pause).await;
-                Ok(())
-            }
-            _ => {
-                self.failed = true;
-                Err(error)
-            }
-        }
+        let outcome = self.retry.after(error).await;
+        self.failed = outcome.is_err();
+        outcome
     }
 
     /// Fetches the next page of the scope and advances past it; after a full page, starts
@@ -509,7 +489,7 @@ impl Following {
 /// Catch-up then live: pages until a page comes back empty, says `CaughtUp` once, then waits
 /// for a wake-up (a commit of this process's writer, or one of another process seen by the
 /// watcher). A failed query that may pass is tried again after a pause (see
-/// [`SUBSCRIPTION_RETRY_PAUSES`]); any other error, or one that lasts, ends the subscription
+/// [`SubscriptionRetry`]); any other error, or one that lasts, ends the subscription
 /// after it is delivered; resume from the last position handled.
 fn subscribe(store: SqliteStore, scope: Scope) -> impl Subscription + use<> {
     let following = Following {
@@ -518,7 +498,7 @@ fn subscribe(store: SqliteStore, scope: Scope) -> impl Subscription + use<> {
         page: VecDeque::new(),
         caught_up: false,
         failed: false,
-        retries: 0,
+        retry: SubscriptionRetry::default(),
         wake: None,
         ahead: None,
     };
@@ -540,9 +520,9 @@ fn subscribe(store: SqliteStore, scope: Scope) -> impl Subscription + use<> {
                     Ok(()) => continue,
                     Err(error) => return Some((Err(error), f)),
                 },
-                Ok(0) => f.retries = 0,
+                Ok(0) => f.retry.succeeded(),
                 Ok(_) => {
-                    f.retries = 0;
+                    f.retry.succeeded();
                     continue;
                 }
             }
