@@ -82,6 +82,7 @@
 //! | [`EventData`], [`RecordedEvent`], [`ContentType`] | events on their way in and out | `event.rs` |
 //! | [`Metadata`] | correlation, causation, idempotency key, headers | `metadata.rs` |
 //! | [`EventStore`], [`AppendResult`], [`StreamFrom`], [`Direction`], [`EventFilter`], [`EventStream`], [`Subscription`], [`SubscriptionMessage`], [`StoreError`], [`ErrorSource`] | the store contract | `store.rs` |
+//! | [`check_append`], [`MAX_PAYLOAD_BYTES`] | for store adapters: what every store refuses before it writes | `append_check.rs` |
 //! | [`SubscriptionRetry`] | for store adapters: how a live subscription rides out a failed query | `subscription_retry.rs` |
 //! | [`Codec`], [`JsonCodec`], [`EncodedEvent`], [`CodecError`] | domain events to bytes and back | `codec.rs` |
 //! | [`CommandHandler`], [`CommandOutcome`], [`CommandError`], [`RetryPolicy`] | running commands | `handler/` (the retry loop in `handler/attempt.rs`) |
@@ -102,6 +103,7 @@
 //! workspace's `unreachable_pub` lint points at an item that was made `pub` and not re-exported.
 #![deny(missing_docs)]
 
+mod append_check;
 mod backoff;
 mod cache;
 mod clock;
@@ -124,6 +126,7 @@ mod subscription_retry;
 pub mod testing;
 mod view;
 
+pub use append_check::{MAX_PAYLOAD_BYTES, check_append};
 pub use cache::StateCache;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{Codec, CodecError, EncodedEvent, JsonCodec};

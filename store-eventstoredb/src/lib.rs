@@ -63,7 +63,6 @@ mod budget;
 mod convert;
 mod error;
 
-use std::collections::HashSet;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -214,24 +213,6 @@ fn new_client(settings: &ClientSettings) -> Result<Client, StoreError> {
             source: Some(source.into()),
         }
     })
-}
-
-/// Refuses what the server would accept but the contract does not: an empty batch, and an id
-/// twice in one batch.
-fn validate(events: &[EventData]) -> Result<(), StoreError> {
-    if events.is_empty() {
-        return Err(StoreError::InvalidInput(
-            "an append needs at least one event".to_owned(),
-        ));
-    }
-    let mut seen = HashSet::with_capacity(events.len());
-    if let Some(twice) = events.iter().find(|event| !seen.insert(event.id)) {
-        return Err(StoreError::InvalidInput(format!(
-            "event id {} appears twice in one append",
-            twice.id
-        )));
-    }
-    Ok(())
 }
 
 /// The server's stream state for `expected`; `None` for an `Exact` revision the server cannot
@@ -559,7 +540,9 @@ impl EventStore for EventStoreDbStore {
         expected: ExpectedVersion,
         events: Vec<EventData>,
     ) -> Result<AppendResult, StoreError> {
-        validate(&events)?;
+        // What the server would accept but the contract does not (an empty batch, an id twice
+        // in one, text other stores cannot hold) is refused as on every store.
+        decider_core::check_append(stream, &events)?;
         let Some(state) = stream_state(expected) else {
             // No stream can have such a revision: a conflict, reported with the real state.
             let actual = self.last_revision(stream).await?;

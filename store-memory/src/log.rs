@@ -1,7 +1,7 @@
 //! The log itself: every event in global order, an index per stream and per event id, and the
 //! append rules of the contract (expected version, idempotent re-append, all or nothing).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::SystemTime;
 
 use decider_core::{
@@ -53,18 +53,7 @@ impl Log {
         events: Vec<EventData>,
         now: SystemTime,
     ) -> Result<AppendResult, StoreError> {
-        if events.is_empty() {
-            return Err(StoreError::InvalidInput(format!(
-                "append to {stream} holds no event"
-            )));
-        }
-        let mut ids = HashSet::with_capacity(events.len());
-        if let Some(duplicate) = events.iter().find(|e| !ids.insert(e.id)) {
-            return Err(StoreError::InvalidInput(format!(
-                "append to {stream} holds event id {} twice",
-                duplicate.id
-            )));
-        }
+        decider_core::check_append(stream, &events)?;
         // An idempotent retry is recognised before the version check: after a lost reply the
         // stream has moved past `expected` because of this very batch.
         if let Some(original) = self.earlier_append(stream, &events)? {

@@ -61,11 +61,6 @@ pub use crate::projection::{
     PgCheckpoints, PgDeadLetters, PgLeases, PgTransactionalSink, TransactionalHandler, handle_error,
 };
 
-/// The largest event payload accepted, in bytes. PostgreSQL itself takes up to 255 MB of
-/// `jsonb`; an event this large is almost certainly a mistake, and refusing it early keeps one
-/// bad write from holding a connection for seconds.
-pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024 * 1024;
-
 /// How a [`PostgresStore`] is set up.
 #[derive(Debug, Clone)]
 pub struct PostgresOptions {
@@ -364,17 +359,12 @@ struct AppendArrays<'a> {
     metadata: Vec<Vec<u8>>,
 }
 
-/// Checks a batch and lays it out as arrays; refuses what PostgreSQL would refuse less clearly.
+/// Checks a batch ([`decider_core::check_append`]) and lays it out as arrays.
 fn append_arrays<'a>(
     stream: &StreamId,
     events: &'a [EventData],
 ) -> Result<AppendArrays<'a>, StoreError> {
-    if events.is_empty() {
-        return Err(StoreError::InvalidInput(format!(
-            "append to {stream} holds no event"
-        )));
-    }
-    let mut seen = std::collections::HashSet::with_capacity(events.len());
+    decider_core::check_append(stream, events)?;
     let mut arrays = AppendArrays {
         ids: Vec::with_capacity(events.len()),
         types: Vec::with_capacity(events.len()),
@@ -389,24 +379,8 @@ fn append_arrays<'a>(
                 event.event_type, event.id
             ))
         };
-        if !seen.insert(event.id) {
-            return Err(refuse("its id appears twice in the batch".to_owned()));
-        }
-        if event.event_type.is_empty() || event.event_type.contains('\0') {
-            return Err(refuse(
-                "the event type is empty or holds a NUL character".to_owned(),
-            ));
-        }
-        if event.payload.len() > MAX_PAYLOAD_BYTES {
-            return Err(refuse(format!(
-                "the payload is {} bytes; the limit is {MAX_PAYLOAD_BYTES}",
-                event.payload.len()
-            )));
-        }
         match event.content_type {
             ContentType::Json => {
-                serde_json::from_slice::<serde::de::IgnoredAny>(&event.payload)
-                    .map_err(|e| refuse(format!("the payload is not JSON: {e}")))?;
                 arrays.data.push(Some(JsonText(&event.payload)));
                 arrays.binary_data.push(None);
             }

@@ -7,8 +7,10 @@ mod support;
 
 use std::time::Duration;
 
-use decider_core::{EventData, EventStore, ExpectedVersion, StoreError, StreamId};
-use decider_store_postgres::{MAX_PAYLOAD_BYTES, PostgresOptions, PostgresStore};
+use decider_core::{
+    EventData, EventStore, ExpectedVersion, MAX_PAYLOAD_BYTES, StoreError, StreamId,
+};
+use decider_store_postgres::{PostgresOptions, PostgresStore};
 use futures::TryStreamExt;
 use support::{drop_store, fresh_store, fresh_store_with, raw_client, unmigrated_store};
 use uuid::Uuid;

@@ -74,7 +74,6 @@ pub use crate::projection::{
     SqliteCheckpoints, SqliteDeadLetters, SqliteLeases, SqliteTransactionalHandler,
     SqliteTransactionalSink, handle_error,
 };
-pub use crate::writer::MAX_PAYLOAD_BYTES;
 pub(crate) use open::open_reader;
 /// The SQLite binding the store is built on, for handlers that write read models in its
 /// transactions: use this one, so that the types match.

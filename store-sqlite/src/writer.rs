@@ -28,9 +28,6 @@ use uuid::Uuid;
 use crate::error::{is_retryable, is_unique_violation, store_error};
 use crate::sql;
 
-/// The largest event payload accepted, in bytes; SQLite's own limit for a value is 1 GB.
-pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024 * 1024;
-
 /// The most appends one group transaction takes, so that a flood of appends still commits (and
 /// answers) in bounded steps.
 const MAX_GROUP: usize = 512;
@@ -45,17 +42,12 @@ pub(crate) struct PreparedEvent {
     metadata: String,
 }
 
-/// Checks a batch before it is queued; refuses what SQLite would refuse less clearly.
+/// Checks a batch ([`decider_core::check_append`]) and encodes it, before it is queued.
 pub(crate) fn prepare(
     stream: &StreamId,
     events: Vec<EventData>,
 ) -> Result<Vec<PreparedEvent>, StoreError> {
-    if events.is_empty() {
-        return Err(StoreError::InvalidInput(format!(
-            "append to {stream} holds no event"
-        )));
-    }
-    let mut seen = HashSet::with_capacity(events.len());
+    decider_core::check_append(stream, &events)?;
     let mut prepared = Vec::with_capacity(events.len());
     for (index, event) in events.into_iter().enumerate() {
         let refuse = |why: String| {
@@ -64,24 +56,6 @@ pub(crate) fn prepare(
                 event.event_type, event.id
             ))
         };
-        if !seen.insert(event.id) {
-            return Err(refuse("its id appears twice in the batch".to_owned()));
-        }
-        if event.event_type.is_empty() || event.event_type.contains('\0') {
-            return Err(refuse(
-                "the event type is empty or holds a NUL character".to_owned(),
-            ));
-        }
-        if event.payload.len() > MAX_PAYLOAD_BYTES {
-            return Err(refuse(format!(
-                "the payload is {} bytes; the limit is {MAX_PAYLOAD_BYTES}",
-                event.payload.len()
-            )));
-        }
-        if event.content_type == ContentType::Json {
-            serde_json::from_slice::<serde::de::IgnoredAny>(&event.payload)
-                .map_err(|e| refuse(format!("the payload is not JSON: {e}")))?;
-        }
         let metadata = serde_json::to_string(&event.metadata)
             .map_err(|e| refuse(format!("the metadata does not serialise: {e}")))?;
         prepared.push(PreparedEvent {
@@ -551,7 +525,7 @@ mod tests {
         let stream = StreamId::new("s").unwrap();
         let big = EventData {
             content_type: ContentType::Binary,
-            ..EventData::json("Big", vec![0u8; MAX_PAYLOAD_BYTES + 1])
+            ..EventData::json("Big", vec![0u8; decider_core::MAX_PAYLOAD_BYTES + 1])
         };
         assert!(matches!(
             prepare(&stream, vec![big]),

@@ -200,6 +200,7 @@ macro_rules! conformance_tests {
             bad_input::stream_ids_with_unicode_work_end_to_end,
             bad_input::unknown_event_type_fails_to_decode_naming_stream_revision_and_type,
             bad_input::one_megabyte_payloads_round_trip,
+            bad_input::text_no_store_can_hold_is_invalid_input_and_writes_nothing,
         }
     };
 }

@@ -175,8 +175,11 @@ pub enum AccountError {
     /// The account is closed and takes no more commands.
     #[error("the account is closed")]
     Closed,
-    /// A blank owner, or one longer than [`MAX_OWNER_CHARS`].
-    #[error("the owner must be 1 to {MAX_OWNER_CHARS} characters, not blank")]
+    /// A blank owner, one longer than [`MAX_OWNER_CHARS`], or one holding a control character
+    /// (U+0000 among them, which no store can keep as text).
+    #[error(
+        "the owner must be 1 to {MAX_OWNER_CHARS} characters, not blank, without control characters"
+    )]
     InvalidOwner,
     /// Paying out more than the balance and overdraft allow.
     #[error(
@@ -322,7 +325,10 @@ fn open(
     if !matches!(state, AccountState::Unopened) {
         return Err(AccountError::AlreadyOpen);
     }
-    if owner.trim().is_empty() || owner.chars().count() > MAX_OWNER_CHARS {
+    if owner.trim().is_empty()
+        || owner.chars().count() > MAX_OWNER_CHARS
+        || owner.chars().any(char::is_control)
+    {
         return Err(AccountError::InvalidOwner);
     }
     Ok(vec![AccountEvent::Opened {
@@ -539,7 +545,7 @@ mod specs {
     }
 
     #[test]
-    fn refuses_a_blank_or_overlong_owner() {
+    fn refuses_a_blank_overlong_or_control_character_owner() {
         spec(Account)
             .when(AccountCommand::Open {
                 owner: "  ".into(),
@@ -554,6 +560,15 @@ mod specs {
                 overdraft_limit: None,
             })
             .then_error(AccountError::InvalidOwner);
+        for owner in ["Ada\0", "Ada\nLovelace", "\u{1b}[31mAda"] {
+            spec(Account)
+                .when(AccountCommand::Open {
+                    owner: owner.into(),
+                    currency: eur(),
+                    overdraft_limit: None,
+                })
+                .then_error(AccountError::InvalidOwner);
+        }
     }
 
     #[test]

@@ -78,6 +78,10 @@ pub enum BankError {
         /// How long.
         waited: Duration,
     },
+    /// The store refused to hold what the request carried (text it cannot keep, such as
+    /// U+0000); nothing was written.
+    #[error("the store cannot hold this input: {0}")]
+    InvalidInput(String),
     /// Anything else: a bug or a broken store.
     #[error("internal error: {0}")]
     Internal(String),
@@ -88,6 +92,7 @@ impl From<StoreError> for BankError {
         match error {
             error if error.is_wrong_expected_version() => Self::Conflict(error),
             error if error.is_retryable() => Self::Unavailable(error.to_string()),
+            StoreError::InvalidInput(message) => Self::InvalidInput(message),
             other => Self::Internal(other.to_string()),
         }
     }

@@ -291,6 +291,7 @@ impl From<BankError> for ApiError {
             BankError::Conflict(_) => (S::CONFLICT, "concurrency_conflict"),
             BankError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "store_unavailable"),
             BankError::ReadModelBehind { .. } => (S::GATEWAY_TIMEOUT, "read_model_timeout"),
+            BankError::InvalidInput(_) => (S::BAD_REQUEST, "invalid_input"),
             BankError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
         };
         Self::new(status, code, message)

@@ -107,6 +107,23 @@ async fn bad_input<S: EventStore + Clone, R: ReadModels>(running: Running<S, R>)
             "invalid_owner",
         ),
         (
+            // PostgreSQL cannot hold U+0000 as text; no store is asked to.
+            "owner holding U+0000",
+            "/accounts".into(),
+            json!({ "owner": "Ada\u{0}", "currency": "EUR" }),
+            None,
+            400,
+            "invalid_owner",
+        ),
+        (
+            "owner holding a line break",
+            "/accounts".into(),
+            json!({ "owner": "Ada\nLovelace", "currency": "EUR" }),
+            None,
+            400,
+            "invalid_owner",
+        ),
+        (
             "negative overdraft",
             "/accounts".into(),
             json!({ "owner": "Eve", "currency": "EUR", "overdraft_limit": -1 }),

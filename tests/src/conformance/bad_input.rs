@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::support::{
-    Follower, append, assert_recorded_as, assert_stream_holds, assert_wrong_expected_version,
-    categories, event, ids, read_all, read_category, read_forward, read_stream, recorded_ids,
-    stream_id, try_append, unique_category, unique_event_type,
+    Follower, append, assert_invalid_input, assert_recorded_as, assert_stream_holds,
+    assert_wrong_expected_version, categories, event, ids, read_all, read_category, read_forward,
+    read_stream, recorded_ids, stream_id, try_append, unique_category, unique_event_type,
 };
 
 /// Appends three events to `stream` (2 + 1), and checks that `read_stream` in both directions,
@@ -370,4 +370,73 @@ pub async fn one_megabyte_payloads_round_trip<S: EventStore + Clone>(store: S) {
     for (recorded, expected) in caught_up.iter().zip(&written) {
         assert_recorded_as(recorded, expected);
     }
+}
+
+/// Text no store can keep as text — U+0000 in the event type, in a JSON payload's string or
+/// key, in the idempotency key or a header, or a lone surrogate in a JSON string — is
+/// `InvalidInput` on every store, and an append holding one such event among good ones writes
+/// nothing. What only looks like it (the six characters `\u0000`, NUL bytes in a binary
+/// payload, escaped emoji) is kept verbatim.
+pub async fn text_no_store_can_hold_is_invalid_input_and_writes_nothing<S: EventStore + Clone>(
+    store: S,
+) {
+    let good = || event("Good", 1);
+    let nul_header = Metadata::default().with_header("user", "a\0da");
+    let nul_key = Metadata::default().with_idempotency_key("key-\0");
+    let bad = [
+        (
+            "a NUL in the event type",
+            EventData::json("Bad\0Type", "{}"),
+        ),
+        (
+            "a NUL in a string",
+            EventData::json("Bad", r#"{"owner":"Ada\u0000"}"#),
+        ),
+        (
+            "a NUL in a key",
+            EventData::json("Bad", r#"{"a":{"own\u0000er":1}}"#),
+        ),
+        (
+            "a lone surrogate",
+            EventData::json("Bad", r#"{"owner":"\ud800"}"#),
+        ),
+        (
+            "a NUL in a header",
+            EventData::json("Bad", "{}").with_metadata(nul_header),
+        ),
+        (
+            "a NUL in the idempotency key",
+            EventData::json("Bad", "{}").with_metadata(nul_key),
+        ),
+    ];
+    let head = store
+        .head_position()
+        .await
+        .expect("the head position reads");
+    for (what, event) in bad {
+        let stream = stream_id(format!("{}-1", unique_category()));
+        let result = try_append(&store, &stream, ExpectedVersion::Any, &[good(), event]).await;
+        assert_invalid_input(result, &format!("an append with {what}"));
+        assert_stream_holds(&store, &stream, &[]).await;
+    }
+    assert_eq!(
+        store
+            .head_position()
+            .await
+            .expect("the head position reads"),
+        head,
+        "a refused append moved the head of the log"
+    );
+
+    let stream = stream_id(format!("{}-1", unique_category()));
+    let look_alikes = vec![
+        EventData::json("Text", r#"{"owner":"\\u0000 is six characters"}"#),
+        EventData::json("Emoji", r#"{"owner":"\ud83d\ude00"}"#),
+        EventData {
+            content_type: ContentType::Binary,
+            ..EventData::json("Bytes", Bytes::from_static(b"\0\0\0"))
+        },
+    ];
+    append(&store, &stream, ExpectedVersion::NoStream, &look_alikes).await;
+    assert_stream_holds(&store, &stream, &look_alikes).await;
 }
