@@ -12,7 +12,6 @@
 //! Only when the write lock is held by another process past the busy timeout do they all fail
 //! at once, with `Unavailable`: alone, each would wait as long again.
 
-use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, mpsc};
 use std::time::SystemTime;
