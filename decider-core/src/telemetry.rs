@@ -38,7 +38,8 @@ pub(crate) const PROJECTION_EVENTS: &str = "decider_projection_events_total";
 pub(crate) const PROJECTION_BATCH_DURATION: &str = "decider_projection_batch_duration_seconds";
 /// Events of the log a projection has yet to handle, by `projection`.
 pub(crate) const PROJECTION_LAG_EVENTS: &str = "decider_projection_lag_events";
-/// Age of the last event a projection handled when it handled it; `0` once caught up.
+/// Age of the last event of a projection's latest batch when the batch was checkpointed, by
+/// `projection`; `0` when a measurement finds nothing left to handle.
 pub(crate) const PROJECTION_LAG_SECONDS: &str = "decider_projection_lag_seconds";
 /// Events a projection dead-lettered, by `projection`.
 pub(crate) const PROJECTION_DEAD_LETTERS: &str = "decider_projection_dead_letters_total";
