@@ -5,9 +5,11 @@
 //! the API's own server: no listener of the exporter's.
 //!
 //! ```no_run
-//! # async fn example(bank: std::sync::Arc<banking::bank::Bank<decider_store_memory::MemoryStore, banking::read_model::MemoryReadModels>>) -> Result<(), Box<dyn std::error::Error>> {
-//! let handle = banking::metrics::install()?;
-//! let router = banking::http::router(bank).merge(banking::metrics::routes(handle));
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let handle = banking::metrics::install()?; // before the bank, so its start is counted
+//! let running = banking::bank::in_memory();
+//! let router = banking::http::router(running.bank().clone())
+//!     .merge(banking::metrics::routes(handle));
 //! # let _ = router;
 //! # Ok(())
 //! # }
