@@ -83,6 +83,7 @@
 //! | [`Metadata`] | correlation, causation, idempotency key, headers | `metadata.rs` |
 //! | [`EventStore`], [`AppendResult`], [`StreamFrom`], [`Direction`], [`EventFilter`], [`EventStream`], [`Subscription`], [`SubscriptionMessage`], [`StoreError`], [`ErrorSource`] | the store contract | `store.rs` |
 //! | [`check_append`], [`MAX_PAYLOAD_BYTES`] | for store adapters: what every store refuses before it writes | `append_check.rs` |
+//! | [`measured_append`] | for store adapters: the append metrics; every metric's name (`decider_*`) and recording | `telemetry.rs` |
 //! | [`SubscriptionRetry`] | for store adapters: how a live subscription rides out a failed query | `subscription_retry.rs` |
 //! | [`Codec`], [`JsonCodec`], [`EncodedEvent`], [`CodecError`] | domain events to bytes and back | `codec.rs` |
 //! | [`CommandHandler`], [`CommandOutcome`], [`CommandError`], [`RetryPolicy`] | running commands | `handler/` (the retry loop in `handler/attempt.rs`) |
@@ -122,6 +123,7 @@ mod snapshot;
 mod store;
 mod stream;
 mod subscription_retry;
+mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod view;
@@ -148,4 +150,5 @@ pub use stream::{
     MAX_STREAM_KEY_BYTES, StreamId, StreamKey,
 };
 pub use subscription_retry::SubscriptionRetry;
+pub use telemetry::measured_append;
 pub use view::{Recorded, View, fold_view};

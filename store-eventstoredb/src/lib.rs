@@ -527,14 +527,10 @@ where
     )
 }
 
-impl EventStore for EventStoreDbStore {
-    /// The server checks event ids only for a retry at the original expected version (see ADR
-    /// 7): a repeat appended at the stream's current revision is written again.
-    fn checks_reused_ids(&self) -> bool {
-        false
-    }
-
-    async fn append(
+impl EventStoreDbStore {
+    /// [`EventStore::append`] without its metrics, which [`decider_core::measured_append`]
+    /// records around it.
+    async fn append_unmeasured(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
@@ -604,6 +600,28 @@ impl EventStore for EventStoreDbStore {
             position,
             repeated,
         })
+    }
+}
+
+impl EventStore for EventStoreDbStore {
+    /// The server checks event ids only for a retry at the original expected version (see ADR
+    /// 7): a repeat appended at the stream's current revision is written again.
+    fn checks_reused_ids(&self) -> bool {
+        false
+    }
+
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult, StoreError> {
+        decider_core::measured_append(
+            "eventstoredb",
+            events.len(),
+            self.append_unmeasured(stream, expected, events),
+        )
+        .await
     }
 
     fn read_stream(

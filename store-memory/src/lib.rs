@@ -140,8 +140,10 @@ impl MemoryStore {
     }
 }
 
-impl EventStore for MemoryStore {
-    async fn append(
+impl MemoryStore {
+    /// [`EventStore::append`] without its metrics, which [`decider_core::measured_append`]
+    /// records around it.
+    async fn append_unmeasured(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
@@ -165,6 +167,22 @@ impl EventStore for MemoryStore {
             )),
             _ => Ok(result),
         }
+    }
+}
+
+impl EventStore for MemoryStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult, StoreError> {
+        decider_core::measured_append(
+            "memory",
+            events.len(),
+            self.append_unmeasured(stream, expected, events),
+        )
+        .await
     }
 
     fn read_stream(

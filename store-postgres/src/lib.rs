@@ -418,8 +418,10 @@ fn expected_kind(expected: ExpectedVersion) -> (i16, Option<i64>) {
     }
 }
 
-impl EventStore for PostgresStore {
-    async fn append(
+impl PostgresStore {
+    /// [`EventStore::append`] without its metrics, which [`decider_core::measured_append`]
+    /// records around it.
+    async fn append_unmeasured(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
@@ -540,6 +542,22 @@ impl EventStore for PostgresStore {
                 "append returned the unknown outcome {other:?}"
             ))),
         }
+    }
+}
+
+impl EventStore for PostgresStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult, StoreError> {
+        decider_core::measured_append(
+            "postgres",
+            events.len(),
+            self.append_unmeasured(stream, expected, events),
+        )
+        .await
     }
 
     fn read_stream(

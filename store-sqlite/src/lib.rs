@@ -225,8 +225,10 @@ fn path_of_url(url: &str) -> Result<PathBuf, OpenError> {
     Ok(PathBuf::from(path))
 }
 
-impl EventStore for SqliteStore {
-    async fn append(
+impl SqliteStore {
+    /// [`EventStore::append`] without its metrics, which [`decider_core::measured_append`]
+    /// records around it.
+    async fn append_unmeasured(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
@@ -237,6 +239,22 @@ impl EventStore for SqliteStore {
             .writer
             .append(stream.clone(), expected, events)
             .await
+    }
+}
+
+impl EventStore for SqliteStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult, StoreError> {
+        decider_core::measured_append(
+            "sqlite",
+            events.len(),
+            self.append_unmeasured(stream, expected, events),
+        )
+        .await
     }
 
     fn read_stream(

@@ -140,6 +140,7 @@ where
                 {
                     let delay = self.retry.unavailable_backoff(retry);
                     tracing::info!(retry, ?delay, %error, "store unavailable; retrying the keyed command");
+                    crate::telemetry::command_retry(&self.name, "unavailable");
                     tokio::time::sleep(delay).await;
                     retry += 1;
                 }
@@ -290,12 +291,14 @@ where
                 }))
             }
             Err(conflict @ StoreError::WrongExpectedVersion { actual, .. }) => {
+                crate::telemetry::command_conflict(&self.name);
                 if *conflicts >= self.retry.max_retries {
                     tracing::info!(retries = *conflicts, %conflict, "giving up after conflicts");
                     return Err(conflict.into());
                 }
                 let delay = self.retry.backoff(*conflicts);
                 tracing::debug!(retry = *conflicts, ?delay, %conflict, "conflict; reading on");
+                crate::telemetry::command_retry(&self.name, "conflict");
                 tokio::time::sleep(delay).await;
                 *conflicts += 1;
                 if actual < basis.last_revision {

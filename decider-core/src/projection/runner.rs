@@ -489,7 +489,9 @@ where
             }
         }
         if let Some(last) = checkpoint {
-            self.status.batch_done(batch.len(), last, started.elapsed());
+            let last_recorded_at = batch.last().map(|event| event.recorded_at);
+            self.status
+                .batch_done(batch.len(), last, started.elapsed(), last_recorded_at);
         }
         Ok(checkpoint)
     }
@@ -525,7 +527,10 @@ where
                     )
                     .await
                 {
-                    Ok(()) => Ok(event.position),
+                    Ok(()) => {
+                        crate::telemetry::projection_dead_letter(self.name());
+                        Ok(event.position)
+                    }
                     Err(Refusal::Halt(halt)) => Err(halt),
                     Err(Refusal::Poison { reason, .. }) => {
                         Err(self.fatal(format!("cannot dead-letter an event: {reason}")))

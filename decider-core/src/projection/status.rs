@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::Position;
+use crate::telemetry;
 
 /// What a runner is doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +99,7 @@ struct Tracker {
 
 impl StatusHandle {
     pub(crate) fn new(projection: &str) -> Self {
+        telemetry::projection_state(projection, &RunnerState::Idle);
         Self(Arc::new(Mutex::new(Tracker {
             status: ProjectionStatus::new(projection),
             last_batch_end: None,
@@ -116,16 +118,35 @@ impl StatusHandle {
     }
 
     pub(crate) fn update(&self, change: impl FnOnce(&mut ProjectionStatus)) {
-        change(&mut self.lock().status);
+        let mut tracker = self.lock();
+        let before = std::mem::discriminant(&tracker.status.state);
+        change(&mut tracker.status);
+        let status = &tracker.status;
+        if std::mem::discriminant(&status.state) != before {
+            telemetry::projection_state(&status.projection, &status.state);
+        }
     }
 
     pub(crate) fn set_state(&self, state: RunnerState) {
         self.update(|status| status.state = state);
     }
 
-    /// Records a checkpointed batch of `events` that took `latency`.
-    pub(crate) fn batch_done(&self, events: usize, checkpoint: Position, latency: Duration) {
+    /// Records a checkpointed batch of `events` that took `latency`, the last of them recorded
+    /// at `last_recorded_at`.
+    pub(crate) fn batch_done(
+        &self,
+        events: usize,
+        checkpoint: Position,
+        latency: Duration,
+        last_recorded_at: Option<SystemTime>,
+    ) {
         let mut tracker = self.lock();
+        telemetry::projection_batch(
+            &tracker.status.projection,
+            events,
+            latency,
+            last_recorded_at,
+        );
         let now = Instant::now();
         if let Some(previous) = tracker.last_batch_end {
             let seconds = now.duration_since(previous).as_secs_f64().max(1e-6);
@@ -154,6 +175,7 @@ impl StatusHandle {
         self.update(|status| {
             status.lag = Some(0);
             status.measured_at = Some(SystemTime::now());
+            telemetry::projection_lag(&status.projection, 0);
         });
     }
 
@@ -162,6 +184,7 @@ impl StatusHandle {
         self.update(|status| {
             status.head = head;
             status.lag = Some(lag);
+            telemetry::projection_lag(&status.projection, lag);
             status.measured_at = Some(SystemTime::now());
         });
     }

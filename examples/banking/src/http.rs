@@ -11,6 +11,7 @@
 //! | `GET /accounts/{id}/ledger` | every movement with its running balance |
 //! | `GET /transfers/{id}` | where the transfer is: `status` (`requested`, `debited`, `credited`, `refunding`, `completed`, `failed`) and, once an account refused a step, its `reason` and stable `reason_code` |
 //! | `GET /health` | `ok` (200), `degraded` (503: the store is away or a projection recovers) or `failed` (503: a projection stopped); the store and each projection's state, checkpoint and lag |
+//! | `GET /metrics` | Prometheus text: commands, appends, projections (added by `banking serve`: [`crate::metrics`]) |
 //!
 //! Every POST takes an `Idempotency-Key` header: a request sent again with the same key gets the
 //! first outcome (`"replayed": true`) and changes nothing. Keys are the client's to make unique

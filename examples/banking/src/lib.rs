@@ -5,6 +5,7 @@
 //!   when the destination refuses.
 //! - [`read_model`]: balances and ledgers, kept by a projection runner.
 //! - [`bank`]: the application that wires them to a store; [`http`] and [`demo`] use it.
+//! - [`metrics`]: `GET /metrics`, the process's metrics in Prometheus' text format.
 //!
 //! `cargo run -p banking -- demo` runs a scripted day at the bank on the in-memory store;
 //! `cargo run -p banking -- serve` serves the HTTP API (see the README).
@@ -16,6 +17,7 @@ pub mod account;
 pub mod bank;
 pub mod demo;
 pub mod http;
+pub mod metrics;
 pub mod money;
 pub mod process;
 pub mod read_model;

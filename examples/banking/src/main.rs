@@ -78,6 +78,10 @@ async fn start(cli: Cli) -> Result<(), Box<dyn Error>> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
         )
         .init();
+    if matches!(cli.command, Command::Serve { .. }) {
+        // Before the bank starts, so that its projections' catching up is counted too.
+        banking::metrics::install()?;
+    }
     match cli.store() {
         StoreUrl::Memory => {
             if matches!(cli.command, Command::Serve { .. }) {
@@ -112,7 +116,11 @@ async fn run<S: EventStore + Clone, R: ReadModels>(
                 shutdown_signal().await;
                 tracing::info!("shutting down: finishing the requests and batches in hand");
             };
-            http::serve(listener, http::router(running.bank().clone()), shutdown).await?;
+            let metrics = banking::metrics::install()?;
+            tokio::spawn(banking::metrics::upkeep(metrics.clone()));
+            let router =
+                http::router(running.bank().clone()).merge(banking::metrics::routes(metrics));
+            http::serve(listener, router, shutdown).await?;
         }
         Command::Demo => {
             demo::run(running.bank(), &mut std::io::stdout().lock()).await?;

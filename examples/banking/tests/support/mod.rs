@@ -133,10 +133,15 @@ pub type Answer = (u16, Value);
 
 impl Server {
     pub async fn start<S: EventStore + Clone, R: ReadModels>(bank: &Arc<Bank<S, R>>) -> Self {
+        Self::start_router(http::router(bank.clone())).await
+    }
+
+    /// Serves `router` (the API's, perhaps with more routes) in a task of this test.
+    pub async fn start_router(router: axum::Router) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(http::serve(listener, http::router(bank.clone()), async {
+        let task = tokio::spawn(http::serve(listener, router, async {
             stopped.await.ok();
         }));
         Self {
