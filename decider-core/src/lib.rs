@@ -80,7 +80,8 @@
 //! | [`StreamId`], [`InvalidStreamId`], [`MAX_STREAM_ID_BYTES`], [`Category`], [`StreamKey`], [`MAX_CATEGORY_BYTES`], [`MAX_STREAM_KEY_BYTES`], [`ExpectedVersion`] | naming streams, and what an append expects of one | `stream.rs` |
 //! | [`Position`], [`InvalidPosition`] | places in the global log | `position.rs` |
 //! | [`EventData`], [`RecordedEvent`], [`ContentType`] | events on their way in and out | `event.rs` |
-//! | [`Metadata`] | correlation, causation, idempotency key, headers | `metadata.rs` |
+//! | [`Metadata`] | correlation, causation, idempotency key, trace context, headers | `metadata.rs` |
+//! | [`TraceParent`], [`TraceId`], [`SpanId`], [`InvalidTraceParent`] | the W3C trace context in metadata | `trace.rs` |
 //! | [`EventStore`], [`AppendResult`], [`StreamFrom`], [`Direction`], [`EventFilter`], [`EventStream`], [`Subscription`], [`SubscriptionMessage`], [`StoreError`], [`ErrorSource`] | the store contract | `store.rs` |
 //! | [`SubscriptionRetry`] | for store adapters: how a live subscription rides out a failed query | `subscription_retry.rs` |
 //! | [`Codec`], [`JsonCodec`], [`EncodedEvent`], [`CodecError`] | domain events to bytes and back | `codec.rs` |
@@ -122,6 +123,7 @@ mod stream;
 mod subscription_retry;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod trace;
 mod view;
 
 pub use cache::StateCache;
@@ -136,6 +138,7 @@ pub use metadata::Metadata;
 pub use position::{InvalidPosition, Position};
 pub use saga::{Process, ProcessStep, Refused, Saga};
 pub use snapshot::{Snapshot, SnapshotPolicy, SnapshotStore};
+pub use trace::{InvalidTraceParent, SpanId, TraceId, TraceParent};
 pub use store::{
     AppendResult, Direction, ErrorSource, EventFilter, EventStore, EventStream, StoreError,
     StreamFrom, Subscription, SubscriptionMessage,

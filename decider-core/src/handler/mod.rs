@@ -22,6 +22,7 @@ use crate::metadata::Metadata;
 use crate::snapshot::{SnapshotPolicy, SnapshotStore, Snapshots};
 use crate::store::EventStore;
 use crate::stream::StreamId;
+use crate::trace::SpanId;
 
 pub use outcome::{CommandError, CommandOutcome};
 pub use retry::RetryPolicy;
@@ -261,8 +262,12 @@ where
     }
 
     /// Handles `command` on `stream`; `metadata` (correlation and causation ids, idempotency key,
-    /// headers) is copied onto every event the command produces. Without a correlation id, one is
-    /// drawn for the command.
+    /// trace context, headers) is copied onto every event the command produces. Without a
+    /// correlation id, one is drawn for the command.
+    ///
+    /// The command runs in a `command` span. With a [trace context](crate::TraceParent), the span
+    /// draws a new span id and records `trace_id`, `span_id` and `parent_id` (the metadata's
+    /// parent); the events carry the same trace with the command's span as parent.
     pub async fn handle_with(
         &self,
         stream: &StreamId,
@@ -272,11 +277,20 @@ where
         let correlation_id = *metadata
             .correlation_id
             .get_or_insert_with(|| self.ids.new_id());
+        // A traced command is a span of its trace: its events name that span as their parent.
+        let traced = metadata.trace_parent.map(|parent| {
+            let span_id = SpanId::random();
+            metadata.trace_parent = Some(parent.with_parent_id(span_id));
+            (parent, span_id)
+        });
         let span = tracing::info_span!(
             "command",
             stream = %stream,
             correlation_id = %correlation_id,
             idempotency_key = metadata.idempotency_key.as_deref(),
+            trace_id = traced.map(|(parent, _)| display(parent.trace_id)),
+            span_id = traced.map(|(_, span_id)| display(span_id)),
+            parent_id = traced.map(|(parent, _)| display(parent.parent_id)),
         );
         self.run_retrying_unavailable(stream, &command, &metadata)
             .instrument(span)

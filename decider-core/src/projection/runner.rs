@@ -16,6 +16,7 @@ use crate::projection::lease::{Lease, LeaseGuard, Unleased};
 use crate::projection::sink::{Sink, SinkError};
 use crate::projection::status::{ProjectionStatus, RunnerState, StatusHandle, lag};
 use crate::projection::{PoisonPolicy, Projection, RunnerOptions};
+use crate::trace::{Reaction, reaction_span};
 use crate::store::{Direction, EventStore, StoreError, StreamFrom, SubscriptionMessage};
 use crate::{Position, RecordedEvent, StreamId};
 
@@ -466,6 +467,7 @@ where
                 .await;
             match applied {
                 Ok(()) => {
+                    trace_applied(&span, window);
                     checkpoint = window.last().map(|e| e.position).or(checkpoint);
                     start = end;
                     end = batch.len();
@@ -757,6 +759,23 @@ impl Faults {
 enum Refusal {
     Poison { index: usize, reason: String },
     Halt(Halt),
+}
+
+/// Marks each traced event of `applied` with a `projection_event` span in its own trace, inside
+/// `batch`: the sink handles a batch at once, so the span says when it was applied, not how
+/// long it took. Costs nothing per event when the span is disabled, and nothing for events
+/// without a trace context.
+fn trace_applied(batch: &tracing::Span, applied: &[RecordedEvent]) {
+    for event in applied {
+        let reaction = Reaction::to(event);
+        if reaction.is_none() {
+            continue;
+        }
+        let span = reaction_span!(parent: batch, "projection_event", event, reaction);
+        if span.is_disabled() {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]
