@@ -138,7 +138,6 @@ pub use metadata::Metadata;
 pub use position::{InvalidPosition, Position};
 pub use saga::{Process, ProcessStep, Refused, Saga};
 pub use snapshot::{Snapshot, SnapshotPolicy, SnapshotStore};
-pub use trace::{InvalidTraceParent, SpanId, TraceId, TraceParent};
 pub use store::{
     AppendResult, Direction, ErrorSource, EventFilter, EventStore, EventStream, StoreError,
     StreamFrom, Subscription, SubscriptionMessage,
@@ -148,4 +147,5 @@ pub use stream::{
     MAX_STREAM_KEY_BYTES, StreamId, StreamKey,
 };
 pub use subscription_retry::SubscriptionRetry;
+pub use trace::{InvalidTraceParent, SpanId, TraceId, TraceParent};
 pub use view::{Recorded, View, fold_view};

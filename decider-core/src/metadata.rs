@@ -81,7 +81,7 @@ pub struct Metadata {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub trace_state: Option<String>,
+    pub trace_state: Option<Box<str>>,
     /// User-defined headers (tenant, user, source, …).
     #[serde(flatten)]
     pub headers: BTreeMap<String, String>,
@@ -232,7 +232,9 @@ mod tests {
 
     #[test]
     fn metadata_without_or_with_a_broken_trace_still_decodes() {
-        let old: Metadata = serde_json::from_str(r#"{"$correlationId":"00000000-0000-0000-0000-000000000001"}"#).unwrap();
+        let old: Metadata =
+            serde_json::from_str(r#"{"$correlationId":"00000000-0000-0000-0000-000000000001"}"#)
+                .unwrap();
         assert_eq!(old.trace_parent, None);
         let broken: Metadata =
             serde_json::from_str(r#"{"$traceparent":"00-zz","tenant":"acme"}"#).unwrap();

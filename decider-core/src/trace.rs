@@ -4,7 +4,7 @@
 //! [`Metadata`]: crate::Metadata
 
 use std::fmt;
-use std::num::{NonZeroU64, NonZeroU128};
+use std::num::NonZeroU64;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -14,35 +14,37 @@ use crate::event::RecordedEvent;
 /// The 16-byte id shared by every span of one trace; never all zeros.
 ///
 /// Displayed as 32 lowercase hex digits, as in a `traceparent` header.
+// Bytes rather than a `NonZeroU128`: a `u128` is 16-aligned, which would pad every
+// `Metadata`, and so every event, by more than the id itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TraceId(NonZeroU128);
+pub struct TraceId([u8; 16]);
 
 impl TraceId {
     /// The id of these 16 bytes read big-endian; `None` for zero, which W3C reserves as invalid.
     pub fn new(id: u128) -> Option<Self> {
-        NonZeroU128::new(id).map(Self)
+        (id != 0).then(|| Self(id.to_be_bytes()))
     }
 
     /// A random id: a new trace.
     pub fn random() -> Self {
         // One more than a draw below the maximum: never zero, so valid by construction.
-        Self(NonZeroU128::MIN.saturating_add(fastrand::u128(..u128::MAX)))
+        Self((fastrand::u128(..u128::MAX) + 1).to_be_bytes())
     }
 
     /// The id as a number (its 16 bytes big-endian).
     pub fn get(self) -> u128 {
-        self.0.get()
+        u128::from_be_bytes(self.0)
     }
 
     /// The id's 16 bytes, as OpenTelemetry takes them.
     pub fn to_bytes(self) -> [u8; 16] {
-        self.0.get().to_be_bytes()
+        self.0
     }
 }
 
 impl fmt::Display for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        write!(f, "{:032x}", self.get())
     }
 }
 
@@ -61,6 +63,7 @@ impl SpanId {
     /// A random id: a new span. Drawn from a fast thread-local generator, not the operating
     /// system's: span ids need to be unique, not unguessable, and every traced command draws one.
     pub fn random() -> Self {
+        // One more than a draw below the maximum: never zero.
         Self(NonZeroU64::MIN.saturating_add(fastrand::u64(..u64::MAX)))
     }
 
@@ -192,7 +195,7 @@ impl FromStr for TraceParent {
         if version != VERSION {
             return Err(InvalidTraceParent::Version(version.to_owned()));
         }
-        let trace_id = hex(trace_id).and_then(|n| u128::try_from(n).ok());
+        let trace_id = hex(trace_id);
         let trace_id = TraceId::new(trace_id.ok_or(InvalidTraceParent::Format)?)
             .ok_or(InvalidTraceParent::ZeroTraceId)?;
         let parent_id = hex(parent_id).and_then(|n| u64::try_from(n).ok());
@@ -296,7 +299,10 @@ mod tests {
     #[test]
     fn the_w3c_example_parses_into_its_fields() {
         let parent: TraceParent = EXAMPLE.parse().unwrap();
-        assert_eq!(parent.trace_id.get(), 0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736);
+        assert_eq!(
+            parent.trace_id.get(),
+            0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736
+        );
         assert_eq!(parent.parent_id.get(), 0x00f0_67aa_0ba9_02b7);
         assert_eq!(parent.flags, 1);
         assert_eq!(parent.trace_id.to_bytes()[0], 0x4b);
@@ -315,10 +321,7 @@ mod tests {
             refused(&EXAMPLE.replacen("00", "ff", 1)),
             InvalidTraceParent::Version("ff".into())
         );
-        assert_eq!(
-            refused(&EXAMPLE.to_uppercase()),
-            InvalidTraceParent::Format
-        );
+        assert_eq!(refused(&EXAMPLE.to_uppercase()), InvalidTraceParent::Format);
         assert_eq!(
             refused(&EXAMPLE.replace('-', "_")),
             InvalidTraceParent::Format
@@ -355,8 +358,14 @@ mod tests {
         let parent: TraceParent = EXAMPLE.parse().unwrap();
         let span = SpanId::new(7).unwrap();
         let child = parent.with_parent_id(span);
-        assert_eq!((child.trace_id, child.parent_id, child.flags), (parent.trace_id, span, 1));
-        assert_eq!(child.to_string(), "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000007-01");
+        assert_eq!(
+            (child.trace_id, child.parent_id, child.flags),
+            (parent.trace_id, span, 1)
+        );
+        assert_eq!(
+            child.to_string(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000007-01"
+        );
     }
 
     #[test]

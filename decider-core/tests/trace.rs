@@ -3,6 +3,7 @@
 //!
 //! Spans are captured by a small `tracing` layer; each test runs on one thread, so the
 //! subscriber set for it sees the runner's tasks too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -210,13 +211,22 @@ async fn a_traced_command_writes_its_trace_with_its_own_span_as_parent() {
     let trace = trace_of(&placed);
     assert_eq!(trace.trace_id, caller.trace_id);
     assert_eq!(trace.flags, caller.flags);
-    assert_ne!(trace.parent_id, caller.parent_id, "the command is a span of its own");
+    assert_ne!(
+        trace.parent_id, caller.parent_id,
+        "the command is a span of its own"
+    );
     let [command] = &spans.named("command")[..] else {
         panic!("one command span: {:?}", spans.named("command"));
     };
-    assert_eq!(command.field("trace_id"), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+    assert_eq!(
+        command.field("trace_id"),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
     assert_eq!(command.field("parent_id"), Some("00f067aa0ba902b7"));
-    assert_eq!(command.field("span_id"), Some(&*trace.parent_id.to_string()));
+    assert_eq!(
+        command.field("span_id"),
+        Some(&*trace.parent_id.to_string())
+    );
 }
 
 #[tokio::test]
@@ -229,7 +239,10 @@ async fn an_untraced_command_writes_no_trace_and_its_span_has_no_trace_fields() 
         .await
         .unwrap();
 
-    assert_eq!(events(&store, &order()).await[0].metadata.trace_parent, None);
+    assert_eq!(
+        events(&store, &order()).await[0].metadata.trace_parent,
+        None
+    );
     let command = &spans.named("command")[0];
     assert_eq!(command.field("trace_id"), None);
     assert!(command.field("correlation_id").is_some());
@@ -268,10 +281,16 @@ async fn a_saga_reacting_to_a_traced_event_continues_its_trace() {
     // The saga's command is a child of the saga's span, and the stock event of that command.
     let command = &spans.named("command")[1];
     assert_eq!(command.field("parent_id"), saga.field("span_id"));
-    assert_eq!(command.field("span_id"), Some(&*reserve.parent_id.to_string()));
+    assert_eq!(
+        command.field("span_id"),
+        Some(&*reserve.parent_id.to_string())
+    );
     // The runner marks the applied event in its trace too.
     let [applied] = &spans.named("projection_event")[..] else {
-        panic!("one projection event: {:?}", spans.named("projection_event"));
+        panic!(
+            "one projection event: {:?}",
+            spans.named("projection_event")
+        );
     };
     assert_eq!(applied.field("trace_id"), saga.field("trace_id"));
     assert_eq!(applied.field("parent_id"), saga.field("parent_id"));
@@ -308,7 +327,10 @@ async fn a_process_reacting_to_a_traced_event_keeps_its_steps_and_records_in_the
         panic!("one process span: {:?}", spans.named("process_event"));
     };
     assert_eq!(driver.field("trace_id"), Some(&*cause.trace_id.to_string()));
-    assert_eq!(driver.field("parent_id"), Some(&*cause.parent_id.to_string()));
+    assert_eq!(
+        driver.field("parent_id"),
+        Some(&*cause.parent_id.to_string())
+    );
     // Both commands of the process (the step and its record) are its children.
     let commands = spans.named("command");
     assert_eq!(commands.len(), 3, "place, reserve, record: {commands:?}");

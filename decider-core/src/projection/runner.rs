@@ -16,8 +16,8 @@ use crate::projection::lease::{Lease, LeaseGuard, Unleased};
 use crate::projection::sink::{Sink, SinkError};
 use crate::projection::status::{ProjectionStatus, RunnerState, StatusHandle, lag};
 use crate::projection::{PoisonPolicy, Projection, RunnerOptions};
-use crate::trace::{Reaction, reaction_span};
 use crate::store::{Direction, EventStore, StoreError, StreamFrom, SubscriptionMessage};
+use crate::trace::{Reaction, reaction_span};
 use crate::{Position, RecordedEvent, StreamId};
 
 /// Why a projection stopped.
@@ -99,6 +99,10 @@ impl From<ProjectionError> for Halt {
     }
 }
 
+#[allow(
+    clippy::large_enum_variant,
+    reason = "nearly every message is an event; boxing it would cost an allocation per event"
+)]
 enum Message {
     Event(RecordedEvent),
     CaughtUp,

@@ -119,8 +119,8 @@ where
             })?;
         for (n, command) in self.saga.react(&event).into_iter().enumerate() {
             let stream = (self.route)(&command);
-            let mut metadata = Metadata::caused_by(recorded)
-                .with_idempotency_key(format!("{}/{n}", recorded.id));
+            let mut metadata =
+                Metadata::caused_by(recorded).with_idempotency_key(format!("{}/{n}", recorded.id));
             metadata.trace_parent = reaction.map(|reaction| reaction.child());
             match self.commands.handle_with(&stream, command, metadata).await {
                 Ok(_) => {}
