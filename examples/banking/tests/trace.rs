@@ -4,17 +4,49 @@
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use decider_core::{EventFilter, EventStore, Position, TraceParent};
 use futures::TryStreamExt;
 use serde_json::json;
 use support::Server;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+/// The spans opened while it is the thread's subscriber: name and fields, in order. The test
+/// runtime has one thread, so the server's and the runners' tasks report here too.
+#[derive(Clone, Default)]
+struct Spans(Arc<Mutex<Vec<(&'static str, BTreeMap<&'static str, String>)>>>);
+
+struct Fields<'a>(&'a mut BTreeMap<&'static str, String>);
+
+impl Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0.insert(field.name(), format!("{value:?}"));
+    }
+}
+
+impl<S: tracing::Subscriber> Layer<S> for Spans {
+    fn on_new_span(&self, attrs: &Attributes<'_>, _: &Id, _: Context<'_, S>) {
+        let mut fields = BTreeMap::new();
+        attrs.record(&mut Fields(&mut fields));
+        self.0
+            .lock()
+            .unwrap()
+            .push((attrs.metadata().name(), fields));
+    }
+}
 
 const CALLER: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
 #[tokio::test]
 async fn a_transfer_sent_with_a_traceparent_writes_every_event_in_that_trace() {
+    let spans = Spans::default();
+    let _capture =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
     let (running, _file) = support::sqlite_bank().await;
     let bank = running.bank().clone();
     let server = Server::start(&bank).await;
@@ -89,6 +121,46 @@ async fn a_transfer_sent_with_a_traceparent_writes_every_event_in_that_trace() {
             .iter()
             .all(|e| e.metadata.trace_parent.unwrap().parent_id != caller.parent_id)
     );
+
+    // The spans of the trace: the request, its command, the process's reactions and commands,
+    // and the read model's applied events. Printed, to be read with `--no-capture`.
+    let trace_id = caller.trace_id.to_string();
+    let traced: Vec<_> = spans
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, fields)| fields.get("trace_id") == Some(&trace_id))
+        .cloned()
+        .collect();
+    for (name, fields) in &traced {
+        let field = |name| fields.get(name).map_or("-", String::as_str);
+        println!(
+            "{name:<17} trace_id={} span_id={} parent_id={} stream={}",
+            field("trace_id"),
+            field("span_id"),
+            field("parent_id"),
+            field("stream"),
+        );
+    }
+    let names: BTreeSet<&str> = traced.iter().map(|(name, _)| *name).collect();
+    for name in ["http", "command", "process_event", "projection_event"] {
+        assert!(
+            names.contains(name),
+            "no {name} span in the trace: {names:?}"
+        );
+    }
+    // Every traced span but the request's has a parent in the trace.
+    let ids: BTreeSet<&String> = traced
+        .iter()
+        .filter_map(|(_, f)| f.get("span_id"))
+        .collect();
+    for (name, fields) in &traced[1..] {
+        assert!(
+            ids.contains(&fields["parent_id"]),
+            "{name} {fields:?} has no parent in the trace"
+        );
+    }
 
     server.shutdown().await;
     running.stop().await.unwrap();
