@@ -19,7 +19,10 @@ use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 /// The spans opened while it is the thread's subscriber: name and fields, in order. The test
 /// runtime has one thread, so the server's and the runners' tasks report here too.
 #[derive(Clone, Default)]
-struct Spans(Arc<Mutex<Vec<(&'static str, BTreeMap<&'static str, String>)>>>);
+struct Spans(Arc<Mutex<Vec<Span>>>);
+
+/// A span's name and fields.
+type Span = (&'static str, BTreeMap<&'static str, String>);
 
 struct Fields<'a>(&'a mut BTreeMap<&'static str, String>);
 
