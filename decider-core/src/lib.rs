@@ -81,7 +81,7 @@
 //! | [`Position`], [`InvalidPosition`] | places in the global log | `position.rs` |
 //! | [`EventData`], [`RecordedEvent`], [`ContentType`] | events on their way in and out | `event.rs` |
 //! | [`Metadata`] | correlation, causation, idempotency key, trace context, headers | `metadata.rs` |
-//! | [`TraceParent`], [`TraceId`], [`SpanId`], [`InvalidTraceParent`] | the W3C trace context in metadata | `trace.rs` |
+//! | [`TraceParent`], [`TraceId`], [`SpanId`], [`InvalidTraceParent`], [`TraceHook`], [`set_trace_hook`], [`continue_trace`], [`start_trace`] | the W3C trace context in metadata, and the hook a tracer (OpenTelemetry) plugs in to own the span ids | `trace.rs` |
 //! | [`EventStore`], [`AppendResult`], [`StreamFrom`], [`Direction`], [`EventFilter`], [`EventStream`], [`Subscription`], [`SubscriptionMessage`], [`StoreError`], [`ErrorSource`] | the store contract | `store.rs` |
 //! | [`SubscriptionRetry`] | for store adapters: how a live subscription rides out a failed query | `subscription_retry.rs` |
 //! | [`Codec`], [`JsonCodec`], [`EncodedEvent`], [`CodecError`] | domain events to bytes and back | `codec.rs` |
@@ -147,5 +147,8 @@ pub use stream::{
     MAX_STREAM_KEY_BYTES, StreamId, StreamKey,
 };
 pub use subscription_retry::SubscriptionRetry;
-pub use trace::{InvalidTraceParent, SpanId, TraceId, TraceParent};
+pub use trace::{
+    InvalidTraceParent, SpanId, TraceHook, TraceId, TraceParent, continue_trace, set_trace_hook,
+    start_trace,
+};
 pub use view::{Recorded, View, fold_view};

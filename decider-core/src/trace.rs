@@ -6,6 +6,7 @@
 use std::fmt;
 use std::num::NonZeroU64;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -246,23 +247,64 @@ pub(crate) fn lenient<'de, D: Deserializer<'de>>(
     Ok(header.and_then(|header| header.parse().ok()))
 }
 
+/// Where a tracer that draws span ids of its own (OpenTelemetry's, say) meets the trace
+/// contexts in metadata, so that the ids stored with events are the tracer's ids.
+///
+/// Set once per process with [`set_trace_hook`]; without one, span ids are drawn at random.
+/// The crate calls it for every span that continues a trace: a traced command's `command` span
+/// and the `saga_event`, `process_event` and `projection_event` spans of reactions to traced
+/// events. An application calls [`continue_trace`] and [`start_trace`] for its own spans (an
+/// HTTP request's, say).
+pub trait TraceHook: Send + Sync + 'static {
+    /// `span`, just opened, continues `parent`'s trace: make it a child of `parent` in the
+    /// tracer and return the span's id there, which the messages it sends will name as their
+    /// parent. `None`: the tracer does not know the span; an id is drawn at random.
+    fn continue_trace(&self, span: &tracing::Span, parent: &TraceParent) -> Option<SpanId>;
+
+    /// `span`, just opened, starts a trace: its trace context in the tracer (its own id as
+    /// parent id). `None`: a random trace is started.
+    fn start_trace(&self, span: &tracing::Span) -> Option<TraceParent>;
+}
+
+static HOOK: OnceLock<Box<dyn TraceHook>> = OnceLock::new();
+
+/// Sets the process's [`TraceHook`]; `false` if one was set before (which stays).
+pub fn set_trace_hook(hook: impl TraceHook) -> bool {
+    HOOK.set(Box::new(hook)).is_ok()
+}
+
+/// The id of `span`, which continues `parent`'s trace: from the [`TraceHook`], or random.
+pub fn continue_trace(span: &tracing::Span, parent: &TraceParent) -> SpanId {
+    HOOK.get()
+        .and_then(|hook| hook.continue_trace(span, parent))
+        .unwrap_or_else(SpanId::random)
+}
+
+/// The trace that `span` starts, with the span as parent: from the [`TraceHook`], or random.
+pub fn start_trace(span: &tracing::Span) -> TraceParent {
+    HOOK.get()
+        .and_then(|hook| hook.start_trace(span))
+        .unwrap_or_else(TraceParent::random)
+}
+
 /// A handler's reaction to an event that carries a trace context: the span that handles the event
 /// continues the event's trace, as a new span whose parent is the span that wrote the event.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Reaction {
     /// The event's trace context.
-    pub(crate) cause: TraceParent,
+    cause: TraceParent,
     /// The reaction's own span.
-    pub(crate) span_id: SpanId,
+    span_id: SpanId,
 }
 
 impl Reaction {
-    /// The reaction to `event`, if it is traced.
-    pub(crate) fn to(event: &RecordedEvent) -> Option<Self> {
-        event.metadata.trace_parent.map(|cause| Self {
-            cause,
-            span_id: SpanId::random(),
-        })
+    /// The reaction to `event` in `span` (opened by [`reaction_span!`]), if the event is traced;
+    /// records the span's id in it.
+    pub(crate) fn begin(span: &tracing::Span, event: &RecordedEvent) -> Option<Self> {
+        let cause = event.metadata.trace_parent?;
+        let span_id = continue_trace(span, &cause);
+        span.record("span_id", tracing::field::display(span_id));
+        Some(Self { cause, span_id })
     }
 
     /// The trace context of the messages the reaction sends: its trace, itself as parent.
@@ -271,19 +313,20 @@ impl Reaction {
     }
 }
 
-/// An info span named `$name` for handling `$event`, with the fields of `$reaction`
-/// (an `Option<Reaction>`): `trace_id`, `span_id`, `parent_id`, empty when the event is untraced.
-/// `parent:` places it in a span other than the current one.
+/// An info span named `$name` for handling `$event`, with its trace's fields: `trace_id`,
+/// `parent_id` (the span that wrote the event), and `span_id`, which [`Reaction::begin`]
+/// records; all empty when the event is untraced. `parent:` places it in a span other than the
+/// current one.
 macro_rules! reaction_span {
-    ($(parent: $parent:expr,)? $name:literal, $event:expr, $reaction:expr) => {
+    ($(parent: $parent:expr,)? $name:literal, $event:expr) => {
         tracing::info_span!(
             $(parent: $parent,)?
             $name,
             stream = %$event.stream,
             revision = $event.revision,
-            trace_id = $reaction.map(|r| tracing::field::display(r.cause.trace_id)),
-            span_id = $reaction.map(|r| tracing::field::display(r.span_id)),
-            parent_id = $reaction.map(|r| tracing::field::display(r.cause.parent_id)),
+            trace_id = $event.metadata.trace_parent.map(|t| tracing::field::display(t.trace_id)),
+            span_id = tracing::field::Empty,
+            parent_id = $event.metadata.trace_parent.map(|t| tracing::field::display(t.parent_id)),
         )
     };
 }

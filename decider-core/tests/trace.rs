@@ -23,14 +23,15 @@ use decider_store_memory::MemoryStore;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id};
+use tracing::span::{Attributes, Id, Record};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
 const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
-/// A span as the layer saw it open: its name and the fields it was given.
+/// A span as the layer saw it: its name and the fields it was given, at its opening or later.
 #[derive(Debug, Clone)]
 struct SpanRecord {
+    id: u64,
     name: &'static str,
     fields: BTreeMap<&'static str, String>,
 }
@@ -69,13 +70,21 @@ impl Visit for Fields<'_> {
 }
 
 impl<S: tracing::Subscriber> Layer<S> for Spans {
-    fn on_new_span(&self, attrs: &Attributes<'_>, _: &Id, _: Context<'_, S>) {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, _: Context<'_, S>) {
         let mut fields = BTreeMap::new();
         attrs.record(&mut Fields(&mut fields));
         self.0.lock().unwrap().push(SpanRecord {
+            id: id.into_u64(),
             name: attrs.metadata().name(),
             fields,
         });
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, _: Context<'_, S>) {
+        let mut spans = self.0.lock().unwrap();
+        if let Some(span) = spans.iter_mut().rev().find(|s| s.id == id.into_u64()) {
+            values.record(&mut Fields(&mut span.fields));
+        }
     }
 }
 

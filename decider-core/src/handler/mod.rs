@@ -12,6 +12,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
+use tracing::field::display;
 
 use crate::cache::StateCache;
 use crate::codec::{Codec, JsonCodec};
@@ -22,7 +23,7 @@ use crate::metadata::Metadata;
 use crate::snapshot::{SnapshotPolicy, SnapshotStore, Snapshots};
 use crate::store::EventStore;
 use crate::stream::StreamId;
-use crate::trace::SpanId;
+use crate::trace::continue_trace;
 
 pub use outcome::{CommandError, CommandOutcome};
 pub use retry::RetryPolicy;
@@ -266,8 +267,9 @@ where
     /// correlation id, one is drawn for the command.
     ///
     /// The command runs in a `command` span. With a [trace context](crate::TraceParent), the span
-    /// draws a new span id and records `trace_id`, `span_id` and `parent_id` (the metadata's
-    /// parent); the events carry the same trace with the command's span as parent.
+    /// gets an id of its own (from the [`TraceHook`](crate::TraceHook), or random) and records
+    /// `trace_id`, `span_id` and `parent_id` (the metadata's parent); the events carry the same
+    /// trace with the command's span as parent.
     pub async fn handle_with(
         &self,
         stream: &StreamId,
@@ -277,21 +279,21 @@ where
         let correlation_id = *metadata
             .correlation_id
             .get_or_insert_with(|| self.ids.new_id());
-        // A traced command is a span of its trace: its events name that span as their parent.
-        let traced = metadata.trace_parent.map(|parent| {
-            let span_id = SpanId::random();
-            metadata.trace_parent = Some(parent.with_parent_id(span_id));
-            (parent, span_id)
-        });
         let span = tracing::info_span!(
             "command",
             stream = %stream,
             correlation_id = %correlation_id,
             idempotency_key = metadata.idempotency_key.as_deref(),
-            trace_id = traced.map(|(parent, _)| display(parent.trace_id)),
-            span_id = traced.map(|(_, span_id)| display(span_id)),
-            parent_id = traced.map(|(parent, _)| display(parent.parent_id)),
+            trace_id = metadata.trace_parent.map(|parent| display(parent.trace_id)),
+            span_id = tracing::field::Empty,
+            parent_id = metadata.trace_parent.map(|parent| display(parent.parent_id)),
         );
+        // A traced command is a span of its trace: its events name that span as their parent.
+        if let Some(parent) = metadata.trace_parent {
+            let span_id = continue_trace(&span, &parent);
+            span.record("span_id", display(span_id));
+            metadata.trace_parent = Some(parent.with_parent_id(span_id));
+        }
         self.run_retrying_unavailable(stream, &command, &metadata)
             .instrument(span)
             .await

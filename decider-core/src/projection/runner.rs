@@ -770,15 +770,12 @@ enum Refusal {
 /// long it took. Costs nothing per event when the span is disabled, and nothing for events
 /// without a trace context.
 fn trace_applied(batch: &tracing::Span, applied: &[RecordedEvent]) {
-    for event in applied {
-        let reaction = Reaction::to(event);
-        if reaction.is_none() {
-            continue;
-        }
-        let span = reaction_span!(parent: batch, "projection_event", event, reaction);
+    for event in applied.iter().filter(|e| e.metadata.trace_parent.is_some()) {
+        let span = reaction_span!(parent: batch, "projection_event", event);
         if span.is_disabled() {
             return;
         }
+        Reaction::begin(&span, event);
     }
 }
 

@@ -84,9 +84,10 @@ where
 {
     async fn handle(&self, batch: &[RecordedEvent]) -> Result<(), SinkError> {
         for (index, recorded) in batch.iter().enumerate() {
-            let reaction = Reaction::to(recorded);
+            let span = reaction_span!("saga_event", recorded);
+            let reaction = Reaction::begin(&span, recorded);
             self.react(index, recorded, reaction)
-                .instrument(reaction_span!("saga_event", recorded, reaction))
+                .instrument(span)
                 .await?;
         }
         Ok(())
@@ -353,9 +354,10 @@ where
         futures::stream::iter(processes)
             .map(|index| async move {
                 let cause = &batch[index];
-                let reaction = Reaction::to(cause);
+                let span = reaction_span!("process_event", cause);
+                let reaction = Reaction::begin(&span, cause);
                 self.drive(&cause.stream, cause, reaction)
-                    .instrument(reaction_span!("process_event", cause, reaction))
+                    .instrument(span)
                     .await
                     .map_err(|halt| match halt {
                         Halt::Retryable(reason) => SinkError::Retryable(reason),

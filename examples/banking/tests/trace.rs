@@ -13,15 +13,15 @@ use futures::TryStreamExt;
 use serde_json::json;
 use support::Server;
 use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id};
+use tracing::span::{Attributes, Id, Record};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
 /// The spans opened while it is the thread's subscriber: name and fields, in order. The test
 /// runtime has one thread, so the server's and the runners' tasks report here too.
 #[derive(Clone, Default)]
-struct Spans(Arc<Mutex<Vec<Span>>>);
+struct Spans(Arc<Mutex<Vec<(u64, Span)>>>);
 
-/// A span's name and fields.
+/// A span's name and fields, given at its opening or later.
 type Span = (&'static str, BTreeMap<&'static str, String>);
 
 struct Fields<'a>(&'a mut BTreeMap<&'static str, String>);
@@ -33,13 +33,18 @@ impl Visit for Fields<'_> {
 }
 
 impl<S: tracing::Subscriber> Layer<S> for Spans {
-    fn on_new_span(&self, attrs: &Attributes<'_>, _: &Id, _: Context<'_, S>) {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, _: Context<'_, S>) {
         let mut fields = BTreeMap::new();
         attrs.record(&mut Fields(&mut fields));
-        self.0
-            .lock()
-            .unwrap()
-            .push((attrs.metadata().name(), fields));
+        let span = (attrs.metadata().name(), fields);
+        self.0.lock().unwrap().push((id.into_u64(), span));
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, _: Context<'_, S>) {
+        let mut spans = self.0.lock().unwrap();
+        if let Some((_, (_, fields))) = spans.iter_mut().rev().find(|(s, _)| *s == id.into_u64()) {
+            values.record(&mut Fields(fields));
+        }
     }
 }
 
@@ -133,6 +138,7 @@ async fn a_transfer_sent_with_a_traceparent_writes_every_event_in_that_trace() {
         .lock()
         .unwrap()
         .iter()
+        .map(|(_, span)| span)
         .filter(|(_, fields)| fields.get("trace_id") == Some(&trace_id))
         .cloned()
         .collect();
