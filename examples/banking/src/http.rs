@@ -42,7 +42,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use decider_core::projection::{ProjectionStatus, RunnerState};
-use decider_core::{EventStore, Position, SpanId, TraceParent};
+use decider_core::{EventStore, Position, TraceParent, continue_trace, start_trace};
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -225,17 +225,29 @@ async fn correlate(mut request: HttpRequest, next: Next) -> Response {
         .and_then(|value| Uuid::parse_str(value).ok())
         .unwrap_or_else(Uuid::new_v4);
     request.extensions_mut().insert(CorrelationId(id));
-    let trace = Trace::of(request.headers());
-    request.extensions_mut().insert(trace.clone());
+    let caller = caller_trace(request.headers());
     let span = tracing::info_span!(
         "http",
         method = %request.method(),
         path = %request.uri().path(),
         correlation_id = %id,
-        trace_id = %trace.span.trace_id,
-        span_id = %trace.span.parent_id,
-        parent_id = trace.caller.map(tracing::field::display),
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+        parent_id = caller.map(|caller| tracing::field::display(caller.parent_id)),
     );
+    let trace = Trace {
+        span: match caller {
+            Some(caller) => caller.with_parent_id(continue_trace(&span, &caller)),
+            None => start_trace(&span),
+        },
+        state: caller
+            .and_then(|_| request.headers().get(TRACESTATE_HEADER))
+            .and_then(|value| value.to_str().ok())
+            .map(Box::from),
+    };
+    span.record("trace_id", tracing::field::display(trace.span.trace_id));
+    span.record("span_id", tracing::field::display(trace.span.parent_id));
+    request.extensions_mut().insert(trace.clone());
     async move {
         let mut response = next.run(request).await;
         tracing::info!(status = response.status().as_u16(), "answered");
@@ -260,32 +272,14 @@ struct Trace {
     /// The request's own span: the caller's trace, or a new one, with the request as parent
     /// of what it causes.
     span: TraceParent,
-    /// The caller's span, when the request came with a valid `traceparent`.
-    caller: Option<SpanId>,
     /// The caller's `tracestate`, passed on with its trace.
     state: Option<Box<str>>,
 }
 
-impl Trace {
-    /// The trace `headers` continue, or a new one: an invalid `traceparent` is ignored, as the
-    /// W3C recommendation says, rather than failing the request.
-    fn of(headers: &HeaderMap) -> Self {
-        let text = |name| headers.get(name).and_then(|value| value.to_str().ok());
-        let caller = text(TRACEPARENT_HEADER).and_then(|header| header.parse::<TraceParent>().ok());
-        let span = SpanId::random();
-        match caller {
-            Some(caller) => Self {
-                span: caller.with_parent_id(span),
-                caller: Some(caller.parent_id),
-                state: text(TRACESTATE_HEADER).map(Box::from),
-            },
-            None => Self {
-                span: TraceParent::random().with_parent_id(span),
-                caller: None,
-                state: None,
-            },
-        }
-    }
+/// The caller's trace, from `traceparent`: an invalid header is ignored, as the W3C
+/// recommendation says, and the request starts a trace of its own rather than failing.
+fn caller_trace(headers: &HeaderMap) -> Option<TraceParent> {
+    headers.get(TRACEPARENT_HEADER)?.to_str().ok()?.parse().ok()
 }
 
 /// An error answer: a status and `{"error": {"code", "message"}}`.
