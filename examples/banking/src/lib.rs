@@ -5,6 +5,7 @@
 //!   when the destination refuses.
 //! - [`read_model`]: balances and ledgers, kept by a projection runner.
 //! - [`bank`]: the application that wires them to a store; [`http`] and [`demo`] use it.
+//! - `otlp` (feature `otlp`): span export over OTLP, parented from the events' trace contexts.
 //!
 //! `cargo run -p banking -- demo` runs a scripted day at the bank on the in-memory store;
 //! `cargo run -p banking -- serve` serves the HTTP API (see the README).
@@ -17,6 +18,8 @@ pub mod bank;
 pub mod demo;
 pub mod http;
 pub mod money;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod process;
 pub mod read_model;
 pub mod store_url;
