@@ -25,7 +25,8 @@ pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024 * 1024;
 /// - a payload over [`MAX_PAYLOAD_BYTES`];
 /// - a JSON payload that is not JSON, or that holds U+0000 or a lone surrogate (`"\ud800"`) in
 ///   any string or key: text no store can keep as text;
-/// - metadata holding U+0000 in the idempotency key or a header's name or value.
+/// - metadata holding U+0000 in the idempotency key, the tracestate, or a header's name or
+///   value.
 ///
 /// Stream ids need no check here: [`StreamId`] cannot hold such characters.
 ///
@@ -95,6 +96,9 @@ fn check_metadata(metadata: &Metadata) -> Result<(), String> {
     let has_nul = |text: &str| text.contains('\0');
     if metadata.idempotency_key.as_deref().is_some_and(has_nul) {
         return Err("idempotency key holds a NUL character (U+0000)".to_owned());
+    }
+    if metadata.trace_state.as_deref().is_some_and(has_nul) {
+        return Err("tracestate holds a NUL character (U+0000)".to_owned());
     }
     match metadata
         .headers

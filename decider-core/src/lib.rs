@@ -80,7 +80,8 @@
 //! | [`StreamId`], [`InvalidStreamId`], [`MAX_STREAM_ID_BYTES`], [`Category`], [`StreamKey`], [`MAX_CATEGORY_BYTES`], [`MAX_STREAM_KEY_BYTES`], [`ExpectedVersion`] | naming streams, and what an append expects of one | `stream.rs` |
 //! | [`Position`], [`InvalidPosition`] | places in the global log | `position.rs` |
 //! | [`EventData`], [`RecordedEvent`], [`ContentType`] | events on their way in and out | `event.rs` |
-//! | [`Metadata`] | correlation, causation, idempotency key, headers | `metadata.rs` |
+//! | [`Metadata`] | correlation, causation, idempotency key, trace context, headers | `metadata.rs` |
+//! | [`TraceParent`], [`TraceId`], [`SpanId`], [`InvalidTraceParent`], [`TraceHook`], [`set_trace_hook`], [`continue_trace`], [`start_trace`] | the W3C trace context in metadata, and the hook a tracer (OpenTelemetry) plugs in to own the span ids | `trace.rs` |
 //! | [`EventStore`], [`AppendResult`], [`StreamFrom`], [`Direction`], [`EventFilter`], [`EventStream`], [`Subscription`], [`SubscriptionMessage`], [`StoreError`], [`ErrorSource`] | the store contract | `store.rs` |
 //! | [`check_append`], [`MAX_PAYLOAD_BYTES`] | for store adapters: what every store refuses before it writes | `append_check.rs` |
 //! | [`measured_append`] | for store adapters: the append metrics; every metric's name (`decider_*`) and recording | `telemetry.rs` |
@@ -126,6 +127,7 @@ mod subscription_retry;
 mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod trace;
 mod view;
 
 pub use append_check::{MAX_PAYLOAD_BYTES, check_append};
@@ -151,4 +153,8 @@ pub use stream::{
 };
 pub use subscription_retry::SubscriptionRetry;
 pub use telemetry::measured_append;
+pub use trace::{
+    InvalidTraceParent, SpanId, TraceHook, TraceId, TraceParent, continue_trace, set_trace_hook,
+    start_trace,
+};
 pub use view::{Recorded, View, fold_view};

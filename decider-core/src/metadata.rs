@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::event::RecordedEvent;
+use crate::trace::TraceParent;
 
 /// Metadata of a command or an event.
 ///
@@ -14,7 +15,8 @@ use crate::event::RecordedEvent;
 /// plain keys beside them.
 ///
 /// What travels beside an event: correlation and causation ids, the idempotency key of the command
-/// that produced it, the payload's schema version, and user-defined headers.
+/// that produced it, the payload's schema version, the W3C trace context (`$traceparent`,
+/// `$tracestate`), and user-defined headers.
 ///
 /// The [`CommandHandler`](crate::CommandHandler) copies a command's metadata onto every event the
 /// command produces, so a request id set at the edge of a system can be followed through every
@@ -62,6 +64,24 @@ pub struct Metadata {
         skip_serializing_if = "Option::is_none"
     )]
     pub schema_version: Option<u32>,
+    /// The W3C trace context: which trace the message belongs to and which span sent it. The
+    /// handler passes a command's trace on to its events, with its own span as parent. An
+    /// invalid stored value reads as `None`.
+    #[serde(
+        rename = "$traceparent",
+        default,
+        deserialize_with = "crate::trace::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub trace_parent: Option<TraceParent>,
+    /// The W3C `tracestate` that came with [`trace_parent`](Self::trace_parent), vendors' trace
+    /// data, passed on unread.
+    #[serde(
+        rename = "$tracestate",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub trace_state: Option<Box<str>>,
     /// User-defined headers (tenant, user, source, …).
     #[serde(flatten)]
     pub headers: BTreeMap<String, String>,
@@ -70,8 +90,10 @@ pub struct Metadata {
 impl Metadata {
     /// The metadata of a message caused by `event` (a saga's command, say): the event's
     /// correlation id — or, when it had none, the event's own id, so that everything it causes
-    /// is correlated — and the event's id as causation id. Nothing else is carried over: set an
-    /// idempotency key or headers on the result.
+    /// is correlated — the event's id as causation id, and the event's trace context, so the
+    /// message stays in the event's trace (a reacting span sets itself as parent with
+    /// [`TraceParent::with_parent_id`]). Nothing else is carried over: set an idempotency key or
+    /// headers on the result.
     ///
     /// ```
     /// # use decider_core::{EventStore, EventData, ExpectedVersion, Metadata, StreamId};
@@ -94,6 +116,8 @@ impl Metadata {
         Self {
             correlation_id: Some(event.metadata.correlation_id.unwrap_or(event.id)),
             causation_id: Some(event.id),
+            trace_parent: event.metadata.trace_parent,
+            trace_state: event.metadata.trace_state.clone(),
             ..Self::default()
         }
     }
@@ -113,6 +137,12 @@ impl Metadata {
     /// Sets the idempotency key.
     pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
         self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Sets the trace context.
+    pub fn with_trace_parent(mut self, trace_parent: TraceParent) -> Self {
+        self.trace_parent = Some(trace_parent);
         self
     }
 
@@ -183,6 +213,47 @@ mod tests {
         let metadata = Metadata::caused_by(&cause);
         assert_eq!(metadata.correlation_id, Some(Uuid::from_u128(9)));
         assert_eq!(metadata.causation_id, Some(Uuid::from_u128(9)));
+    }
+
+    const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn the_trace_context_is_stored_under_the_w3c_names() {
+        let metadata = Metadata {
+            trace_state: Some("congo=t61rcWkgMzE".into()),
+            ..Metadata::default().with_trace_parent(TRACE.parse().unwrap())
+        };
+        let json = serde_json::to_value(&metadata).unwrap();
+        assert_eq!(json["$traceparent"], TRACE);
+        assert_eq!(json["$tracestate"], "congo=t61rcWkgMzE");
+        assert!(metadata.headers.is_empty());
+        assert_eq!(serde_json::from_value::<Metadata>(json).unwrap(), metadata);
+    }
+
+    #[test]
+    fn metadata_without_or_with_a_broken_trace_still_decodes() {
+        let old: Metadata =
+            serde_json::from_str(r#"{"$correlationId":"00000000-0000-0000-0000-000000000001"}"#)
+                .unwrap();
+        assert_eq!(old.trace_parent, None);
+        let broken: Metadata =
+            serde_json::from_str(r#"{"$traceparent":"00-zz","tenant":"acme"}"#).unwrap();
+        assert_eq!(broken.trace_parent, None);
+        assert_eq!(broken.headers["tenant"], "acme");
+    }
+
+    #[test]
+    fn caused_by_stays_in_the_events_trace() {
+        let cause = recorded(
+            9,
+            Metadata {
+                trace_state: Some("a=b".into()),
+                ..Metadata::default().with_trace_parent(TRACE.parse().unwrap())
+            },
+        );
+        let metadata = Metadata::caused_by(&cause);
+        assert_eq!(metadata.trace_parent, Some(TRACE.parse().unwrap()));
+        assert_eq!(metadata.trace_state.as_deref(), Some("a=b"));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
+use tracing::field::display;
 
 use crate::cache::StateCache;
 use crate::codec::{Codec, JsonCodec};
@@ -23,6 +24,7 @@ use crate::snapshot::{SnapshotPolicy, SnapshotStore, Snapshots};
 use crate::store::EventStore;
 use crate::stream::StreamId;
 use crate::telemetry;
+use crate::trace::continue_trace;
 
 pub use outcome::{CommandError, CommandOutcome};
 pub use retry::RetryPolicy;
@@ -282,8 +284,13 @@ where
     }
 
     /// Handles `command` on `stream`; `metadata` (correlation and causation ids, idempotency key,
-    /// headers) is copied onto every event the command produces. Without a correlation id, one is
-    /// drawn for the command.
+    /// trace context, headers) is copied onto every event the command produces. Without a
+    /// correlation id, one is drawn for the command.
+    ///
+    /// The command runs in a `command` span. With a [trace context](crate::TraceParent), the span
+    /// gets an id of its own (from the [`TraceHook`](crate::TraceHook), or random) and records
+    /// `trace_id`, `span_id` and `parent_id` (the metadata's parent); the events carry the same
+    /// trace with the command's span as parent.
     pub async fn handle_with(
         &self,
         stream: &StreamId,
@@ -298,7 +305,16 @@ where
             stream = %stream,
             correlation_id = %correlation_id,
             idempotency_key = metadata.idempotency_key.as_deref(),
+            trace_id = metadata.trace_parent.map(|parent| display(parent.trace_id)),
+            span_id = tracing::field::Empty,
+            parent_id = metadata.trace_parent.map(|parent| display(parent.parent_id)),
         );
+        // A traced command is a span of its trace: its events name that span as their parent.
+        if let Some(parent) = metadata.trace_parent {
+            let span_id = continue_trace(&span, &parent);
+            span.record("span_id", display(span_id));
+            metadata.trace_parent = Some(parent.with_parent_id(span_id));
+        }
         let started = std::time::Instant::now();
         let outcome = self
             .run_retrying_unavailable(stream, &command, &metadata)

@@ -17,6 +17,7 @@ use crate::projection::sink::{Sink, SinkError};
 use crate::projection::status::{ProjectionStatus, RunnerState, StatusHandle, lag};
 use crate::projection::{PoisonPolicy, Projection, RunnerOptions};
 use crate::store::{Direction, EventStore, StoreError, StreamFrom, SubscriptionMessage};
+use crate::trace::{Reaction, reaction_span};
 use crate::{Position, RecordedEvent, StreamId};
 
 /// Why a projection stopped.
@@ -98,6 +99,10 @@ impl From<ProjectionError> for Halt {
     }
 }
 
+#[allow(
+    clippy::large_enum_variant,
+    reason = "nearly every message is an event; boxing it would cost an allocation per event"
+)]
 enum Message {
     Event(RecordedEvent),
     CaughtUp,
@@ -466,6 +471,7 @@ where
                 .await;
             match applied {
                 Ok(()) => {
+                    trace_applied(&span, window);
                     checkpoint = window.last().map(|e| e.position).or(checkpoint);
                     start = end;
                     end = batch.len();
@@ -762,6 +768,20 @@ impl Faults {
 enum Refusal {
     Poison { index: usize, reason: String },
     Halt(Halt),
+}
+
+/// Marks each traced event of `applied` with a `projection_event` span in its own trace, inside
+/// `batch`: the sink handles a batch at once, so the span says when it was applied, not how
+/// long it took. Costs nothing per event when the span is disabled, and nothing for events
+/// without a trace context.
+fn trace_applied(batch: &tracing::Span, applied: &[RecordedEvent]) {
+    for event in applied.iter().filter(|e| e.metadata.trace_parent.is_some()) {
+        let span = reaction_span!(parent: batch, "projection_event", event);
+        if span.is_disabled() {
+            return;
+        }
+        Reaction::begin(&span, event);
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
+use tracing::Instrument;
 
 use crate::codec::{Codec, JsonCodec};
 use crate::decider::{Decider, fold_from};
@@ -17,6 +18,7 @@ use crate::metadata::Metadata;
 use crate::projection::sink::{EventHandler, SinkError};
 use crate::saga::{Process, ProcessStep, Refused, Saga};
 use crate::store::EventStore;
+use crate::trace::{Reaction, reaction_span};
 use crate::{CommandError, CommandHandler};
 use crate::{RecordedEvent, StreamId};
 
@@ -28,6 +30,10 @@ use crate::{RecordedEvent, StreamId};
 /// an outcome, not a failure: it is logged and the saga moves on — compensation is modelled as
 /// more commands, decided by the saga from the events that follow. Store failures are retried;
 /// an event that does not decode is poison.
+///
+/// Each event is handled in a `saga_event` span (fields `stream`, `revision`, and for an event
+/// with a [trace context](crate::TraceParent) `trace_id`, `span_id`, `parent_id`): the span
+/// continues the event's trace, and the commands carry that trace with the span as parent.
 pub struct SagaHandler<G, EC, D: Decider, S, C, R> {
     saga: G,
     codec: EC,
@@ -78,31 +84,58 @@ where
 {
     async fn handle(&self, batch: &[RecordedEvent]) -> Result<(), SinkError> {
         for (index, recorded) in batch.iter().enumerate() {
-            let event = self
-                .codec
-                .decode(recorded)
-                .map_err(|error| SinkError::Poison {
-                    index,
-                    reason: error.to_string(),
-                })?;
-            for (n, command) in self.saga.react(&event).into_iter().enumerate() {
-                let stream = (self.route)(&command);
-                let metadata = Metadata::caused_by(recorded)
-                    .with_idempotency_key(format!("{}/{n}", recorded.id));
-                match self.commands.handle_with(&stream, command, metadata).await {
-                    Ok(_) => {}
-                    Err(refused @ (CommandError::Rejected(_) | CommandError::Terminal { .. })) => {
-                        tracing::info!(%stream, cause = %recorded.id, %refused, "saga command refused");
-                    }
-                    Err(error) if error.is_retryable() => {
-                        return Err(SinkError::Retryable(error.to_string()));
-                    }
-                    Err(error) => {
-                        return Err(SinkError::Poison {
-                            index,
-                            reason: error.to_string(),
-                        });
-                    }
+            let span = reaction_span!("saga_event", recorded);
+            let reaction = Reaction::begin(&span, recorded);
+            self.react(index, recorded, reaction)
+                .instrument(span)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+impl<G, EC, D, S, C, R> SagaHandler<G, EC, D, S, C, R>
+where
+    G: Saga<Command = D::Command>,
+    EC: Codec<G::Event>,
+    D: Decider,
+    D::Error: fmt::Display,
+    S: EventStore,
+    C: Codec<D::Event>,
+    R: Fn(&D::Command) -> StreamId,
+{
+    /// Sends the saga's commands for `recorded`, event `index` of its batch, in its trace.
+    async fn react(
+        &self,
+        index: usize,
+        recorded: &RecordedEvent,
+        reaction: Option<Reaction>,
+    ) -> Result<(), SinkError> {
+        let event = self
+            .codec
+            .decode(recorded)
+            .map_err(|error| SinkError::Poison {
+                index,
+                reason: error.to_string(),
+            })?;
+        for (n, command) in self.saga.react(&event).into_iter().enumerate() {
+            let stream = (self.route)(&command);
+            let mut metadata =
+                Metadata::caused_by(recorded).with_idempotency_key(format!("{}/{n}", recorded.id));
+            metadata.trace_parent = reaction.map(|reaction| reaction.child());
+            match self.commands.handle_with(&stream, command, metadata).await {
+                Ok(_) => {}
+                Err(refused @ (CommandError::Rejected(_) | CommandError::Terminal { .. })) => {
+                    tracing::info!(%stream, cause = %recorded.id, %refused, "saga command refused");
+                }
+                Err(error) if error.is_retryable() => {
+                    return Err(SinkError::Retryable(error.to_string()));
+                }
+                Err(error) => {
+                    return Err(SinkError::Poison {
+                        index,
+                        reason: error.to_string(),
+                    });
                 }
             }
         }
@@ -118,7 +151,9 @@ const DEFAULT_CONCURRENCY: usize = 32;
 ///
 /// A step goes to its target with the step's [`key`](ProcessStep::key) as idempotency key, and
 /// the answer is recorded on the process's stream under `"<key>/recorded"`; the metadata of both
-/// carries the triggering event's correlation id and the event's id as causation id. Delivery is
+/// carries the triggering event's correlation id and the event's id as causation id, and, when
+/// the event is traced, its trace with the `process_event` span that drives the process as
+/// parent (the span's fields are those of [`SagaHandler`]'s `saga_event`). Delivery is
 /// at least once (a crash between two steps redelivers the batch), and the keys make that
 /// harmless: a step taken before is answered from its stream, never taken twice. Give the
 /// runner a filter that passes one event per process (its start): a process is driven to its end
@@ -217,8 +252,16 @@ where
     <P::Target as Decider>::Error: fmt::Display,
 {
     /// Takes the process of stream `process` through every step it waits for.
-    async fn drive(&self, process: &StreamId, cause: &RecordedEvent) -> Result<(), Halt> {
-        let metadata = |key: String| Metadata::caused_by(cause).with_idempotency_key(key);
+    async fn drive(
+        &self,
+        process: &StreamId,
+        cause: &RecordedEvent,
+        reaction: Option<Reaction>,
+    ) -> Result<(), Halt> {
+        let metadata = |key: String| Metadata {
+            trace_parent: reaction.map(|reaction| reaction.child()),
+            ..Metadata::caused_by(cause).with_idempotency_key(key)
+        };
         let (mut state, mut version) = self.load(process).await?;
         while let Some(ProcessStep {
             step,
@@ -311,7 +354,10 @@ where
         futures::stream::iter(processes)
             .map(|index| async move {
                 let cause = &batch[index];
-                self.drive(&cause.stream, cause)
+                let span = reaction_span!("process_event", cause);
+                let reaction = Reaction::begin(&span, cause);
+                self.drive(&cause.stream, cause, reaction)
+                    .instrument(span)
                     .await
                     .map_err(|halt| match halt {
                         Halt::Retryable(reason) => SinkError::Retryable(reason),

@@ -67,6 +67,10 @@ pub struct HandlerSpec<D: Decider, S, C = JsonCodec<<D as Decider>::Event>> {
 }
 
 /// What a handler specification writes to its stream before the command.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a specification's few given events; their size does not matter"
+)]
 enum Given<E> {
     /// A domain event, encoded with the handler's codec.
     Event(E),

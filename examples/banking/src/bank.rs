@@ -16,7 +16,7 @@ use decider_core::projection::{
 use decider_core::{
     Codec, CommandError, CommandHandler, CommandOutcome, Decider, Direction, EventFilter,
     EventStore, Loaded, Metadata, Position, RecordedEvent, RetryPolicy, StoreError, StreamFrom,
-    SubscriptionMessage,
+    SubscriptionMessage, TraceParent,
 };
 use decider_store_eventstoredb::EventStoreDbStore;
 use decider_store_memory::MemoryStore;
@@ -134,6 +134,11 @@ pub struct Request {
     pub idempotency_key: Option<String>,
     /// Ties the events of one request together in the logs and the log of events.
     pub correlation_id: Option<Uuid>,
+    /// The W3C trace the request belongs to, with the request's span as parent: carried by its
+    /// events and by everything they cause.
+    pub trace_parent: Option<TraceParent>,
+    /// The W3C `tracestate` that came with the trace, passed on.
+    pub trace_state: Option<Box<str>>,
 }
 
 impl Request {
@@ -142,6 +147,8 @@ impl Request {
     fn metadata(&self, operation: &str) -> Metadata {
         Metadata {
             correlation_id: self.correlation_id,
+            trace_parent: self.trace_parent,
+            trace_state: self.trace_state.clone(),
             idempotency_key: self
                 .idempotency_key
                 .as_ref()

@@ -37,7 +37,7 @@ pub async fn run<S: EventStore + Clone, R: ReadModels>(
     let run = uuid::Uuid::new_v4();
     let key = |name: &str| Request {
         idempotency_key: Some(format!("demo-{run}-{name}")),
-        correlation_id: None,
+        ..Request::default()
     };
     let eur = currency("EUR")?;
     let usd = currency("USD")?;

@@ -20,7 +20,10 @@
 //! `position` of its events; `GET /accounts/{id}?after=<position>&wait_ms=<n>` waits up to `n`
 //! ms for the read model to reach it (read-your-writes), and `GET /transfers/{id}?wait_ms=<n>`
 //! waits for the transfer to finish. `X-Correlation-Id` (a UUID) is taken from the request or
-//! made, put on every event the request writes and on its log lines, and sent back.
+//! made, put on every event the request writes and on its log lines, and sent back. So is the W3C
+//! `traceparent` (and `tracestate`): the request is a span of the caller's trace, or the root of
+//! a new one when the header is absent or invalid; its events, and the transfer process's
+//! commands and events, carry that trace; the answer's `traceparent` names the request's span.
 //!
 //! Errors are `{"error": {"code", "message"}}` with a stable `code`: 400 for malformed input,
 //! 404 for unknown accounts or transfers, 409 for a concurrency conflict that outlasted the
@@ -34,13 +37,13 @@ use std::time::Duration;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request as HttpRequest, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use decider_core::projection::{ProjectionStatus, RunnerState};
-use decider_core::{EventStore, Position};
+use decider_core::{EventStore, Position, TraceParent, continue_trace, start_trace};
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -223,22 +226,61 @@ async fn correlate(mut request: HttpRequest, next: Next) -> Response {
         .and_then(|value| Uuid::parse_str(value).ok())
         .unwrap_or_else(Uuid::new_v4);
     request.extensions_mut().insert(CorrelationId(id));
+    let caller = caller_trace(request.headers());
     let span = tracing::info_span!(
         "http",
         method = %request.method(),
         path = %request.uri().path(),
         correlation_id = %id,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+        parent_id = caller.map(|caller| tracing::field::display(caller.parent_id)),
     );
+    let trace = Trace {
+        span: match caller {
+            Some(caller) => caller.with_parent_id(continue_trace(&span, &caller)),
+            None => start_trace(&span),
+        },
+        state: caller
+            .and_then(|_| request.headers().get(TRACESTATE_HEADER))
+            .and_then(|value| value.to_str().ok())
+            .map(Box::from),
+    };
+    span.record("trace_id", tracing::field::display(trace.span.trace_id));
+    span.record("span_id", tracing::field::display(trace.span.parent_id));
+    request.extensions_mut().insert(trace.clone());
     async move {
         let mut response = next.run(request).await;
         tracing::info!(status = response.status().as_u16(), "answered");
         if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
             response.headers_mut().insert(CORRELATION_HEADER, value);
         }
+        if let Ok(value) = HeaderValue::from_str(&trace.span.to_string()) {
+            response.headers_mut().insert(TRACEPARENT_HEADER, value);
+        }
         response
     }
     .instrument(span)
     .await
+}
+
+const TRACEPARENT_HEADER: &str = "traceparent";
+const TRACESTATE_HEADER: &str = "tracestate";
+
+/// The request's place in a W3C trace.
+#[derive(Debug, Clone)]
+struct Trace {
+    /// The request's own span: the caller's trace, or a new one, with the request as parent
+    /// of what it causes.
+    span: TraceParent,
+    /// The caller's `tracestate`, passed on with its trace.
+    state: Option<Box<str>>,
+}
+
+/// The caller's trace, from `traceparent`: an invalid header is ignored, as the W3C
+/// recommendation says, and the request starts a trace of its own rather than failing.
+fn caller_trace(headers: &HeaderMap) -> Option<TraceParent> {
+    headers.get(TRACEPARENT_HEADER)?.to_str().ok()?.parse().ok()
 }
 
 /// An error answer: a status and `{"error": {"code", "message"}}`.
@@ -388,7 +430,7 @@ impl<S: Send + Sync> FromRequestParts<S> for TransferId {
 }
 
 /// The request context from the headers: the idempotency key, checked, and the correlation id
-/// the correlation middleware settled on.
+/// and trace the correlation middleware settled on.
 impl<S: Send + Sync> FromRequestParts<S> for Request {
     type Rejection = ApiError;
 
@@ -413,9 +455,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Request {
             .extensions
             .get::<CorrelationId>()
             .map(|correlation| correlation.0);
+        let trace = parts.extensions.get::<Trace>();
         Ok(Self {
             idempotency_key,
             correlation_id,
+            trace_parent: trace.map(|trace| trace.span),
+            trace_state: trace.and_then(|trace| trace.state.clone()),
         })
     }
 }

@@ -6,6 +6,7 @@
 //! - [`read_model`]: balances and ledgers, kept by a projection runner.
 //! - [`bank`]: the application that wires them to a store; [`http`] and [`demo`] use it.
 //! - [`metrics`]: `GET /metrics`, the process's metrics in Prometheus' text format.
+//! - `otlp` (feature `otlp`): span export over OTLP, parented from the events' trace contexts.
 //!
 //! `cargo run -p banking -- demo` runs a scripted day at the bank on the in-memory store;
 //! `cargo run -p banking -- serve` serves the HTTP API (see the README).
@@ -19,6 +20,8 @@ pub mod demo;
 pub mod http;
 pub mod metrics;
 pub mod money;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod process;
 pub mod read_model;
 pub mod store_url;

@@ -15,6 +15,8 @@ use clap::{Parser, Subcommand};
 use decider_core::EventStore;
 use decider_store_postgres::PostgresOptions;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// A bank built with decider: accounts, transfers with compensation, read models.
 #[derive(Debug, Parser)]
@@ -73,15 +75,28 @@ async fn start(cli: Cli) -> Result<(), Box<dyn Error>> {
         Command::Serve { .. } => "info",
         Command::Demo => "warn",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
-        )
-        .init();
+    let logs = tracing_subscriber::registry()
+        .with(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)))
+        .with(tracing_subscriber::fmt::layer());
+    #[cfg(feature = "otlp")]
+    let (logs, otlp) = {
+        let (layer, otlp) = banking::otlp::from_env()?.unzip();
+        (logs.with(layer), otlp)
+    };
+    logs.init();
     if matches!(cli.command, Command::Serve { .. }) {
         // Before the bank starts, so that its projections' catching up is counted too.
         banking::metrics::install()?;
     }
+    let result = serve_or_demo(cli).await;
+    #[cfg(feature = "otlp")]
+    if let Some(otlp) = otlp {
+        otlp.shutdown();
+    }
+    result
+}
+
+async fn serve_or_demo(cli: Cli) -> Result<(), Box<dyn Error>> {
     match cli.store() {
         StoreUrl::Memory => {
             if matches!(cli.command, Command::Serve { .. }) {

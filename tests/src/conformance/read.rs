@@ -371,7 +371,12 @@ pub async fn read_stream_round_trips_every_field<S: EventStore + Clone>(store: S
         .with_header("日本", "語");
     let full_metadata = Metadata {
         schema_version: Some(7),
-        ..full_metadata
+        trace_state: Some("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7".into()),
+        ..full_metadata.with_trace_parent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .expect("a valid traceparent"),
+        )
     };
     let binary: Vec<u8> = (0..=255_u8).chain([0xff, 0xfe, 0xc3, 0x28, 0x00]).collect();
     let written = vec![
