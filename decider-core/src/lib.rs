@@ -82,6 +82,7 @@
 //! | [`EventData`], [`RecordedEvent`], [`ContentType`] | events on their way in and out | `event.rs` |
 //! | [`Metadata`] | correlation, causation, idempotency key, headers | `metadata.rs` |
 //! | [`EventStore`], [`AppendResult`], [`StreamFrom`], [`Direction`], [`EventFilter`], [`EventStream`], [`Subscription`], [`SubscriptionMessage`], [`StoreError`], [`ErrorSource`] | the store contract | `store.rs` |
+//! | [`StoreCatalog`], [`StreamSummary`] | listing streams, for inspection tools | `catalog.rs` |
 //! | [`SubscriptionRetry`] | for store adapters: how a live subscription rides out a failed query | `subscription_retry.rs` |
 //! | [`Codec`], [`JsonCodec`], [`EncodedEvent`], [`CodecError`] | domain events to bytes and back | `codec.rs` |
 //! | [`CommandHandler`], [`CommandOutcome`], [`CommandError`], [`RetryPolicy`] | running commands | `handler/` (the retry loop in `handler/attempt.rs`) |
@@ -104,6 +105,7 @@
 
 mod backoff;
 mod cache;
+mod catalog;
 mod clock;
 mod codec;
 pub mod combinators;
@@ -125,6 +127,7 @@ pub mod testing;
 mod view;
 
 pub use cache::StateCache;
+pub use catalog::{StoreCatalog, StreamSummary};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{Codec, CodecError, EncodedEvent, JsonCodec};
 pub use decider::{Decider, fold, fold_from};
