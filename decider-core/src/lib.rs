@@ -85,6 +85,7 @@
 //! | [`EventStore`], [`AppendResult`], [`StreamFrom`], [`Direction`], [`EventFilter`], [`EventStream`], [`Subscription`], [`SubscriptionMessage`], [`StoreError`], [`ErrorSource`] | the store contract | `store.rs` |
 //! | [`check_append`], [`MAX_PAYLOAD_BYTES`] | for store adapters: what every store refuses before it writes | `append_check.rs` |
 //! | [`measured_append`] | for store adapters: the append metrics; every metric's name (`decider_*`) and recording | `telemetry.rs` |
+//! | [`StoreCatalog`], [`StreamSummary`] | listing streams, for inspection tools | `catalog.rs` |
 //! | [`SubscriptionRetry`] | for store adapters: how a live subscription rides out a failed query | `subscription_retry.rs` |
 //! | [`Codec`], [`JsonCodec`], [`EncodedEvent`], [`CodecError`] | domain events to bytes and back | `codec.rs` |
 //! | [`CommandHandler`], [`CommandOutcome`], [`CommandError`], [`RetryPolicy`] | running commands | `handler/` (the retry loop in `handler/attempt.rs`) |
@@ -108,6 +109,7 @@
 mod append_check;
 mod backoff;
 mod cache;
+mod catalog;
 mod clock;
 mod codec;
 pub mod combinators;
@@ -132,6 +134,7 @@ mod view;
 
 pub use append_check::{MAX_PAYLOAD_BYTES, check_append};
 pub use cache::StateCache;
+pub use catalog::{StoreCatalog, StreamSummary};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{Codec, CodecError, EncodedEvent, JsonCodec};
 pub use decider::{Decider, fold, fold_from};

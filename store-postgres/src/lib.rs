@@ -31,6 +31,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod catalog;
 mod connect;
 mod error;
 mod json;

@@ -48,6 +48,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod catalog;
 mod error;
 mod open;
 mod owner;

@@ -1,0 +1,70 @@
+//! What can go wrong, each worded to say what to do about it.
+
+use decider_core::StoreError;
+
+/// A failure of one `decider` invocation; its `Display` is the message the user sees.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CliError {
+    #[error(
+        "unknown store URL {url:?}: supported are {supported} (pass one with --store or DECIDER_STORE)"
+    )]
+    UnknownScheme { url: String, supported: String },
+    #[error(
+        "the PostgreSQL database at {url} does not answer ({detail}): start PostgreSQL, or pass the right URL with --store or DECIDER_STORE"
+    )]
+    NotAnswering { url: String, detail: String },
+    #[error(
+        "no decider tables in schema {schema:?}: is this the right --schema? (the application creates them when it starts)"
+    )]
+    NotInitialised { schema: String },
+    #[error(
+        "no SQLite database at {path}: is this the right path? (the application creates it when it starts)"
+    )]
+    NoDatabaseFile { path: String },
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("writing the output failed: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+impl CliError {
+    /// Whether the error is a closed pipe on stdout (`decider read x | head`): not a failure.
+    pub(crate) fn is_broken_pipe(&self) -> bool {
+        matches!(self, Self::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+}
+
+/// `url` with any password replaced, for messages.
+pub(crate) fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) if user_info.contains(':') => {
+            let user = user_info.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn passwords_are_hidden() {
+        assert_eq!(
+            redacted("postgres://app:secret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(
+            redacted("postgres://app@db/x?a=b"),
+            "postgres://app@db/x?a=b"
+        );
+        assert_eq!(redacted("sqlite:///tmp/a.db"), "sqlite:///tmp/a.db");
+    }
+}
