@@ -11,14 +11,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use decider_core::StoreError;
 use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::{Client, Socket};
-use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::from_pg;
-use crate::tls::{self, SslMode};
-
-/// The TLS connector every connection of the store uses (it also opens plaintext connections,
-/// under `sslmode=disable` or a `prefer` the server declines).
-type Tls = MakeRustlsConnect;
+use crate::tls::{self, SslMode, Tls};
 
 /// A connection opened outside the pool, driven by its owner.
 pub(crate) type Connection =
@@ -29,7 +24,9 @@ pub(crate) type Connection =
 ///
 /// TLS follows libpq's `sslmode` (`disable`, `prefer`, `require`, `verify-ca`, `verify-full`;
 /// `prefer` when absent, as in libpq and tokio-postgres) and `sslrootcert` (a PEM file of
-/// trusted roots; the system's roots when absent), through rustls:
+/// trusted roots; the system's roots when absent), through rustls (the `tls` feature, on by
+/// default; without it only `disable` and `prefer` connect, in plaintext, and the other modes
+/// are refused as [`StoreError::InvalidInput`] naming the feature):
 ///
 /// | `sslmode` | TLS | the server's certificate |
 /// | --- | --- | --- |
@@ -102,11 +99,15 @@ impl ConnectionSettings {
     }
 
     /// Opens one connection; the caller drives the returned [`Connection`].
+    // `NoTls` (a build without `tls`) is Copy; the rustls connector is not.
+    #[cfg_attr(not(feature = "tls"), allow(clippy::clone_on_copy))]
     pub(crate) async fn connect(&self) -> Result<(Client, Connection), StoreError> {
         self.config.connect(self.tls.clone()).await.map_err(from_pg)
     }
 
     /// A pool of up to `size` connections that waits at most `timeout` for one.
+    // `NoTls` (a build without `tls`) is Copy; the rustls connector is not.
+    #[cfg_attr(not(feature = "tls"), allow(clippy::clone_on_copy))]
     pub(crate) fn pool(&self, size: usize, timeout: Duration) -> Result<Pool, StoreError> {
         let manager = Manager::from_config(
             self.config.clone(),

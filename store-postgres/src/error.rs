@@ -8,6 +8,7 @@ use deadpool_postgres::PoolError;
 use decider_core::StoreError;
 use tokio_postgres::error::SqlState;
 
+#[cfg(feature = "tls")]
 use crate::tls::CertificateRefused;
 
 /// Maps a driver error, for code that runs its own queries beside the store (read models,
@@ -90,8 +91,14 @@ fn classify(error: &tokio_postgres::Error) -> Class {
     Class::Backend(format!("PostgreSQL: {message} ({})", code.code()))
 }
 
+#[cfg(not(feature = "tls"))]
+fn certificate_refusal(_error: &tokio_postgres::Error) -> Option<String> {
+    None
+}
+
 /// Why the TLS handshake refused the server's certificate, if that is what `error` is: the same
 /// certificate would be refused on every retry, so the caller must not be told to retry.
+#[cfg(feature = "tls")]
 fn certificate_refusal(error: &tokio_postgres::Error) -> Option<String> {
     // tokio-rustls reports the rustls error inside an `io::Error`, whose `source` skips it: the
     // chain is searched for the `io::Error` and its payload read with `get_ref`.

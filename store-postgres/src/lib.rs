@@ -18,7 +18,7 @@
 //! - **Snapshots**: the store is also a [`SnapshotStore`](decider_core::SnapshotStore) for the
 //!   command handler, one row per stream in the `snapshots` table.
 //! - Everything lives in one schema (default `decider`), so tenants and tests are isolated.
-//! - **TLS** through rustls, as libpq's `sslmode` and `sslrootcert` in the URL say, for every
+//! - **TLS** (feature `tls`, on by default) through rustls, as libpq's `sslmode` and `sslrootcert` in the URL say, for every
 //!   connection the store opens (see [`ConnectionSettings`]).
 //!
 //! ```no_run

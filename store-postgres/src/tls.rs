@@ -3,24 +3,23 @@
 //! lease connections share. What each mode checks is described (for users) on
 //! [`ConnectionSettings`](crate::ConnectionSettings).
 
+#[cfg(feature = "tls")]
+mod connector;
 mod params;
+#[cfg(feature = "tls")]
 mod verify;
 
-use std::path::Path;
 use std::str::FromStr;
-use std::sync::{Arc, OnceLock};
 
 use decider_core::StoreError;
-use rustls::client::WebPkiServerVerifier;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
-use rustls::{ClientConfig, RootCertStore};
-use tokio_postgres_rustls::MakeRustlsConnect;
 
+#[cfg(feature = "tls")]
+pub(crate) use connector::{Tls, connector};
 pub(crate) use params::take_tls_params;
+#[cfg(not(feature = "tls"))]
+pub(crate) use plaintext::{Tls, connector};
+#[cfg(feature = "tls")]
 pub(crate) use verify::CertificateRefused;
-
-use verify::{Check, ServerCertificates};
 
 /// libpq's `sslmode` values, less `allow` (plaintext first, TLS only if the server insists),
 /// which tokio-postgres cannot do.
@@ -39,7 +38,10 @@ impl SslMode {
     pub(crate) fn driver_mode(self) -> tokio_postgres::config::SslMode {
         match self {
             Self::Disable => tokio_postgres::config::SslMode::Disable,
-            Self::Prefer => tokio_postgres::config::SslMode::Prefer,
+            // Without TLS compiled in there is nothing to prefer: plaintext, as the server
+            // would answer a client that cannot do TLS.
+            Self::Prefer if cfg!(feature = "tls") => tokio_postgres::config::SslMode::Prefer,
+            Self::Prefer => tokio_postgres::config::SslMode::Disable,
             Self::Require | Self::VerifyCa | Self::VerifyFull => {
                 tokio_postgres::config::SslMode::Require
             }
@@ -83,95 +85,34 @@ impl FromStr for SslMode {
     }
 }
 
-/// The connector for `mode`, trusting the certificates of `root_cert` (a PEM file) or, when
-/// there is none and the mode verifies, the system's roots.
-pub(crate) fn connector(
-    mode: SslMode,
-    root_cert: Option<&Path>,
-) -> Result<MakeRustlsConnect, StoreError> {
-    // The provider is handed to the config rather than installed process-wide: other crates of
-    // the process may bring aws-lc-rs too, and with two providers compiled in and none
-    // installed, rustls's `ClientConfig::builder()` panics.
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let file_roots = root_cert.map(roots_from_file).transpose()?;
-    let roots = match (mode, file_roots) {
-        (SslMode::Disable | SslMode::Prefer, _) | (SslMode::Require, None) => None,
-        (_, Some(roots)) => Some(roots),
-        (SslMode::VerifyCa | SslMode::VerifyFull, None) => Some(system_roots(mode)?),
-    };
-    let check = match roots {
-        None => Check::AnyCertificate,
-        Some(roots) => {
-            let chain = WebPkiServerVerifier::builder_with_provider(roots, Arc::clone(&provider))
-                .build()
-                .map_err(|e| {
-                    StoreError::InvalidInput(format!("sslmode={mode}: bad trusted roots: {e}"))
-                })?;
-            if mode == SslMode::VerifyFull {
-                Check::ChainAndName(chain)
-            } else {
-                Check::Chain(chain)
-            }
-        }
-    };
-    let verifier = ServerCertificates::new(mode, check, &provider);
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| StoreError::InvalidInput(format!("TLS configuration: {e}")))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    Ok(MakeRustlsConnect::new(config))
-}
+/// Connections without TLS, for builds without the `tls` feature: what asks for TLS is refused
+/// up front, naming the feature, rather than failing at the handshake.
+#[cfg(not(feature = "tls"))]
+mod plaintext {
+    use std::path::Path;
 
-/// The certificates of the PEM file at `path`.
-fn roots_from_file(path: &Path) -> Result<Arc<RootCertStore>, StoreError> {
-    let shown = path.display();
-    let pem = std::fs::read(path)
-        .map_err(|e| StoreError::InvalidInput(format!("cannot read sslrootcert {shown}: {e}")))?;
-    let mut roots = RootCertStore::empty();
-    for certificate in CertificateDer::pem_slice_iter(&pem) {
-        let certificate = certificate.map_err(|e| {
-            StoreError::InvalidInput(format!("sslrootcert {shown} is not valid PEM: {e}"))
-        })?;
-        roots.add(certificate).map_err(|e| {
-            StoreError::InvalidInput(format!("sslrootcert {shown} holds a bad certificate: {e}"))
-        })?;
-    }
-    if roots.is_empty() {
-        return Err(StoreError::InvalidInput(format!(
-            "sslrootcert {shown} holds no certificate"
-        )));
-    }
-    Ok(Arc::new(roots))
-}
+    use decider_core::StoreError;
 
-/// The system's trusted roots, read once per process: every connector that verifies without
-/// `sslrootcert` shares them.
-fn system_roots(mode: SslMode) -> Result<Arc<RootCertStore>, StoreError> {
-    static ROOTS: OnceLock<Result<Arc<RootCertStore>, String>> = OnceLock::new();
-    let roots = ROOTS.get_or_init(|| {
-        let found = rustls_native_certs::load_native_certs();
-        for error in &found.errors {
-            tracing::warn!(%error, "skipping part of the system's trusted roots");
+    use super::SslMode;
+
+    /// The connector of a build without TLS.
+    pub(crate) type Tls = tokio_postgres::NoTls;
+
+    /// Plaintext for `disable` and `prefer`; `InvalidInput` for everything that needs TLS.
+    pub(crate) fn connector(mode: SslMode, root_cert: Option<&Path>) -> Result<Tls, StoreError> {
+        let needs_tls = match (mode, root_cert) {
+            (SslMode::Disable | SslMode::Prefer, None) => None,
+            (_, Some(path)) => Some(format!("sslrootcert={}", path.display())),
+            (mode, None) => Some(format!("sslmode={mode}")),
+        };
+        match needs_tls {
+            None => Ok(tokio_postgres::NoTls),
+            Some(asked) => Err(StoreError::InvalidInput(format!(
+                "{asked} needs TLS, and this build of decider-store-postgres has none: enable \
+                 its `tls` feature (a default feature), or connect with sslmode=disable"
+            ))),
         }
-        let mut roots = RootCertStore::empty();
-        let (added, ignored) = roots.add_parsable_certificates(found.certs);
-        if ignored > 0 {
-            tracing::warn!(ignored, "skipping unparsable system root certificates");
-        }
-        if added == 0 {
-            let errors: Vec<String> = found.errors.iter().map(ToString::to_string).collect();
-            return Err(format!("found none ({})", errors.join("; ")));
-        }
-        Ok(Arc::new(roots))
-    });
-    roots.clone().map_err(|reason| {
-        StoreError::InvalidInput(format!(
-            "sslmode={mode} verifies the server against the system's trusted roots, and there \
-             are none: {reason}; give sslrootcert=/path/to/ca.pem"
-        ))
-    })
+    }
 }
 
 #[cfg(test)]
@@ -202,12 +143,18 @@ mod tests {
     fn verifying_modes_ask_the_driver_for_tls() {
         use tokio_postgres::config::SslMode as Driver;
         assert_eq!(SslMode::Disable.driver_mode(), Driver::Disable);
-        assert_eq!(SslMode::Prefer.driver_mode(), Driver::Prefer);
+        let prefer = if cfg!(feature = "tls") {
+            Driver::Prefer
+        } else {
+            Driver::Disable
+        };
+        assert_eq!(SslMode::Prefer.driver_mode(), prefer);
         for mode in [SslMode::Require, SslMode::VerifyCa, SslMode::VerifyFull] {
             assert_eq!(mode.driver_mode(), Driver::Require);
         }
     }
 
+    #[cfg(feature = "tls")]
     #[test]
     fn a_root_file_without_a_certificate_is_invalid_input() {
         let path = std::env::temp_dir().join(format!("decider-empty-{}.pem", std::process::id()));
@@ -220,5 +167,22 @@ mod tests {
             }
             other => panic!("expected InvalidInput, got {:?}", other.map(|_| ())),
         }
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn without_tls_what_asks_for_it_is_refused_naming_the_feature() {
+        assert!(connector(SslMode::Disable, None).is_ok());
+        assert!(connector(SslMode::Prefer, None).is_ok());
+        for mode in [SslMode::Require, SslMode::VerifyCa, SslMode::VerifyFull] {
+            match connector(mode, None) {
+                Err(StoreError::InvalidInput(message)) => {
+                    assert!(message.contains("`tls` feature"), "{message}");
+                }
+                other => panic!("{mode}: expected InvalidInput, got {:?}", other.map(|_| ())),
+            }
+        }
+        let root = std::path::Path::new("/etc/ssl/certs/ca.pem");
+        assert!(connector(SslMode::Prefer, Some(root)).is_err());
     }
 }

@@ -18,6 +18,7 @@ use decider_core::{
     EventStore, Loaded, Metadata, Position, RecordedEvent, RetryPolicy, StoreError, StreamFrom,
     SubscriptionMessage, TraceParent,
 };
+#[cfg(feature = "eventstoredb")]
 use decider_store_eventstoredb::EventStoreDbStore;
 use decider_store_memory::MemoryStore;
 use decider_store_postgres::{PgTransactionalSink, PostgresOptions, PostgresStore};
@@ -606,6 +607,7 @@ pub fn in_memory_on<S: EventStore + Clone>(store: S) -> Running<S, MemoryReadMod
 /// again (each already finished transfer costs one read; an unfinished one is carried on).
 /// Run one such process per store: EventStoreDB gives no lease to keep a second process's
 /// transfer manager from driving the same transfers.
+#[cfg(feature = "eventstoredb")]
 pub async fn on_eventstoredb(
     url: &str,
 ) -> Result<Running<EventStoreDbStore, MemoryReadModels>, StoreError> {

@@ -115,7 +115,13 @@ async fn serve_or_demo(cli: Cli) -> Result<(), Box<dyn Error>> {
             };
             run(cli.command, bank::on_postgres(&url, options).await?).await
         }
+        #[cfg(feature = "eventstoredb")]
         StoreUrl::EventStoreDb(url) => run(cli.command, bank::on_eventstoredb(&url).await?).await,
+        #[cfg(not(feature = "eventstoredb"))]
+        StoreUrl::EventStoreDb(_) => Err("this build of banking has no EventStoreDB / KurrentDB \
+             support: build it with `--features eventstoredb` (cargo run -p banking \
+             --features eventstoredb -- …)"
+            .into()),
     }
 }
 

@@ -22,6 +22,7 @@ async fn bad_input_on_the_memory_store_is_refused_and_writes_nothing() {
     bad_input(support::memory_bank()).await;
 }
 
+#[cfg(feature = "eventstoredb")]
 #[tokio::test]
 async fn bad_input_on_the_eventstoredb_protocol_double_is_refused_and_writes_nothing() {
     bad_input(support::eventstoredb_double_bank().await).await;
@@ -360,6 +361,7 @@ async fn reads_wait_for_their_own_writes_on_the_memory_store() {
     read_your_writes(support::memory_bank()).await;
 }
 
+#[cfg(feature = "eventstoredb")]
 #[tokio::test]
 async fn reads_wait_for_their_own_writes_on_the_eventstoredb_protocol_double() {
     read_your_writes(support::eventstoredb_double_bank().await).await;

@@ -100,6 +100,7 @@ async fn the_demo_runs_on_the_memory_store() {
     running.stop().await.unwrap();
 }
 
+#[cfg(feature = "eventstoredb")]
 #[tokio::test]
 async fn the_demo_runs_on_the_eventstoredb_protocol_double() {
     let running = support::eventstoredb_double_bank().await;

@@ -37,6 +37,7 @@ async fn concurrent_traffic_on_the_memory_store_conserves_money() {
     traffic(support::memory_bank()).await;
 }
 
+#[cfg(feature = "eventstoredb")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_traffic_on_the_eventstoredb_protocol_double_conserves_money() {
     traffic(support::eventstoredb_double_bank().await).await;

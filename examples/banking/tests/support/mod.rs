@@ -11,7 +11,9 @@ use banking::read_model::memory::MemoryReadModels;
 use banking::read_model::postgres::PgReadModels;
 use banking::read_model::sqlite::SqliteReadModels;
 use decider_core::EventStore;
+#[cfg(feature = "eventstoredb")]
 use decider_eventstoredb_double::ProtocolDouble;
+#[cfg(feature = "eventstoredb")]
 use decider_store_eventstoredb::EventStoreDbStore;
 use decider_store_memory::MemoryStore;
 use decider_store_postgres::{PostgresOptions, PostgresStore};
@@ -29,12 +31,14 @@ pub mod scenario;
 
 /// The EventStoreDB protocol double of this test process (nextest runs each test in a process
 /// of its own; every test writes streams of its own anyway).
+#[cfg(feature = "eventstoredb")]
 pub fn double() -> &'static ProtocolDouble {
     static DOUBLE: std::sync::OnceLock<ProtocolDouble> = std::sync::OnceLock::new();
     DOUBLE.get_or_init(ProtocolDouble::start)
 }
 
 /// A bank on EventStoreDB, through the real `kurrentdb` client, against the protocol double.
+#[cfg(feature = "eventstoredb")]
 pub async fn eventstoredb_double_bank() -> Running<EventStoreDbStore, MemoryReadModels> {
     bank::on_eventstoredb(&double().url())
         .await
