@@ -617,7 +617,12 @@ async fn the_status_reports_checkpoint_head_lag_and_live_state() {
     let (stop, stopped) = oneshot::channel::<()>();
     let check = async {
         tokio::time::timeout(WAIT, async {
-            while status.get().state != RunnerState::Live || status.get().handled < 100 {
+            // The head comes from the periodic measurement, which a loaded machine may run
+            // after the runner has caught up: wait for it too.
+            while status.get().state != RunnerState::Live
+                || status.get().handled < 100
+                || status.get().head.is_none()
+            {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         })

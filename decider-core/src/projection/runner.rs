@@ -600,16 +600,14 @@ where
     /// checkpoint it holds (or, while another runner may hold the lease, the sink's).
     async fn measure_lag(&self) -> Result<(), String> {
         let status = self.status.get();
-        let checkpoint = if matches!(status.state, RunnerState::CatchingUp | RunnerState::Live) {
-            status.checkpoint
-        } else {
-            let checkpoint = self
-                .sink
+        let from_sink = !matches!(status.state, RunnerState::CatchingUp | RunnerState::Live);
+        let checkpoint = if from_sink {
+            self.sink
                 .checkpoint(self.name())
                 .await
-                .map_err(|error| error.to_string())?;
-            self.status.set_checkpoint(checkpoint);
-            checkpoint
+                .map_err(|error| error.to_string())?
+        } else {
+            status.checkpoint
         };
         let head = self
             .store
@@ -625,7 +623,8 @@ where
             Some(Err(error)) => return Err(error.to_string()),
             None => None,
         };
-        self.status.measured(head, lag(pending, head));
+        self.status
+            .measured(checkpoint, from_sink, head, lag(pending, head));
         Ok(())
     }
 

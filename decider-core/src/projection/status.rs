@@ -179,10 +179,30 @@ impl StatusHandle {
         });
     }
 
-    /// Records a measurement: the head, and how far behind it the projection is.
-    pub(crate) fn measured(&self, head: Option<Position>, lag: u64) {
+    /// Records a measurement: the head, and how far behind it a projection at checkpoint `from`
+    /// is. `from_sink`: `from` was read from the sink because the runner was not running, and
+    /// becomes the status's checkpoint unless the runner has started since.
+    ///
+    /// The measurement takes two reads, while batches go on committing: when the checkpoint has
+    /// moved past `from` meanwhile, the lag measured is stale (too high) and is capped at the
+    /// distance from the new checkpoint to the head, so that it never undoes a `caught_up`.
+    pub(crate) fn measured(
+        &self,
+        from: Option<Position>,
+        from_sink: bool,
+        head: Option<Position>,
+        lag: u64,
+    ) {
         self.update(|status| {
-            status.head = head;
+            if from_sink && !matches!(status.state, RunnerState::CatchingUp | RunnerState::Live) {
+                status.checkpoint = from;
+            }
+            let lag = match (status.checkpoint, head) {
+                (now, _) if now == from => lag,
+                (Some(now), Some(head)) => lag.min(head.prepare().saturating_sub(now.prepare())),
+                _ => lag,
+            };
+            status.head = status.head.max(head);
             status.lag = Some(lag);
             telemetry::projection_lag(&status.projection, lag);
             status.measured_at = Some(SystemTime::now());
