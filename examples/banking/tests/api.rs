@@ -434,17 +434,7 @@ async fn read_your_writes<S: EventStore + Clone, R: ReadModels>(running: Running
 
     // A transfer, read back once it is done.
     let bob = support::open(&server, "Bob", "EUR", None).await;
-    let requested = server
-        .post(
-            "/transfers",
-            json!({ "from": ada, "to": bob, "amount": 25, "currency": "EUR" }),
-            Some("pay-bob"),
-        )
-        .await;
-    assert_eq!(requested.0, 202, "{requested:?}");
-    let id = requested.1["id"].as_str().unwrap();
-    let done = server.get(&format!("/transfers/{id}?wait_ms=10000")).await;
-    assert_eq!(done.1["status"], "completed", "{done:?}");
+    let done = support::transfer(&server, &ada, &bob, 25, "pay-bob").await;
     assert_eq!(done.1["amount"], 25);
 
     server.shutdown().await;

@@ -105,17 +105,7 @@ async fn metrics_count_the_commands_appends_and_projected_events_of_real_traffic
     );
 
     // A transfer: its request, then the process's debit, credit and settlement on the accounts.
-    let requested = server
-        .post(
-            "/transfers",
-            json!({ "from": ada, "to": bob, "amount": 25, "currency": "EUR" }),
-            Some("pay-bob"),
-        )
-        .await;
-    assert_eq!(requested.0, 202, "{requested:?}");
-    let id = requested.1["id"].as_str().unwrap();
-    let done = server.get(&format!("/transfers/{id}?wait_ms=10000")).await;
-    assert_eq!(done.1["status"], "completed", "{done:?}");
+    support::transfer(&server, &ada, &bob, 25, "pay-bob").await;
 
     // The projections report per batch and measure their lag on a timer: wait (boundedly)
     // until both have handled every event they select and a measurement since found no lag

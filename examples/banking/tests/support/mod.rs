@@ -306,6 +306,23 @@ pub fn code(answer: &Answer) -> &str {
     answer.1["error"]["code"].as_str().unwrap_or("<none>")
 }
 
+/// Requests a transfer over HTTP under idempotency key `key`, waits until it has completed, and
+/// returns the finished transfer.
+pub async fn transfer(server: &Server, from: &str, to: &str, amount: i64, key: &str) -> Answer {
+    let requested = server
+        .post(
+            "/transfers",
+            serde_json::json!({ "from": from, "to": to, "amount": amount, "currency": "EUR" }),
+            Some(key),
+        )
+        .await;
+    assert_eq!(requested.0, 202, "{requested:?}");
+    let id = requested.1["id"].as_str().unwrap();
+    let done = server.get(&format!("/transfers/{id}?wait_ms=10000")).await;
+    assert_eq!(done.1["status"], "completed", "{done:?}");
+    done
+}
+
 /// Opens an account over HTTP and returns its id.
 pub async fn open(server: &Server, owner: &str, currency: &str, limit: Option<i64>) -> String {
     let answer = server
