@@ -13,7 +13,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::projection::RunnerState;
+use crate::projection::{ReportedState, RunnerState};
 use crate::store::{AppendResult, StoreError};
 
 /// Commands handled, by `decider` and `outcome` (see [`CommandOutcomeLabel`]).
@@ -170,36 +170,13 @@ pub(crate) fn projection_dead_letter(projection: &str) {
     metrics::counter!(PROJECTION_DEAD_LETTERS, "projection" => projection.to_owned()).increment(1);
 }
 
-/// Every `state` label of `decider_projection_state`, one per [`RunnerState`] variant.
-const RUNNER_STATES: [&str; 7] = [
-    "idle",
-    "waiting_for_lease",
-    "catching_up",
-    "live",
-    "reconnecting",
-    "stopped",
-    "failed",
-];
-
-fn state_label(state: &RunnerState) -> &'static str {
-    match state {
-        RunnerState::Idle => RUNNER_STATES[0],
-        RunnerState::WaitingForLease => RUNNER_STATES[1],
-        RunnerState::CatchingUp => RUNNER_STATES[2],
-        RunnerState::Live => RUNNER_STATES[3],
-        RunnerState::Reconnecting { .. } => RUNNER_STATES[4],
-        RunnerState::Stopped => RUNNER_STATES[5],
-        RunnerState::Failed { .. } => RUNNER_STATES[6],
-    }
-}
-
 /// Records that `projection` is now in `state`: its gauge `1`, every other state's `0`, so that
 /// a query for `== 1` finds exactly one state per projection.
 pub(crate) fn projection_state(projection: &str, state: &RunnerState) {
-    let current = state_label(state);
-    for label in RUNNER_STATES {
-        let value = if label == current { 1.0 } else { 0.0 };
-        metrics::gauge!(PROJECTION_STATE, "projection" => projection.to_owned(), "state" => label)
+    let current = ReportedState::of(state);
+    for reported in ReportedState::ALL {
+        let value = if reported == current { 1.0 } else { 0.0 };
+        metrics::gauge!(PROJECTION_STATE, "projection" => projection.to_owned(), "state" => reported.as_str())
             .set(value);
     }
 }
@@ -242,7 +219,7 @@ mod tests {
                 error: String::new(),
             },
         ];
-        let labels: Vec<_> = states.iter().map(state_label).collect();
-        assert_eq!(labels, RUNNER_STATES);
+        let reported: Vec<_> = states.iter().map(ReportedState::of).collect();
+        assert_eq!(reported, ReportedState::ALL);
     }
 }

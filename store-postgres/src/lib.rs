@@ -33,6 +33,7 @@
 
 mod catalog;
 mod connect;
+mod control;
 mod error;
 mod json;
 mod live;
@@ -57,6 +58,7 @@ use decider_core::{
 };
 
 pub use crate::connect::ConnectionSettings;
+pub use crate::control::PgControl;
 pub use crate::error::{from_pg as store_error, from_pool as pool_error};
 pub use crate::projection::{
     PgCheckpoints, PgDeadLetters, PgLeases, PgTransactionalSink, TransactionalHandler, handle_error,

@@ -168,6 +168,39 @@ CREATE TABLE {schema}.snapshots (
     taken_at      timestamptz NOT NULL DEFAULT now()
 );
 "#,
+    // 3: the projection control plane (see `control.rs`): runners' reports, operators' requests.
+    r#"
+CREATE TABLE {schema}.projection_runners (
+    projection             text NOT NULL,
+    runner                 text NOT NULL,
+    state                  text NOT NULL,
+    error                  text,
+    checkpoint_transaction bigint,
+    checkpoint_position    bigint,
+    head_transaction       bigint,
+    head_position          bigint,
+    lag                    bigint,
+    events_per_second      double precision NOT NULL,
+    interval_ms            bigint NOT NULL,
+    -- By the runner's clock: reports of one runner are ordered by it.
+    reported_at            timestamptz NOT NULL,
+    PRIMARY KEY (projection, runner)
+);
+
+CREATE TABLE {schema}.projection_requests (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    projection   text NOT NULL,
+    action       text NOT NULL,
+    requested_at timestamptz NOT NULL DEFAULT now(),
+    done_at      timestamptz,
+    done_by      text,
+    succeeded    boolean,
+    result       text
+);
+-- What a runner looks for at every status interval: its projection's pending requests.
+CREATE INDEX projection_requests_pending ON {schema}.projection_requests (projection, id)
+    WHERE done_at IS NULL;
+"#,
 ];
 
 /// Creates the schema and the table recording applied migrations.
@@ -294,6 +327,48 @@ pub(crate) const LIST_DEAD_LETTERS: &str = "SELECT event_id, stream_id, revision
 
 pub(crate) const DELETE_DEAD_LETTER: &str =
     "DELETE FROM {schema}.dead_letters WHERE projection = $1 AND event_id = $2";
+
+/// A runner's report, replacing its previous one; reports of the same projection's runners
+/// that have not reported for a week (processes long gone) are forgotten on the way.
+pub(crate) const REPORT: &str = "WITH gone AS (DELETE FROM {schema}.projection_runners \
+         WHERE projection = $1 AND runner <> $2 AND reported_at < $12::timestamptz - interval '7 days') \
+     INSERT INTO {schema}.projection_runners AS r (projection, runner, state, error, \
+         checkpoint_transaction, checkpoint_position, head_transaction, head_position, lag, \
+         events_per_second, interval_ms, reported_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+     ON CONFLICT (projection, runner) DO UPDATE SET state = excluded.state, \
+         error = excluded.error, checkpoint_transaction = excluded.checkpoint_transaction, \
+         checkpoint_position = excluded.checkpoint_position, \
+         head_transaction = excluded.head_transaction, head_position = excluded.head_position, \
+         lag = excluded.lag, events_per_second = excluded.events_per_second, \
+         interval_ms = excluded.interval_ms, reported_at = excluded.reported_at";
+
+pub(crate) const REPORTS: &str = "SELECT projection, runner, state, error, \
+     checkpoint_transaction, checkpoint_position, head_transaction, head_position, lag, \
+     events_per_second, interval_ms, reported_at \
+     FROM {schema}.projection_runners ORDER BY projection, runner";
+
+pub(crate) const REQUEST: &str = "INSERT INTO {schema}.projection_requests (projection, action) \
+     VALUES ($1, $2) RETURNING id";
+
+const REQUEST_COLUMNS: &str =
+    "id, projection, action, requested_at, done_at, done_by, succeeded, result";
+
+pub(crate) fn pending_requests() -> String {
+    format!(
+        "SELECT {REQUEST_COLUMNS} FROM {{schema}}.projection_requests \
+         WHERE projection = $1 AND done_at IS NULL ORDER BY id"
+    )
+}
+
+pub(crate) fn request_status() -> String {
+    format!("SELECT {REQUEST_COLUMNS} FROM {{schema}}.projection_requests WHERE id = $1")
+}
+
+/// Marks a request done, unless it is already: the first completion stands.
+pub(crate) const COMPLETE_REQUEST: &str = "UPDATE {schema}.projection_requests \
+     SET done_at = now(), done_by = $2, succeeded = $3, result = $4 \
+     WHERE id = $1 AND done_at IS NULL";
 
 /// Blocks until this session holds the lease `$1` (`<schema>:<projection>`).
 pub(crate) const ACQUIRE_LEASE: &str =

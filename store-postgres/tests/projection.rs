@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use decider_core::projection::{
-    CheckpointError, CheckpointStore, PoisonPolicy, Projection, ProjectionError, ProjectionRunner,
-    RunnerOptions, RunnerState, SinkError,
+    CheckpointError, CheckpointStore, ControlAction, DeadLetterStore, PoisonPolicy, Projection,
+    ProjectionControl, ProjectionError, ProjectionRunner, ReportedState, RunnerOptions,
+    RunnerState, SinkError,
 };
 use decider_core::{
     EventData, EventFilter, EventStore, ExpectedVersion, Position, RecordedEvent, StreamId,
@@ -414,6 +415,161 @@ async fn when_the_active_runner_loses_its_connection_the_other_takes_over_exactl
     assert!(
         counts.values().all(|&n| n == 1),
         "an event was applied twice"
+    );
+    drop_store(store).await;
+}
+
+#[tokio::test]
+async fn the_control_plane_keeps_reports_and_requests() {
+    let store = fresh_store().await;
+    decider_tests::control::control_contract(store.control()).await;
+    drop_store(store).await;
+}
+
+/// Waits until request `id` is done, and returns how.
+async fn done(store: &PostgresStore, id: u64) -> Result<String, String> {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let request = store.control().request_status(id).await.unwrap().unwrap();
+            if let Some(done) = request.done {
+                return done.result;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the request was not carried out in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_requests_are_carried_out_by_the_runner_holding_the_lease() {
+    let store = fresh_store().await;
+    fill(&store, "acct", 4, 10, "Deposited").await;
+    fill(&store, "bad", 1, 1, "Frozen").await;
+    let counter = Counter::new(&store).await;
+    *counter.broken_type.lock().unwrap() = Some("Frozen".into());
+    let options = RunnerOptions {
+        poison: PoisonPolicy::DeadLetter,
+        status_interval: Duration::from_millis(100),
+        ..RunnerOptions::default()
+    };
+    let make = || {
+        Arc::new(
+            runner(&store, &counter, options.clone())
+                .with_lease(store.leases().unwrap())
+                .with_control(store.control()),
+        )
+    };
+    let (first, second) = (make(), make());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let spawn = |runner: Arc<ProjectionRunner<_, _, _, _>>| {
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            runner
+                .run(async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                })
+                .await
+        })
+    };
+    let runs = [spawn(first.clone()), spawn(second.clone())];
+    let control = store.control();
+
+    // Both report: one is active, the other waits for the lease.
+    let reports = tokio::time::timeout(WAIT, async {
+        loop {
+            let reports = control.reports().await.unwrap();
+            let states: Vec<_> = reports.iter().map(|r| r.state).collect();
+            if states.contains(&ReportedState::Live)
+                && states.contains(&ReportedState::WaitingForLease)
+                && reports.iter().any(|r| r.lag == Some(0))
+            {
+                return reports;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the runners did not report");
+    assert_eq!(reports.len(), 2);
+    assert!(reports.iter().all(|r| r.projection == "counter"));
+    assert_eq!(counts(&store).await.len(), 40, "all but the poison event");
+
+    // A re-drive while the handler is still broken fails again; once fixed it succeeds.
+    let id = control
+        .request("counter", ControlAction::RedriveDeadLetters)
+        .await
+        .unwrap();
+    let still_broken = done(&store, id).await.unwrap();
+    assert!(
+        still_broken.starts_with("0 re-driven, 1 failed again; bad-0 revision 0: "),
+        "{still_broken}"
+    );
+    *counter.broken_type.lock().unwrap() = None;
+    let id = control
+        .request("counter", ControlAction::RedriveDeadLetters)
+        .await
+        .unwrap();
+    assert_eq!(
+        done(&store, id).await.unwrap(),
+        "1 re-driven, 0 failed again"
+    );
+    assert!(
+        store
+            .dead_letters()
+            .list("counter")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(counts(&store).await.len(), 41);
+
+    // A rebuild empties the read model and replays it, each event once; events appended during
+    // it are projected too.
+    let id = control
+        .request("counter", ControlAction::Rebuild)
+        .await
+        .unwrap();
+    done(&store, id).await.unwrap();
+    fill(&store, "late", 1, 5, "Deposited").await;
+    tokio::time::timeout(WAIT, async {
+        while counts(&store).await.len() < 46 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the rebuild did not replay the log");
+    let counts = counts(&store).await;
+    assert!(counts.values().all(|&n| n == 1), "{counts:?}");
+    let request = control.request_status(id).await.unwrap().unwrap();
+    let carried_by = request.done.unwrap().by;
+    let active = [&first, &second]
+        .into_iter()
+        .filter(|r| r.status().state == RunnerState::Live)
+        .count();
+    assert_eq!(active, 1, "one runner holds the lease");
+    assert!(
+        reports
+            .iter()
+            .any(|r| r.runner == carried_by && r.state == ReportedState::Live),
+        "the request was carried out by {carried_by}, not by the active runner: {reports:?}"
+    );
+
+    stop.send(true).unwrap();
+    for run in runs {
+        run.await.unwrap().unwrap();
+    }
+    let stopped: Vec<_> = control
+        .reports()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.state)
+        .collect();
+    assert_eq!(
+        stopped,
+        [ReportedState::Stopped; 2],
+        "a stopped runner says so"
     );
     drop_store(store).await;
 }

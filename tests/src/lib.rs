@@ -74,6 +74,7 @@
 #![deny(missing_docs)]
 
 pub mod conformance;
+pub mod control;
 
 /// The README's code, compiled and run as doctests, so that what a newcomer copies first
 /// always builds. (Only under `cargo test --doc`; the fragments the README marks `ignore` are

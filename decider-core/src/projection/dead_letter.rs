@@ -30,7 +30,8 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    /// The dead letter of `event` for `projection`.
+    /// The dead letter of `event` for `projection`; U+0000 in `reason` becomes U+FFFD, so that
+    /// every store can keep it.
     pub fn new(projection: &str, event: &RecordedEvent, reason: &str) -> Self {
         Self {
             projection: projection.to_owned(),
@@ -38,7 +39,7 @@ impl DeadLetter {
             stream: event.stream.clone(),
             revision: event.revision,
             position: event.position,
-            reason: reason.to_owned(),
+            reason: super::storable_text(reason),
             failed_at: SystemTime::now(),
         }
     }

@@ -69,6 +69,7 @@
 //! ```
 
 mod checkpoint;
+mod control;
 mod dead_letter;
 mod lease;
 mod runner;
@@ -79,6 +80,10 @@ mod status;
 use std::time::Duration;
 
 pub use checkpoint::{CheckpointError, CheckpointStore, MemoryCheckpoints};
+pub use control::{
+    ControlAction, ControlRequest, MemoryControl, ProjectionControl, ReportedState, RequestDone,
+    RunnerReport, Uncontrolled, runner_id,
+};
 pub use dead_letter::{DeadLetter, DeadLetterStore, MemoryDeadLetters};
 pub use lease::{Lease, LeaseGuard, LocalLeases, Unleased};
 pub use runner::{ProjectionError, ProjectionRunner, RedriveReport};
@@ -87,6 +92,12 @@ pub use sink::{CheckpointedSink, EventHandler, Sink, SinkError};
 pub use status::{ProjectionStatus, RunnerState, StatusHandle};
 
 use crate::store::EventFilter;
+
+/// `text` with U+0000 replaced: errors are kept as text by stores (dead letters, reports) and
+/// PostgreSQL's `text` cannot hold U+0000, yet an error may quote an event's bytes.
+pub(crate) fn storable_text(text: &str) -> String {
+    text.replace('\0', "\u{FFFD}")
+}
 
 /// A named follower of the log: the name keys its checkpoint, lease and dead letters; the filter
 /// says which events it gets.

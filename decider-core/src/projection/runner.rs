@@ -11,6 +11,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::Instrument;
 
 use crate::backoff;
+use crate::projection::control::{
+    ControlAction, ControlRequest, ProjectionControl, RunnerReport, Uncontrolled, runner_id,
+};
 use crate::projection::dead_letter::DeadLetter;
 use crate::projection::lease::{Lease, LeaseGuard, Unleased};
 use crate::projection::sink::{Sink, SinkError};
@@ -84,6 +87,24 @@ pub struct RedriveReport {
     pub failed: Vec<(DeadLetter, String)>,
 }
 
+impl RedriveReport {
+    /// One line: how many were re-driven, and each that failed again with its error.
+    pub fn summary(&self) -> String {
+        let mut line = format!(
+            "{} re-driven, {} failed again",
+            self.redriven.len(),
+            self.failed.len()
+        );
+        for (letter, error) in &self.failed {
+            line.push_str(&format!(
+                "; {} revision {}: {error}",
+                letter.stream, letter.revision
+            ));
+        }
+        line
+    }
+}
+
 /// What ends a run under a lease early.
 enum Halt {
     Shutdown,
@@ -147,23 +168,29 @@ impl Drop for Source {
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
-pub struct ProjectionRunner<S, K, L = Unleased> {
+pub struct ProjectionRunner<S, K, L = Unleased, C = Uncontrolled> {
     store: S,
     sink: K,
     lease: L,
+    control: C,
+    /// This runner's name in the control plane's reports.
+    runner_id: String,
     projection: Projection,
     options: RunnerOptions,
     status: StatusHandle,
 }
 
-impl<S, K> ProjectionRunner<S, K, Unleased> {
-    /// A runner of `projection` over `store` into `sink`, with default options and no lease.
+impl<S, K> ProjectionRunner<S, K, Unleased, Uncontrolled> {
+    /// A runner of `projection` over `store` into `sink`, with default options, no lease and
+    /// no control plane.
     pub fn new(store: S, projection: Projection, sink: K) -> Self {
         let status = StatusHandle::new(projection.name());
         Self {
             store,
             sink,
             lease: Unleased,
+            control: Uncontrolled,
+            runner_id: runner_id(),
             projection,
             options: RunnerOptions::default(),
             status,
@@ -171,7 +198,7 @@ impl<S, K> ProjectionRunner<S, K, Unleased> {
     }
 }
 
-impl<S, K, L> ProjectionRunner<S, K, L> {
+impl<S, K, L, C> ProjectionRunner<S, K, L, C> {
     /// The same runner with other options.
     pub fn with_options(mut self, options: RunnerOptions) -> Self {
         self.options = options;
@@ -180,11 +207,45 @@ impl<S, K, L> ProjectionRunner<S, K, L> {
 
     /// The same runner taking `lease` before it runs, so that only one runner of the projection
     /// is ever active.
-    pub fn with_lease<L2: Lease>(self, lease: L2) -> ProjectionRunner<S, K, L2> {
+    pub fn with_lease<L2: Lease>(self, lease: L2) -> ProjectionRunner<S, K, L2, C> {
         ProjectionRunner {
             store: self.store,
             sink: self.sink,
             lease,
+            control: self.control,
+            runner_id: self.runner_id,
+            projection: self.projection,
+            options: self.options,
+            status: self.status,
+        }
+    }
+
+    /// The same runner reporting to `control` and taking operators' requests from it (see
+    /// [`ProjectionControl`]): its status every [`RunnerOptions::status_interval`], and, while
+    /// it holds the lease, the rebuilds and re-drives asked of its projection.
+    ///
+    /// ```
+    /// # use decider_core::projection::*;
+    /// # use decider_store_memory::MemoryStore;
+    /// # use std::sync::Arc;
+    /// # struct Counter;
+    /// # impl EventHandler for Counter {
+    /// #     async fn handle(&self, _: &[decider_core::RecordedEvent]) -> Result<(), SinkError> { Ok(()) }
+    /// # }
+    /// let control = Arc::new(MemoryControl::default());
+    /// let sink = CheckpointedSink::new(Counter, MemoryCheckpoints::default(), MemoryDeadLetters::default());
+    /// let runner = ProjectionRunner::new(MemoryStore::new(), Projection::new("counter"), sink)
+    ///     .with_control(control.clone());
+    /// // An operator, elsewhere: `control.request("counter", ControlAction::Rebuild)`.
+    /// # let _ = runner;
+    /// ```
+    pub fn with_control<C2: ProjectionControl>(self, control: C2) -> ProjectionRunner<S, K, L, C2> {
+        ProjectionRunner {
+            store: self.store,
+            sink: self.sink,
+            lease: self.lease,
+            control,
+            runner_id: self.runner_id,
             projection: self.projection,
             options: self.options,
             status: self.status,
@@ -212,11 +273,12 @@ impl<S, K, L> ProjectionRunner<S, K, L> {
     }
 }
 
-impl<S, K, L> ProjectionRunner<S, K, L>
+impl<S, K, L, C> ProjectionRunner<S, K, L, C>
 where
     S: EventStore + Clone,
     K: Sink,
     L: Lease,
+    C: ProjectionControl,
 {
     fn name(&self) -> &str {
         self.projection.name()
@@ -240,7 +302,7 @@ where
             outcome = self.run_leases(&mut shutdown) => outcome,
             never = self.measure_lag_periodically() => match never {},
         };
-        match outcome {
+        let outcome = match outcome {
             Ok(()) => {
                 self.status.set_state(RunnerState::Stopped);
                 Ok(())
@@ -252,7 +314,10 @@ where
                 });
                 Err(error)
             }
-        }
+        };
+        // So that an operator sees at once that it stopped, rather than a report going stale.
+        self.report().await;
+        outcome
     }
 
     /// Takes the lease and runs under it, again after every fault, until shut down or failed.
@@ -293,6 +358,11 @@ where
         shutdown: &mut Pin<&mut (impl Future<Output = ()> + Send)>,
         faults: &mut Faults,
     ) -> Result<(), Halt> {
+        // Operators' requests are looked for at the pace of the status reports; the first look
+        // is at once, for what was asked while no runner held the lease.
+        let mut requests = tokio::time::interval(self.options.status_interval);
+        requests.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut unrecorded = Unrecorded::default();
         loop {
             let mut checkpoint = match self.sink.checkpoint(self.name()).await {
                 Ok(checkpoint) => checkpoint,
@@ -304,11 +374,17 @@ where
                 status.state = RunnerState::CatchingUp;
             });
             let mut source = self.start_source(checkpoint);
-            let restart = loop {
+            let resume = loop {
                 let first = tokio::select! {
                     biased;
                     () = shutdown.as_mut() => return Err(Halt::Shutdown),
                     () = lease.lost() => return Err(Halt::Fault("the lease was lost".to_owned())),
+                    _ = requests.tick() => {
+                        match self.serve_requests(&mut unrecorded).await {
+                            Some(rebuild) => break Resume::Rebuild(rebuild),
+                            None => continue,
+                        }
+                    }
                     message = source.messages.recv() => message,
                 };
                 let mut batch = Vec::new();
@@ -333,7 +409,7 @@ where
                             actual,
                             ..
                         })) => {
-                            break Restart { expected, actual };
+                            break Resume::CheckpointMoved { expected, actual };
                         }
                         Err(halt) => return Err(halt),
                     }
@@ -358,16 +434,78 @@ where
                     });
                 }
             };
-            // Another runner (one whose lease had just been lost, finishing its last batch)
-            // moved the checkpoint; nothing of this batch was kept by an exactly-once sink.
-            // Carry on from where it left off.
-            tracing::warn!(
-                projection = self.name(),
-                expected = ?restart.expected,
-                actual = ?restart.actual,
-                "the checkpoint moved under this runner; resuming from it"
-            );
+            // Nothing is read while the read model is reset, nor after a restart of the reads.
+            drop(source);
+            match resume {
+                Resume::CheckpointMoved { expected, actual } => {
+                    // Another runner (one whose lease had just been lost, finishing its last
+                    // batch) moved the checkpoint; nothing of this batch was kept by an
+                    // exactly-once sink. Carry on from where it left off.
+                    tracing::warn!(
+                        projection = self.name(),
+                        ?expected,
+                        ?actual,
+                        "the checkpoint moved under this runner; resuming from it"
+                    );
+                }
+                Resume::Rebuild(request) => {
+                    let result =
+                        match self.reset_read_model().await {
+                            Ok(()) => {
+                                // Before the request is done, so that no report after it shows the
+                                // state from before the reset.
+                                self.status.update(|status| {
+                                    status.state = RunnerState::CatchingUp;
+                                    status.lag = None;
+                                });
+                                Ok("read model emptied and checkpoint forgotten; replaying the log"
+                                .to_owned())
+                            }
+                            // The request stays pending: the next holder of the lease (this runner,
+                            // once reconnected) carries it out.
+                            Err(SinkError::Retryable(reason)) => return Err(Halt::Fault(reason)),
+                            Err(other) => Err(format!("the reset failed: {other}")),
+                        };
+                    unrecorded
+                        .complete(&self.control, &self.runner_id, request.id, result)
+                        .await;
+                }
+            }
         }
+    }
+
+    /// Looks for operators' requests: carries out the re-drives at once, and returns the
+    /// first rebuild, which the caller carries out with its reads stopped.
+    async fn serve_requests(&self, unrecorded: &mut Unrecorded) -> Option<ControlRequest> {
+        let pending = match self.control.pending(self.name()).await {
+            Ok(pending) => pending,
+            Err(error) => {
+                tracing::debug!(projection = self.name(), %error, "cannot look for requests");
+                return None;
+            }
+        };
+        for request in pending {
+            if unrecorded
+                .retry(&self.control, &self.runner_id, request.id)
+                .await
+            {
+                continue;
+            }
+            tracing::info!(projection = self.name(), id = request.id, action = %request.action, "carrying out an operator's request");
+            match request.action {
+                ControlAction::Rebuild => return Some(request),
+                ControlAction::RedriveDeadLetters => {
+                    let result = match self.redrive_dead_letters().await {
+                        Ok(report) => Ok(report.summary()),
+                        Err(error) => Err(error.to_string()),
+                    };
+                    unrecorded
+                        .complete(&self.control, &self.runner_id, request.id, result)
+                        .await;
+                }
+            }
+        }
+        None
     }
 
     /// Adds to `batch` what arrives within the linger time, up to the batch size.
@@ -593,6 +731,20 @@ where
             if let Err(error) = self.measure_lag().await {
                 tracing::debug!(projection = self.name(), %error, "cannot measure the lag");
             }
+            self.report().await;
+        }
+    }
+
+    /// Tells the control plane the current status. A report that fails is only logged: the
+    /// next one, an interval later, replaces it.
+    async fn report(&self) {
+        let report = RunnerReport::of(
+            &self.status.get(),
+            &self.runner_id,
+            self.options.status_interval,
+        );
+        if let Err(error) = self.control.report(&report).await {
+            tracing::debug!(projection = self.name(), %error, "cannot report the status");
         }
     }
 
@@ -651,11 +803,15 @@ where
             .acquire(self.name())
             .await
             .map_err(|error| self.store_error(error))?;
-        tracing::info!(projection = self.name(), "rebuilding");
-        self.sink
-            .reset(self.name())
+        self.reset_read_model()
             .await
-            .map_err(|error| self.handle_error(error))?;
+            .map_err(|error| self.handle_error(error))
+    }
+
+    /// The sink's reset hook and the checkpoint's reset, for a caller that holds the lease.
+    async fn reset_read_model(&self) -> Result<(), SinkError> {
+        tracing::info!(projection = self.name(), "rebuilding");
+        self.sink.reset(self.name()).await?;
         self.status.set_checkpoint(None);
         Ok(())
     }
@@ -717,10 +873,47 @@ where
     }
 }
 
-/// The checkpoint moved under the runner: it starts over from the sink's checkpoint.
-struct Restart {
-    expected: Option<Position>,
-    actual: Option<Position>,
+/// Why a runner stops its reads and starts them over from the sink's checkpoint.
+enum Resume {
+    /// The checkpoint moved under the runner.
+    CheckpointMoved {
+        expected: Option<Position>,
+        actual: Option<Position>,
+    },
+    /// An operator asked for a rebuild.
+    Rebuild(ControlRequest),
+}
+
+/// Requests this runner carried out but could not mark done (the control plane failed): they
+/// are marked again rather than carried out again while they show as pending.
+#[derive(Debug, Default)]
+struct Unrecorded(std::collections::HashMap<u64, Result<String, String>>);
+
+impl Unrecorded {
+    async fn complete(
+        &mut self,
+        control: &impl ProjectionControl,
+        runner: &str,
+        id: u64,
+        result: Result<String, String>,
+    ) {
+        let result = result
+            .map(|text| super::storable_text(&text))
+            .map_err(|text| super::storable_text(&text));
+        if let Err(error) = control.complete(id, runner, result.clone()).await {
+            tracing::warn!(id, %error, "cannot mark an operator's request done; will again");
+            self.0.insert(id, result);
+        }
+    }
+
+    /// Whether request `id` was carried out already (and tries to mark it done again).
+    async fn retry(&mut self, control: &impl ProjectionControl, runner: &str, id: u64) -> bool {
+        let Some(result) = self.0.remove(&id) else {
+            return false;
+        };
+        self.complete(control, runner, id, result).await;
+        true
+    }
 }
 
 /// Faults in a row, with no progress in between: what the runner reports while it recovers,
