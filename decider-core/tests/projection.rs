@@ -109,14 +109,15 @@ async fn fill(store: &impl EventStore, streams: usize, per_stream: usize, event_
 }
 
 /// Runs `runner` while `check` runs, then stops it; returns what the run returned.
-async fn run_during<S, K, L>(
-    runner: &ProjectionRunner<S, K, L>,
+async fn run_during<S, K, L, C>(
+    runner: &ProjectionRunner<S, K, L, C>,
     check: impl Future<Output = ()>,
 ) -> Result<(), ProjectionError>
 where
     S: EventStore + Clone,
     K: Sink,
     L: Lease,
+    C: ProjectionControl,
 {
     let (stop, stopped) = oneshot::channel::<()>();
     let check = async {
@@ -1332,4 +1333,153 @@ async fn a_process_whose_answer_is_refused_while_it_waits_for_it_is_poison() {
         payments.load(&payment(0)).await.unwrap().state,
         PaymentState::Charging { amount: 10 }
     );
+}
+
+/// A control plane whose `complete` fails the first `failures` times, as a store that is down.
+#[derive(Default)]
+struct ForgetfulControl {
+    inner: MemoryControl,
+    failures: AtomicUsize,
+}
+
+impl ProjectionControl for ForgetfulControl {
+    async fn report(&self, report: &RunnerReport) -> Result<(), StoreError> {
+        self.inner.report(report).await
+    }
+    async fn reports(&self) -> Result<Vec<RunnerReport>, StoreError> {
+        self.inner.reports().await
+    }
+    async fn request(&self, projection: &str, action: ControlAction) -> Result<u64, StoreError> {
+        self.inner.request(projection, action).await
+    }
+    async fn pending(&self, projection: &str) -> Result<Vec<ControlRequest>, StoreError> {
+        self.inner.pending(projection).await
+    }
+    async fn complete(
+        &self,
+        id: u64,
+        runner: &str,
+        result: Result<String, String>,
+    ) -> Result<(), StoreError> {
+        if self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StoreError::unavailable("the control plane is down"));
+        }
+        self.inner.complete(id, runner, result).await
+    }
+    async fn request_status(&self, id: u64) -> Result<Option<ControlRequest>, StoreError> {
+        self.inner.request_status(id).await
+    }
+}
+
+/// Counts resets of a model.
+struct Resets {
+    model: Arc<Model>,
+    resets: AtomicUsize,
+}
+
+impl EventHandler for Resets {
+    async fn handle(&self, batch: &[RecordedEvent]) -> Result<(), SinkError> {
+        self.model.handle(batch).await
+    }
+    async fn reset(&self) -> Result<(), SinkError> {
+        self.resets.fetch_add(1, Ordering::SeqCst);
+        self.model.reset().await
+    }
+}
+
+async fn wait_done(control: &impl ProjectionControl, id: u64) -> RequestDone {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(done) = control.request_status(id).await.unwrap().unwrap().done {
+                return done;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the request was not carried out in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_requests_are_carried_out_once_even_when_marking_them_done_fails() {
+    let store = MemoryStore::new();
+    fill(&store, 3, 10, "Deposited").await;
+    fill(&store, 1, 1, "Frozen").await;
+    let model = Arc::new(Model::default());
+    *model.broken_type.lock().unwrap() = Some("Frozen".into());
+    let handler = Arc::new(Resets {
+        model: model.clone(),
+        resets: AtomicUsize::new(0),
+    });
+    let control = Arc::new(ForgetfulControl::default());
+    let options = RunnerOptions {
+        poison: PoisonPolicy::DeadLetter,
+        status_interval: Duration::from_millis(20),
+        ..RunnerOptions::default()
+    };
+    let runner = ProjectionRunner::new(
+        store.clone(),
+        Projection::new("p"),
+        CheckpointedSink::new(
+            handler.clone(),
+            Arc::new(MemoryCheckpoints::default()),
+            Arc::new(MemoryDeadLetters::default()),
+        ),
+    )
+    .with_options(options)
+    .with_control(control.clone());
+
+    let operator = async {
+        tokio::time::timeout(WAIT, async {
+            while runner.status().lag != Some(0) || runner.status().state != RunnerState::Live {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(model.counts().len(), 30, "all but the poison event");
+        let before = model.read_model();
+
+        // The first two attempts to mark the rebuild done fail: it is still done once.
+        control.failures.store(2, Ordering::SeqCst);
+        let id = control.request("p", ControlAction::Rebuild).await.unwrap();
+        let done = wait_done(&control, id).await;
+        assert!(done.result.is_ok(), "{done:?}");
+        assert_eq!(done.by.split(':').count(), 3, "host:pid:n, not {}", done.by);
+        tokio::time::timeout(WAIT, async {
+            while model.counts().len() < 30 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the rebuild did not replay");
+        assert_eq!(
+            handler.resets.load(Ordering::SeqCst),
+            1,
+            "rebuilt more than once"
+        );
+        assert_eq!(
+            model.read_model(),
+            before,
+            "the rebuild has the same result"
+        );
+
+        *model.broken_type.lock().unwrap() = None;
+        let id = control
+            .request("p", ControlAction::RedriveDeadLetters)
+            .await
+            .unwrap();
+        let done = wait_done(&control, id).await;
+        assert_eq!(done.result, Ok("1 re-driven, 0 failed again".to_owned()));
+    };
+    run_during(&runner, operator).await.unwrap();
+    assert_eq!(model.counts().len(), 31, "the dead letter re-driven");
+    let reports = control.reports().await.unwrap();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].state, ReportedState::Stopped);
+    assert_eq!(reports[0].projection, "p");
 }

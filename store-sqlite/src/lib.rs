@@ -49,6 +49,7 @@
 #![deny(missing_docs)]
 
 mod catalog;
+mod control;
 mod error;
 mod open;
 mod owner;
@@ -70,6 +71,7 @@ use decider_core::{
 use rusqlite::Connection;
 use tokio::sync::watch;
 
+pub use crate::control::SqliteControl;
 pub use crate::error::{OpenError, store_error};
 pub use crate::projection::{
     SqliteCheckpoints, SqliteDeadLetters, SqliteLeases, SqliteTransactionalHandler,

@@ -8,10 +8,11 @@ pub(crate) const APPLICATION_ID: i32 = 0x6463_6472;
 
 /// The schema version this code writes and reads. A file with a higher `user_version` was
 /// written by newer code and is refused.
-pub(crate) const SCHEMA_VERSION: u32 = 1;
+pub(crate) const SCHEMA_VERSION: u32 = 2;
 
 /// Migrations, in order: `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [r#"
+pub(crate) const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
+    r#"
 CREATE TABLE events (
     -- The global position, gap-free in commit order: SQLite admits one writer at a time and a
     -- rolled-back append gives its numbers back (no AUTOINCREMENT, nothing is ever deleted).
@@ -65,7 +66,41 @@ CREATE TABLE leases (
     -- Milliseconds since the Unix epoch, by the holder's clock.
     expires_at INTEGER NOT NULL
 ) STRICT;
-"#];
+"#,
+    // 2: the projection control plane (see `control.rs`): runners' reports, operators' requests.
+    // Times are microseconds since the Unix epoch.
+    r#"
+CREATE TABLE projection_runners (
+    projection        TEXT    NOT NULL,
+    runner            TEXT    NOT NULL,
+    state             TEXT    NOT NULL,
+    error             TEXT,
+    checkpoint_commit INTEGER,
+    checkpoint_prepare INTEGER,
+    head_commit       INTEGER,
+    head_prepare      INTEGER,
+    lag               INTEGER,
+    events_per_second REAL    NOT NULL,
+    interval_ms       INTEGER NOT NULL,
+    -- By the runner's clock: reports of one runner are ordered by it.
+    reported_at       INTEGER NOT NULL,
+    PRIMARY KEY (projection, runner)
+) STRICT;
+
+CREATE TABLE projection_requests (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    projection   TEXT    NOT NULL,
+    action       TEXT    NOT NULL,
+    requested_at INTEGER NOT NULL,
+    done_at      INTEGER,
+    done_by      TEXT,
+    succeeded    INTEGER,
+    result       TEXT
+) STRICT;
+CREATE INDEX projection_requests_pending ON projection_requests (projection, id)
+    WHERE done_at IS NULL;
+"#,
+];
 
 /// Whether the file holds any schema object (someone else's tables, say).
 pub(crate) const HAS_OBJECTS: &str = "SELECT EXISTS (SELECT 1 FROM sqlite_schema)";
@@ -176,3 +211,44 @@ pub(crate) const RENEW_LEASE: &str =
     "UPDATE leases SET expires_at = ?3 WHERE projection = ?1 AND owner = ?2";
 
 pub(crate) const RELEASE_LEASE: &str = "DELETE FROM leases WHERE projection = ?1 AND owner = ?2";
+
+/// A runner's report, replacing its previous one; reports of the same projection's runners that
+/// have not reported for a week are forgotten (a second statement, in the same transaction).
+pub(crate) const REPORT: &str = "INSERT INTO projection_runners (projection, runner, state, \
+     error, checkpoint_commit, checkpoint_prepare, head_commit, head_prepare, lag, \
+     events_per_second, interval_ms, reported_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+     ON CONFLICT (projection, runner) DO UPDATE SET state = excluded.state, \
+     error = excluded.error, checkpoint_commit = excluded.checkpoint_commit, \
+     checkpoint_prepare = excluded.checkpoint_prepare, head_commit = excluded.head_commit, \
+     head_prepare = excluded.head_prepare, lag = excluded.lag, \
+     events_per_second = excluded.events_per_second, interval_ms = excluded.interval_ms, \
+     reported_at = excluded.reported_at";
+
+pub(crate) const FORGET_GONE_RUNNERS: &str = "DELETE FROM projection_runners \
+     WHERE projection = ?1 AND runner <> ?2 AND reported_at < ?3";
+
+pub(crate) const REPORTS: &str = "SELECT projection, runner, state, error, checkpoint_commit, \
+     checkpoint_prepare, head_commit, head_prepare, lag, events_per_second, interval_ms, \
+     reported_at FROM projection_runners ORDER BY projection, runner";
+
+pub(crate) const REQUEST: &str = "INSERT INTO projection_requests (projection, action, \
+     requested_at) VALUES (?1, ?2, ?3)";
+
+const REQUEST_COLUMNS: &str =
+    "id, projection, action, requested_at, done_at, done_by, succeeded, result";
+
+pub(crate) fn pending_requests() -> String {
+    format!(
+        "SELECT {REQUEST_COLUMNS} FROM projection_requests \
+         WHERE projection = ?1 AND done_at IS NULL ORDER BY id"
+    )
+}
+
+pub(crate) fn request_status() -> String {
+    format!("SELECT {REQUEST_COLUMNS} FROM projection_requests WHERE id = ?1")
+}
+
+/// Marks a request done, unless it is already: the first completion stands.
+pub(crate) const COMPLETE_REQUEST: &str = "UPDATE projection_requests SET done_at = ?2, \
+     done_by = ?3, succeeded = ?4, result = ?5 WHERE id = ?1 AND done_at IS NULL";

@@ -96,7 +96,7 @@ async fn a_schema_newer_than_the_code_is_refused_naming_both_versions() {
         OpenError::SchemaTooNew {
             path: path.clone(),
             found: 99,
-            supported: 1
+            supported: 2
         }
     );
     let message = error.to_string();
@@ -271,4 +271,54 @@ async fn durability_is_wal_with_full_sync_by_default_and_normal_on_request() {
     };
     let store = SqliteStore::open_with(database.path(), normal).unwrap();
     assert_eq!(settings(store).await, ("wal".to_owned(), 1, 5_000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_of_schema_version_1_is_upgraded_on_open_and_keeps_its_events() {
+    use decider_core::projection::{ControlAction, ProjectionControl};
+
+    let database = TempDatabase::new("upgrade");
+    let path = database.path().to_owned();
+    let store = SqliteStore::open(&path).unwrap();
+    let stream = StreamId::new("account-1").unwrap();
+    store
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![EventData::json("Opened", "{}")],
+        )
+        .await
+        .unwrap();
+    close(store).await;
+    // What version 1 was: the tables of migration 2 did not exist.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "DROP TABLE projection_runners; DROP TABLE projection_requests; \
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+
+    let store = SqliteStore::open(&path).unwrap();
+    let events: Vec<_> = store
+        .read_all(None, None, &EventFilter::all())
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    let id = store
+        .control()
+        .request("p", ControlAction::Rebuild)
+        .await
+        .unwrap();
+    assert_eq!(store.control().pending("p").await.unwrap()[0].id, id);
+    let version: i64 = store
+        .read(|connection| {
+            connection
+                .query_row("PRAGMA user_version", [], |row| row.get(0))
+                .map_err(decider_store_sqlite::store_error)
+        })
+        .await
+        .unwrap();
+    assert_eq!(version, 2);
 }

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use decider_core::projection::{
-    CheckpointError, CheckpointStore, Lease, PoisonPolicy, Projection, ProjectionError,
-    ProjectionRunner, RunnerOptions, RunnerState, Sink, SinkError,
+    CheckpointError, CheckpointStore, ControlAction, Lease, PoisonPolicy, Projection,
+    ProjectionControl, ProjectionError, ProjectionRunner, ReportedState, RunnerOptions,
+    RunnerReport, RunnerState, Sink, SinkError,
 };
 use decider_core::{
     EventData, EventFilter, EventStore, ExpectedVersion, Position, RecordedEvent, Snapshot,
@@ -450,5 +451,82 @@ async fn snapshots_keep_the_newest_per_stream() {
     assert_eq!(store.load(&stream).await.unwrap(), Some(at(10)));
     store.save(at(20)).await.unwrap();
     assert_eq!(store.load(&stream).await.unwrap(), Some(at(20)));
+    remove_database(store.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_keeps_reports_and_requests() {
+    let database = TempDatabase::new("control");
+    decider_tests::control::control_contract(database.open().control()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_rebuild_is_carried_out_by_the_runner_and_replays_each_event_once() {
+    let database = TempDatabase::new("control-rebuild");
+    let store = database.open();
+    fill(&store, "acct", 4, 10, "Deposited").await;
+    let counter = Counter::new(&store).await;
+    let options = RunnerOptions {
+        status_interval: Duration::from_millis(100),
+        ..RunnerOptions::default()
+    };
+    let runner = runner(&store, &counter, options)
+        .with_lease(store.leases())
+        .with_control(store.control());
+    let control = store.control();
+    let operator = async {
+        let live = |reports: &[RunnerReport]| {
+            reports
+                .iter()
+                .any(|r| r.state == ReportedState::Live && r.lag == Some(0))
+        };
+        tokio::time::timeout(WAIT, async {
+            while !live(&control.reports().await.unwrap()) || counts(&store).await.len() < 40 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the runner did not report itself live");
+        let id = control
+            .request("counter", ControlAction::Rebuild)
+            .await
+            .unwrap();
+        let done = tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(done) = control.request_status(id).await.unwrap().unwrap().done {
+                    return done;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the rebuild was not carried out");
+        assert!(done.result.is_ok(), "{done:?}");
+        fill(&store, "late", 1, 5, "Deposited").await;
+        tokio::time::timeout(WAIT, async {
+            while counts(&store).await.len() < 45 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the rebuild did not replay the log");
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (result, ()) = tokio::join!(
+        runner.run(async {
+            stopped.await.ok();
+        }),
+        async {
+            operator.await;
+            stop.send(()).unwrap();
+        }
+    );
+    result.unwrap();
+    let counts = counts(&store).await;
+    assert_eq!(counts.len(), 45);
+    assert!(counts.values().all(|&n| n == 1), "{counts:?}");
+    let reports = control.reports().await.unwrap();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].state, ReportedState::Stopped);
     remove_database(store.path());
 }

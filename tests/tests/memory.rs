@@ -7,3 +7,9 @@ async fn fresh_store() -> MemoryStore {
 }
 
 decider_tests::conformance_tests!(fresh_store);
+
+#[tokio::test]
+async fn the_memory_control_plane_keeps_reports_and_requests() {
+    decider_tests::control::control_contract(decider_core::projection::MemoryControl::default())
+        .await;
+}
