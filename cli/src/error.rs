@@ -21,6 +21,34 @@ pub(crate) enum CliError {
         "no SQLite database at {path}: is this the right path? (the application creates it when it starts)"
     )]
     NoDatabaseFile { path: String },
+    #[error(
+        "no runner of projection {projection:?} has ever reported to this store; {}",
+        match registered.as_slice() {
+            [] => "none has: runners report once started with a control plane (ProjectionRunner::with_control)".to_owned(),
+            names => format!("those that have: {}", names.join(", ")),
+        }
+    )]
+    UnknownProjection {
+        projection: String,
+        registered: Vec<String>,
+    },
+    #[error("request {id} failed in runner {runner}: {error}")]
+    RequestFailed {
+        id: u64,
+        runner: String,
+        error: String,
+    },
+    #[error(
+        "runner {runner} of {projection} stopped reporting during the rebuild (last state {state}{}); \
+         the next runner to start goes on from its checkpoint: see `decider projections`",
+        if error.is_empty() { String::new() } else { format!(": {error}") }
+    )]
+    RunnerGone {
+        projection: String,
+        runner: String,
+        state: String,
+        error: String,
+    },
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]

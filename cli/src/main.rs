@@ -1,6 +1,7 @@
 //! `decider`: an operator's command line for decider event stores. See the crate's README.
 
 mod commands;
+mod control;
 mod error;
 mod open;
 mod render;
@@ -14,7 +15,8 @@ use crate::commands::From;
 use crate::error::CliError;
 use crate::open::Opened;
 
-/// Inspect a decider event store: streams, events, the live log, dead letters.
+/// Inspect and repair a decider event store: streams, events, the live log, projections,
+/// rebuilds, dead letters.
 #[derive(Debug, Parser)]
 #[command(name = "decider", version)]
 struct Cli {
@@ -65,6 +67,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The projections whose runners report to this store: state, checkpoint, head, lag.
+    Projections,
+    /// Ask the runner holding a projection's lease to empty its read model and replay the log;
+    /// waits until the replay has caught up.
+    Rebuild {
+        /// The projection's name (`decider projections` lists them).
+        projection: String,
+        /// Return once the request is stored, without waiting for it.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// A projection's dead letters: the events it gave up on.
     DeadLetters {
         #[command(subcommand)]
@@ -78,6 +91,15 @@ enum DeadLetters {
     List {
         /// The projection's name.
         projection: String,
+    },
+    /// Ask the runner holding the projection's lease to hand them to its handler again (once
+    /// it is fixed); those handled are forgotten.
+    Redrive {
+        /// The projection's name.
+        projection: String,
+        /// Return once the request is stored, without waiting for it.
+        #[arg(long)]
+        no_wait: bool,
     },
 }
 
@@ -109,29 +131,33 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     let result = match opened {
         #[cfg(feature = "postgres")]
         Opened::Postgres(store) => {
-            let letters = store.dead_letters();
-            execute(cli.command, &store, &letters, &mut out).await
+            let (letters, control) = (store.dead_letters(), store.control());
+            execute(cli.command, &store, &letters, &control, &mut out).await
         }
         #[cfg(feature = "sqlite")]
         Opened::Sqlite(store) => {
-            let letters = store.dead_letters();
-            execute(cli.command, &store, &letters, &mut out).await
+            let (letters, control) = (store.dead_letters(), store.control());
+            execute(cli.command, &store, &letters, &control, &mut out).await
         }
     };
     out.flush()?;
     result
 }
 
-async fn execute<S, D>(
+async fn execute<S, D, C>(
     command: Command,
     store: &S,
     letters: &D,
+    control: &C,
     out: &mut impl Write,
 ) -> Result<(), CliError>
 where
     S: decider_core::StoreCatalog,
     D: decider_core::projection::DeadLetterStore,
+    C: decider_core::projection::ProjectionControl,
 {
+    use decider_core::projection::ControlAction;
+
     match command {
         Command::Streams { prefix, limit } => commands::streams(store, &prefix, limit, out).await,
         Command::Read { stream, json } => commands::read(store, &stream, json, out).await,
@@ -142,8 +168,23 @@ where
             limit,
             json,
         } => commands::tail(store, from, types, &stream_prefix, limit, json, out).await,
+        Command::Projections => control::projections(control, out).await,
+        Command::Rebuild {
+            projection,
+            no_wait,
+        } => control::request(control, &projection, ControlAction::Rebuild, no_wait, out).await,
         Command::DeadLetters {
             command: DeadLetters::List { projection },
         } => commands::dead_letters(letters, &projection, out).await,
+        Command::DeadLetters {
+            command:
+                DeadLetters::Redrive {
+                    projection,
+                    no_wait,
+                },
+        } => {
+            let action = ControlAction::RedriveDeadLetters;
+            control::request(control, &projection, action, no_wait, out).await
+        }
     }
 }

@@ -6,9 +6,14 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use decider_core::projection::{DeadLetter, DeadLetterStore};
+use decider_core::projection::{
+    CheckpointedSink, DeadLetter, DeadLetterStore, EventHandler, PoisonPolicy, Projection,
+    ProjectionControl, ProjectionRunner, ReportedState, RunnerOptions, SinkError,
+};
 use decider_core::{
     Direction, EventData, EventStore, ExpectedVersion, RecordedEvent, StreamFrom, StreamId,
 };
@@ -348,9 +353,234 @@ async fn sqlite_streams_read_and_dead_letters() {
         "{letters}"
     );
     assert!(letters.trim_end().ends_with("no such account"), "{letters}");
+    let report = decider_core::projection::RunnerReport {
+        projection: "transfers".to_owned(),
+        runner: "host:1:1".to_owned(),
+        state: ReportedState::Reconnecting,
+        error: Some("disk I/O error".to_owned()),
+        checkpoint: None,
+        head: Some(event.position),
+        lag: Some(5),
+        events_per_second: 0.0,
+        interval: Duration::from_secs(1),
+        reported_at: std::time::SystemTime::now(),
+    };
+    store.control().report(&report).await.unwrap();
+    let projections = stdout(&decider(&url, None, &["projections"]));
+    let row: Vec<&str> = projections
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        (row[0], row[1], row[2], row[4], row[6]),
+        ("transfers", "reconnecting", "-", "5", "1"),
+        "{projections}"
+    );
+    assert!(
+        projections.trim_end().ends_with("disk I/O error"),
+        "{projections}"
+    );
     let schema = failure(&decider(&url, Some("x"), &["streams"]));
     assert!(
         schema.contains("--schema applies to PostgreSQL"),
         "{schema}"
     );
+}
+
+/// A read model in memory that cannot handle `Started` events while `broken` is set, and
+/// counts its resets.
+#[derive(Default)]
+struct Tally {
+    handled: std::sync::Mutex<Vec<uuid::Uuid>>,
+    broken: std::sync::atomic::AtomicBool,
+    resets: std::sync::atomic::AtomicUsize,
+}
+
+impl EventHandler for Tally {
+    async fn handle(&self, batch: &[RecordedEvent]) -> Result<(), SinkError> {
+        let broken = self.broken.load(Ordering::SeqCst);
+        if let Some(index) = batch
+            .iter()
+            .position(|e| broken && e.event_type == "Started")
+        {
+            return Err(SinkError::Poison {
+                index,
+                reason: "transfers are not understood yet".to_owned(),
+            });
+        }
+        let mut handled = self.handled.lock().unwrap();
+        for event in batch {
+            if !handled.contains(&event.id) {
+                handled.push(event.id);
+            }
+        }
+        Ok(())
+    }
+
+    async fn reset(&self) -> Result<(), SinkError> {
+        self.resets.fetch_add(1, Ordering::SeqCst);
+        self.handled.lock().unwrap().clear();
+        Ok(())
+    }
+}
+
+/// `decider` on a blocking thread, so that the runner of the test keeps running meanwhile.
+async fn decider_beside(store: &PostgresStore, args: &[&str]) -> Output {
+    let (schema, args): (String, Vec<String>) = (
+        store.schema().to_owned(),
+        args.iter().map(|a| (*a).to_owned()).collect(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        decider(&database_url(), Some(&schema), &args)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projections_rebuild_and_redrive_through_the_runner_holding_the_lease() {
+    let store = postgres("control").await;
+    seed(&store).await;
+    let none = stdout(&decider_beside(&store, &["projections"]).await);
+    assert!(none.starts_with("no projection has reported"), "{none}");
+
+    let tally = Arc::new(Tally::default());
+    tally.broken.store(true, Ordering::SeqCst);
+    let runner = ProjectionRunner::new(
+        store.clone(),
+        Projection::new("tally"),
+        CheckpointedSink::new(tally.clone(), store.checkpoints(), store.dead_letters()),
+    )
+    .with_options(RunnerOptions {
+        poison: PoisonPolicy::DeadLetter,
+        status_interval: Duration::from_millis(100),
+        ..RunnerOptions::default()
+    })
+    .with_lease(store.leases().unwrap())
+    .with_control(store.control());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        runner
+            .run(async {
+                stopped.await.ok();
+            })
+            .await
+    });
+    let control = store.control();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !control
+            .reports()
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.state == ReportedState::Live && r.lag == Some(0))
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the runner did not report itself live");
+
+    let listed = stdout(&decider_beside(&store, &["projections"]).await);
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 2, "{listed}");
+    assert!(
+        lines[0].starts_with("PROJECTION  STATE  CHECKPOINT  HEAD"),
+        "{listed}"
+    );
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        (row[0], row[1], row[4], row[6]),
+        ("tally", "live", "0", "1"),
+        "{listed}"
+    );
+    assert_eq!(row[2], row[3], "checkpoint at the head: {listed}");
+
+    // Still broken: the letter stays, and the CLI says where to look.
+    let again = stdout(&decider_beside(&store, &["dead-letters", "redrive", "tally"]).await);
+    let lines: Vec<&str> = again.lines().collect();
+    assert!(
+        lines[0].starts_with("requested the re-drive of the dead letters of tally (request "),
+        "{again}"
+    );
+    assert!(
+        lines[1].starts_with("tally: 0 re-driven, 1 failed again; transfer-1 revision 0: "),
+        "{again}"
+    );
+    assert_eq!(
+        lines[2],
+        "`decider dead-letters list tally` shows the letters left"
+    );
+    tally.broken.store(false, Ordering::SeqCst);
+    let fixed = stdout(&decider_beside(&store, &["dead-letters", "redrive", "tally"]).await);
+    assert!(
+        fixed
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("tally: 1 re-driven, 0 failed again (by "),
+        "{fixed}"
+    );
+    assert!(store.dead_letters().list("tally").await.unwrap().is_empty());
+    assert_eq!(tally.handled.lock().unwrap().len(), 5);
+
+    let rebuilt = stdout(&decider_beside(&store, &["rebuild", "tally"]).await);
+    let lines: Vec<&str> = rebuilt.lines().collect();
+    assert!(
+        lines[0].starts_with("requested the rebuild of tally (request "),
+        "{rebuilt}"
+    );
+    assert!(
+        lines[1].starts_with(
+            "tally: read model emptied and checkpoint forgotten; replaying the log (by "
+        ),
+        "{rebuilt}"
+    );
+    let head = store.head_position().await.unwrap().unwrap();
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .starts_with(&format!("tally rebuilt: caught up at {head} in ")),
+        "{rebuilt}"
+    );
+    assert_eq!(tally.resets.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        tally.handled.lock().unwrap().len(),
+        5,
+        "replayed, every event once"
+    );
+
+    let queued = stdout(&decider_beside(&store, &["rebuild", "tally", "--no-wait"]).await);
+    assert_eq!(queued.lines().count(), 1, "{queued}");
+    let unknown = failure(&decider_beside(&store, &["rebuild", "talley"]).await);
+    assert!(
+        unknown.contains("no runner of projection \"talley\" has ever reported to this store; those that have: tally"),
+        "{unknown}"
+    );
+
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    let listed = stdout(&decider_beside(&store, &["projections"]).await);
+    assert!(
+        listed
+            .lines()
+            .nth(1)
+            .unwrap()
+            .contains("not running (last: stopped)"),
+        "{listed}"
+    );
+    let later = stdout(&decider_beside(&store, &["rebuild", "tally"]).await);
+    assert!(
+        later
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("no runner of tally is running (last report "),
+        "{later}"
+    );
+    store.drop_schema().await.unwrap();
 }

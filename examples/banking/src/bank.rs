@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use decider_core::projection::{
     CheckpointedSink, Lease, MemoryCheckpoints, MemoryDeadLetters, PoisonPolicy, ProcessHandler,
-    Projection, ProjectionError, ProjectionRunner, ProjectionStatus, RunnerOptions, Sink,
-    StatusHandle,
+    Projection, ProjectionControl, ProjectionError, ProjectionRunner, ProjectionStatus,
+    RunnerOptions, Sink, StatusHandle,
 };
 use decider_core::{
     Codec, CommandError, CommandHandler, CommandOutcome, Decider, Direction, EventFilter,
@@ -453,18 +453,21 @@ pub struct Running<S: EventStore, R> {
 
 impl<S: EventStore + Clone, R: ReadModels> Running<S, R> {
     /// Starts the projections of a bank over `store`: the read models into `read_models_sink`
-    /// and the transfer process with `process_checkpoints`.
-    fn start<K1, K2, L>(
+    /// and the transfer process with `process_checkpoints`, each leased with `lease` and
+    /// reporting to (and taking operators' requests from) `control`.
+    fn start<K1, K2, L, C>(
         store: S,
         read_models: R,
         read_models_sink: K1,
         process_sink: impl FnOnce(TransferProcessHandler<S>) -> K2,
         lease: L,
+        control: C,
     ) -> Self
     where
         K1: Sink,
         K2: Sink,
         L: Lease + Clone,
+        C: ProjectionControl + Clone,
     {
         // A busy account sees many writers (its owner, transfers both ways): retry more than the
         // default before answering 409.
@@ -501,7 +504,8 @@ impl<S: EventStore + Clone, R: ReadModels> Running<S, R> {
             poison: PoisonPolicy::Stop,
             ..options.clone()
         })
-        .with_lease(lease.clone());
+        .with_lease(lease.clone())
+        .with_control(control.clone());
         let process = ProjectionRunner::new(
             store.clone(),
             // Each transfer is driven to its end from its request; the later events of the
@@ -521,7 +525,8 @@ impl<S: EventStore + Clone, R: ReadModels> Running<S, R> {
             poison: PoisonPolicy::DeadLetter,
             ..options
         })
-        .with_lease(lease);
+        .with_lease(lease)
+        .with_control(control);
         let projections = vec![read_side.status_handle(), process.status_handle()];
         let runners = vec![spawn(read_side, stopped.clone()), spawn(process, stopped)];
         let bank = Arc::new(Bank {
@@ -556,14 +561,15 @@ impl<S: EventStore + Clone, R: ReadModels> Running<S, R> {
     }
 }
 
-fn spawn<S, K, L>(
-    runner: ProjectionRunner<S, K, L>,
+fn spawn<S, K, L, C>(
+    runner: ProjectionRunner<S, K, L, C>,
     mut stopped: watch::Receiver<bool>,
 ) -> JoinHandle<Result<(), ProjectionError>>
 where
     S: EventStore + Clone,
     K: Sink,
     L: Lease,
+    C: ProjectionControl,
 {
     tokio::spawn(async move {
         runner
@@ -599,6 +605,8 @@ pub fn in_memory_on<S: EventStore + Clone>(store: S) -> Running<S, MemoryReadMod
             )
         },
         decider_core::projection::Unleased,
+        // Nothing outside this process could see it.
+        decider_core::projection::Uncontrolled,
     )
 }
 
@@ -637,6 +645,7 @@ pub async fn on_postgres_store(
         PgTransactionalSink::new(store.clone(), read_models),
         |process| CheckpointedSink::new(process, store.checkpoints(), store.dead_letters()),
         leases,
+        store.control(),
     ))
 }
 
@@ -665,5 +674,6 @@ pub async fn on_sqlite_store(
         SqliteTransactionalSink::new(store.clone(), read_models),
         |process| CheckpointedSink::new(process, store.checkpoints(), store.dead_letters()),
         store.leases(),
+        store.control(),
     ))
 }
