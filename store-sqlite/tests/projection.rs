@@ -407,6 +407,14 @@ async fn two_leased_runners_on_one_file_count_every_event_once() {
     })
     .await
     .unwrap();
+    // The second's task may not have been polled yet on a loaded machine.
+    tokio::time::timeout(WAIT, async {
+        while second_status.get().state == RunnerState::Idle {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
     assert_eq!(
         second_status.get().state,
         RunnerState::WaitingForLease,
