@@ -75,6 +75,12 @@ impl EventData {
         self.metadata = metadata;
         self
     }
+
+    /// The same event with `tags` added to its metadata.
+    pub fn with_tags(mut self, tags: impl IntoIterator<Item = crate::dcb::Tag>) -> Self {
+        self.metadata = std::mem::take(&mut self.metadata).with_tags(tags);
+        self
+    }
 }
 
 /// An event as a store recorded it.

@@ -113,6 +113,7 @@ mod catalog;
 mod clock;
 mod codec;
 pub mod combinators;
+pub mod dcb;
 mod decider;
 mod event;
 mod handler;

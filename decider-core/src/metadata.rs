@@ -82,6 +82,9 @@ pub struct Metadata {
         skip_serializing_if = "Option::is_none"
     )]
     pub trace_state: Option<Box<str>>,
+    /// The event's [tags](crate::dcb::Tag), which [queries](crate::dcb::Query) select it by.
+    #[serde(rename = "$tags", default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<crate::dcb::Tag>,
     /// User-defined headers (tenant, user, source, …).
     #[serde(flatten)]
     pub headers: BTreeMap<String, String>,
@@ -131,6 +134,14 @@ impl Metadata {
     /// Sets the causation id.
     pub fn with_causation_id(mut self, id: Uuid) -> Self {
         self.causation_id = Some(id);
+        self
+    }
+
+    /// Adds `tags` (each once, in order).
+    pub fn with_tags(mut self, tags: impl IntoIterator<Item = crate::dcb::Tag>) -> Self {
+        self.tags.extend(tags);
+        self.tags.sort();
+        self.tags.dedup();
         self
     }
 

@@ -153,6 +153,19 @@ pub enum StoreError {
         /// The stream's last revision when the append was refused (`None`: no stream).
         actual: Option<u64>,
     },
+    /// A conditional append ([`DcbStore::append_if`](crate::dcb::DcbStore::append_if)) was
+    /// refused: an event matching its query was appended after the position it was decided
+    /// on. Nothing was written; decide again on the events read since.
+    ConditionFailed {
+        /// The position the condition was decided on (`None`: nothing had been read).
+        after: Option<Position>,
+        /// The first event appended after it that matched: its position.
+        matched: Position,
+        /// Its stream.
+        stream: StreamId,
+        /// Its type.
+        event_type: String,
+    },
     /// The stream was deleted and takes no more events.
     StreamDeleted {
         /// The deleted stream.
@@ -198,6 +211,19 @@ impl fmt::Display for StoreError {
                 f,
                 "stream {stream}: expected {expected}, but it does not exist"
             ),
+            Self::ConditionFailed {
+                after,
+                matched,
+                stream,
+                event_type,
+            } => {
+                let after = after.map_or_else(|| "the start".to_owned(), |p| p.to_string());
+                write!(
+                    f,
+                    "append condition failed: {event_type} at {matched} (stream {stream}) \
+                     matches the query and was appended after {after}"
+                )
+            }
             Self::StreamDeleted { stream } => write!(f, "stream {stream} is deleted"),
             Self::InvalidInput(message) => write!(f, "invalid input: {message}"),
             Self::Unavailable { message, .. } => write!(f, "store unavailable: {message}"),
@@ -263,9 +289,14 @@ impl StoreError {
         matches!(self, Self::Unavailable { .. })
     }
 
-    /// Whether this is an optimistic-concurrency conflict.
+    /// Whether this is an optimistic-concurrency conflict of a stream.
     pub fn is_wrong_expected_version(&self) -> bool {
         matches!(self, Self::WrongExpectedVersion { .. })
+    }
+
+    /// Whether this is a failed append condition (a DCB conflict).
+    pub fn is_condition_failed(&self) -> bool {
+        matches!(self, Self::ConditionFailed { .. })
     }
 }
 
@@ -284,6 +315,23 @@ impl PartialEq for StoreError {
                     actual: other_actual,
                 },
             ) => stream == other_stream && expected == other_expected && actual == other_actual,
+            (
+                Self::ConditionFailed {
+                    after,
+                    matched,
+                    stream,
+                    event_type,
+                },
+                Self::ConditionFailed {
+                    after: other_after,
+                    matched: other_matched,
+                    stream: other_stream,
+                    event_type: other_type,
+                },
+            ) => {
+                (after, matched, stream, event_type)
+                    == (other_after, other_matched, other_stream, other_type)
+            }
             (Self::StreamDeleted { stream }, Self::StreamDeleted { stream: other }) => {
                 stream == other
             }

@@ -31,7 +31,7 @@ pub enum CommandError<E> {
         stream: StreamId,
     },
     /// The store failed or refused; after the retries are spent, a conflict is returned as
-    /// [`StoreError::WrongExpectedVersion`].
+    /// [`StoreError::WrongExpectedVersion`] (or [`StoreError::ConditionFailed`]).
     #[error(transparent)]
     Store(#[from] StoreError),
     /// An event could not be encoded, or a stored one decoded.
@@ -40,13 +40,14 @@ pub enum CommandError<E> {
 }
 
 impl<E> CommandError<E> {
-    /// Whether the command lost every optimistic-concurrency race it was allowed to retry.
+    /// Whether the command lost every optimistic-concurrency race it was allowed to retry: of
+    /// its stream, or of its append condition (a [`DecisionHandler`](crate::dcb::DecisionHandler)'s).
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Self::Store(e) if e.is_wrong_expected_version())
+        matches!(self, Self::Store(e) if e.is_wrong_expected_version() || e.is_condition_failed())
     }
 
     /// Whether sending the same command again (with the same idempotency key) may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Store(e) if e.is_retryable() || e.is_wrong_expected_version())
+        self.is_conflict() || matches!(self, Self::Store(e) if e.is_retryable())
     }
 }

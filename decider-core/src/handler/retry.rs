@@ -44,13 +44,13 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The delay before retry number `retry` (0-based): uniformly random up to the capped
     /// exponential bound ("full jitter"), so that writers that collided spread out.
-    pub(super) fn backoff(&self, retry: u32) -> Duration {
+    pub(crate) fn backoff(&self, retry: u32) -> Duration {
         backoff::full_jitter(backoff::capped(self.base_delay, retry, self.max_delay))
     }
 
     /// The pause before retry number `retry` (0-based) of a keyed command whose store was
     /// unavailable: never short, since the store needs time to come back.
-    pub(super) fn unavailable_backoff(&self, retry: u32) -> Duration {
+    pub(crate) fn unavailable_backoff(&self, retry: u32) -> Duration {
         let max = Duration::from_secs(1).max(self.unavailable_delay);
         backoff::equal_jitter(backoff::capped(self.unavailable_delay, retry, max))
     }
