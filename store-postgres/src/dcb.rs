@@ -19,18 +19,20 @@ use serde::Serialize;
 use tokio_postgres::types::ToSql;
 
 use crate::json::JsonText;
-use crate::reads::position_params;
+use crate::reads::{position_params, row_to_event};
 use crate::sql::{self, ItemScan};
 use crate::{PostgresStore, append_arrays, expected_kind};
+
+/// The column of a query page holding the newest transaction holding events back.
+const HELD_BACK_COLUMN: usize = 10;
 
 /// A statement parameter owned by a read.
 type Param = Box<dyn ToSql + Sync + Send>;
 
-/// The statements reading one query, with the parameters of its items (`$3` on; `$1`, `$2`
+/// The statement reading one query, with the parameters of its items (`$3` on; `$1`, `$2`
 /// are the position read after, and the page's limit follows the items' parameters).
 struct QueryStatements {
     page: String,
-    newest_held_back: String,
     params: Vec<Param>,
 }
 
@@ -70,10 +72,15 @@ impl QueryStatements {
         let limit = params.len() + 3;
         Self {
             page: sql::in_schema(&sql::query_page(&scans, limit), quoted_schema),
-            newest_held_back: sql::in_schema(&sql::query_newest_held_back(&scans), quoted_schema),
             params,
         }
     }
+}
+
+/// A page of a query read, and the newest transaction holding back events it matches.
+struct QueryPage {
+    events: Vec<RecordedEvent>,
+    newest_held_back: Option<i64>,
 }
 
 impl PostgresStore {
@@ -83,7 +90,7 @@ impl PostgresStore {
         statements: &QueryStatements,
         after: Option<Position>,
         limit: i64,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
+    ) -> Result<QueryPage, StoreError> {
         let (transaction, global) = position_params(after);
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&transaction, &global];
         params.extend(
@@ -93,27 +100,18 @@ impl PostgresStore {
                 .map(|p| p.as_ref() as &(dyn ToSql + Sync)),
         );
         params.push(&limit);
-        self.page(&statements.page, &params).await
-    }
-
-    /// Waits out the transactions holding back committed events of the query after `after`,
-    /// as [`settle`](Self::settle) does for a filter.
-    async fn settle_query(
-        &self,
-        statements: &QueryStatements,
-        after: Option<Position>,
-    ) -> Result<(), StoreError> {
-        let (transaction, global) = position_params(after);
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&transaction, &global];
-        params.extend(
-            statements
-                .params
-                .iter()
-                .map(|p| p.as_ref() as &(dyn ToSql + Sync)),
-        );
-        let rows = self.query(&statements.newest_held_back, &params).await?;
-        self.settle_up_to(rows.first().and_then(|row| row.get(0)))
-            .await
+        let rows = self.query(&statements.page, &params).await?;
+        let newest_held_back = rows.first().and_then(|row| row.get(HELD_BACK_COLUMN));
+        // An empty page is one row without an event.
+        let events = rows
+            .iter()
+            .filter(|row| row.get::<_, Option<&str>>(0).is_some())
+            .map(row_to_event)
+            .collect::<Result<_, _>>()?;
+        Ok(QueryPage {
+            events,
+            newest_held_back,
+        })
     }
 
     /// Appends `events`, which carry tags or are appended on `condition`, through
@@ -224,28 +222,30 @@ fn read_query(
                 return None;
             }
             let size = r.store.page_size(r.remaining);
-            let fetched = match r.store.query_page(&r.statements, r.after, size).await {
-                Ok(events) if events.is_empty() && !r.settled => {
-                    r.settled = true;
-                    r.store
-                        .settle_query(&r.statements, r.after)
-                        .await
-                        .map(|()| events)
-                }
-                Ok(events) => {
-                    r.exhausted = events.is_empty();
-                    Ok(events)
-                }
-                Err(error) => Err(error),
-            };
-            match fetched {
-                Ok(events) => {
-                    r.after = events.last().map(|e| e.position).or(r.after);
-                    r.page.extend(events);
-                }
+            let page = match r.store.query_page(&r.statements, r.after, size).await {
+                Ok(page) => page,
                 Err(error) => {
                     r.exhausted = true;
                     return Some((Err(error), r));
+                }
+            };
+            r.after = page.events.last().map(|e| e.position).or(r.after);
+            let short = (page.events.len() as i64) < size;
+            r.page.extend(page.events);
+            if short {
+                // Everything matching that had committed when the page was read is in it,
+                // except what older transactions still running hold back: wait those out
+                // once (so that a read after an append includes it), then read on; the
+                // next short page ends the read.
+                match page.newest_held_back {
+                    Some(newest) if !r.settled => {
+                        r.settled = true;
+                        if let Err(error) = r.store.settle_up_to(Some(newest)).await {
+                            r.exhausted = true;
+                            return Some((Err(error), r));
+                        }
+                    }
+                    _ => r.exhausted = true,
                 }
             }
         }
@@ -305,5 +305,102 @@ impl DcbStore for PostgresStore {
             self.append_tagged(stream, expected, events, Some(condition)),
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use decider_core::dcb::{QueryItem, Tag};
+
+    use super::*;
+    use crate::PostgresOptions;
+
+    fn tag(text: &str) -> Tag {
+        Tag::new(text).unwrap()
+    }
+
+    /// The plans PostgreSQL picks for `statements`, custom and generic, as text.
+    async fn plans(
+        client: &tokio_postgres::Client,
+        statements: &QueryStatements,
+        values: &str,
+    ) -> String {
+        let mut out = String::new();
+        for (name, sql) in [("page", &statements.page)] {
+            client
+                .batch_execute(&format!("DEALLOCATE ALL; PREPARE {name} AS {sql}"))
+                .await
+                .unwrap();
+            let values = format!("{values}, 100");
+            for mode in ["force_custom_plan", "force_generic_plan"] {
+                client
+                    .batch_execute(&format!("SET plan_cache_mode = {mode}"))
+                    .await
+                    .unwrap();
+                for row in client
+                    .query(&format!("EXPLAIN EXECUTE {name}({values})"), &[])
+                    .await
+                    .unwrap()
+                {
+                    out.push_str(row.get::<_, &str>(0));
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
+    /// Reads by tag stay on the `event_tags` index, whatever plan PostgreSQL caches for the
+    /// prepared statement: never a walk of the log.
+    #[tokio::test]
+    async fn tagged_query_reads_are_index_scans_not_scans_of_the_log() {
+        let url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let schema = format!("decider_test_{}", uuid::Uuid::new_v4().simple());
+        let store = PostgresStore::connect_with(
+            &url,
+            PostgresOptions {
+                schema: schema.clone(),
+                pool_size: 2,
+                ..PostgresOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        store.migrate().await.unwrap();
+        let client = store.pool().get().await.unwrap();
+        // 40,000 events, a quarter of them tagged with one of 500 tags.
+        client
+            .batch_execute(&format!(
+                "INSERT INTO \"{schema}\".events \
+                     (stream_id, revision, event_id, event_type, data, metadata, tags) \
+                 SELECT 'bulk-' || i, 0, gen_random_uuid(), \
+                     CASE WHEN i % 2 = 0 THEN 'A' ELSE 'B' END, '{{}}', '{{}}', \
+                     CASE WHEN i % 4 = 0 THEN ARRAY['t:' || (i % 500), 'u:' || (i % 7)] END \
+                 FROM generate_series(1, 40000) AS i; \
+                 INSERT INTO \"{schema}\".event_tags \
+                 SELECT unnest(tags), transaction_id, global_position \
+                 FROM \"{schema}\".events WHERE tags IS NOT NULL; \
+                 ANALYZE \"{schema}\".events; ANALYZE \"{schema}\".event_tags"
+            ))
+            .await
+            .unwrap();
+        let quoted = format!("\"{schema}\"");
+        let one_tag = Query::from(QueryItem::tagged([tag("t:4")]));
+        let checked = Query::from(QueryItem::tagged([tag("t:4"), tag("u:1")]).with_types(["A"]))
+            .or(QueryItem::tagged([tag("t:8")]));
+        for (query, values) in [
+            (&one_tag, "0, 0, 't:4'"),
+            (
+                &checked,
+                "0, 0, 't:4', ARRAY['t:4', 'u:1'], ARRAY['A'], 't:8'",
+            ),
+        ] {
+            let plans = plans(&client, &QueryStatements::new(query, &quoted), values).await;
+            assert!(!plans.contains("Seq Scan"), "{plans}");
+            assert!(plans.contains("event_tags_pkey"), "{plans}");
+        }
+        drop(client);
+        store.drop_schema().await.unwrap();
     }
 }

@@ -122,7 +122,7 @@ pub(crate) fn position_params(after: Option<Position>) -> (i64, i64) {
     after.map_or((0, 0), |p| (p.commit() as i64, p.prepare() as i64))
 }
 
-fn row_to_event(row: &Row) -> Result<RecordedEvent, StoreError> {
+pub(crate) fn row_to_event(row: &Row) -> Result<RecordedEvent, StoreError> {
     let convert =
         |e: tokio_postgres::Error| StoreError::backend_caused_by(format!("unexpected row: {e}"), e);
     let stream: &str = row.try_get(0).map_err(convert)?;
