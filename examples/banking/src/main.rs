@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use banking::bank::{self, Running};
 use banking::read_model::ReadModels;
-use banking::store_url::StoreUrl;
+use banking::store_url::{Openable, StoreUrl};
 use banking::{demo, http};
 use clap::{Parser, Subcommand};
 use decider_core::EventStore;
@@ -97,8 +97,8 @@ async fn start(cli: Cli) -> Result<(), Box<dyn Error>> {
 }
 
 async fn serve_or_demo(cli: Cli) -> Result<(), Box<dyn Error>> {
-    match cli.store() {
-        StoreUrl::Memory => {
+    match cli.store().openable()? {
+        Openable::Memory => {
             if matches!(cli.command, Command::Serve { .. }) {
                 tracing::warn!(
                     "the store is in memory: every account, transfer and idempotency key is lost \
@@ -107,8 +107,8 @@ async fn serve_or_demo(cli: Cli) -> Result<(), Box<dyn Error>> {
             }
             run(cli.command, bank::in_memory()).await
         }
-        StoreUrl::Sqlite(url) => run(cli.command, bank::on_sqlite(&url).await?).await,
-        StoreUrl::Postgres(url) => {
+        Openable::Sqlite(url) => run(cli.command, bank::on_sqlite(&url).await?).await,
+        Openable::Postgres(url) => {
             let options = PostgresOptions {
                 schema: cli.schema.clone(),
                 ..PostgresOptions::default()
@@ -116,12 +116,7 @@ async fn serve_or_demo(cli: Cli) -> Result<(), Box<dyn Error>> {
             run(cli.command, bank::on_postgres(&url, options).await?).await
         }
         #[cfg(feature = "eventstoredb")]
-        StoreUrl::EventStoreDb(url) => run(cli.command, bank::on_eventstoredb(&url).await?).await,
-        #[cfg(not(feature = "eventstoredb"))]
-        StoreUrl::EventStoreDb(_) => Err("this build of banking has no EventStoreDB / KurrentDB \
-             support: build it with `--features eventstoredb` (cargo run -p banking \
-             --features eventstoredb -- …)"
-            .into()),
+        Openable::EventStoreDb(url) => run(cli.command, bank::on_eventstoredb(&url).await?).await,
     }
 }
 
