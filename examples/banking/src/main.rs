@@ -2,6 +2,8 @@
 //! Both take `--store`: a `sqlite://PATH` file (what `serve` uses by default:
 //! `sqlite://banking.db`), a `postgres://` URL, an EventStoreDB / KurrentDB connection string
 //! (`esdb://…`, `kurrentdb://…`), or `memory` (what `demo` uses by default; nothing is kept).
+//! Every store but memory is compiled in by a cargo feature (`sqlite` and `postgres` by default,
+//! `eventstoredb` when asked for); a URL of a store left out is refused with the feature's name.
 
 use std::error::Error;
 use std::net::SocketAddr;
@@ -13,6 +15,7 @@ use banking::store_url::{Openable, StoreUrl};
 use banking::{demo, http};
 use clap::{Parser, Subcommand};
 use decider_core::EventStore;
+#[cfg(feature = "postgres")]
 use decider_store_postgres::PostgresOptions;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -107,7 +110,9 @@ async fn serve_or_demo(cli: Cli) -> Result<(), Box<dyn Error>> {
             }
             run(cli.command, bank::in_memory()).await
         }
+        #[cfg(feature = "sqlite")]
         Openable::Sqlite(url) => run(cli.command, bank::on_sqlite(&url).await?).await,
+        #[cfg(feature = "postgres")]
         Openable::Postgres(url) => {
             let options = PostgresOptions {
                 schema: cli.schema.clone(),

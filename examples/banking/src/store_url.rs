@@ -1,8 +1,8 @@
 //! Which store the bank runs on, from the `--store` URL.
 //!
-//! Every kind of store parses, whether or not this build can open it: a store may sit behind a
-//! cargo feature (`eventstoredb`; see Cargo.toml), and asking this build for one it was
-//! compiled without is [`MissingFeature`], which names the feature to enable.
+//! Every kind of store parses, whether or not this build can open it: a store sits behind a
+//! cargo feature (`sqlite`, `postgres`, `eventstoredb`; see Cargo.toml), and asking this build
+//! for one it was compiled without is [`MissingFeature`], which names the feature to enable.
 //! [`StoreUrl::openable`] is the one place that decides.
 
 use std::fmt;
@@ -66,8 +66,10 @@ pub enum Openable {
     /// In process memory (always compiled in).
     Memory,
     /// An SQLite file, at a `sqlite://PATH` URL.
+    #[cfg(feature = "sqlite")]
     Sqlite(String),
     /// PostgreSQL, at a `postgres://` or `postgresql://` URL.
+    #[cfg(feature = "postgres")]
     Postgres(String),
     /// EventStoreDB / KurrentDB, at a connection string of the `kurrentdb` client.
     #[cfg(feature = "eventstoredb")]
@@ -77,6 +79,10 @@ pub enum Openable {
 /// A store this build of banking was compiled without, by the cargo feature that brings it in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum MissingFeature {
+    /// `sqlite`, for `sqlite://` URLs.
+    Sqlite,
+    /// `postgres`, for `postgres://` and `postgresql://` URLs.
+    Postgres,
     /// `eventstoredb`, for EventStoreDB / KurrentDB connection strings.
     EventStoreDb,
 }
@@ -97,6 +103,8 @@ impl MissingFeature {
     /// The name of the cargo feature.
     pub fn feature(self) -> &'static str {
         match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
             Self::EventStoreDb => "eventstoredb",
         }
     }
@@ -104,6 +112,8 @@ impl MissingFeature {
     /// The store it compiles in, as people call it.
     pub fn store(self) -> &'static str {
         match self {
+            Self::Sqlite => "SQLite",
+            Self::Postgres => "PostgreSQL",
             Self::EventStoreDb => "EventStoreDB / KurrentDB",
         }
     }
@@ -114,8 +124,14 @@ impl StoreUrl {
     pub fn openable(self) -> Result<Openable, MissingFeature> {
         match self {
             Self::Memory => Ok(Openable::Memory),
+            #[cfg(feature = "sqlite")]
             Self::Sqlite(url) => Ok(Openable::Sqlite(url)),
+            #[cfg(not(feature = "sqlite"))]
+            Self::Sqlite(_) => Err(MissingFeature::Sqlite),
+            #[cfg(feature = "postgres")]
             Self::Postgres(url) => Ok(Openable::Postgres(url)),
+            #[cfg(not(feature = "postgres"))]
+            Self::Postgres(_) => Err(MissingFeature::Postgres),
             #[cfg(feature = "eventstoredb")]
             Self::EventStoreDb(url) => Ok(Openable::EventStoreDb(url)),
             #[cfg(not(feature = "eventstoredb"))]
@@ -140,7 +156,9 @@ impl fmt::Debug for Openable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Memory => f.write_str("memory"),
+            #[cfg(feature = "sqlite")]
             Self::Sqlite(url) => f.write_str(url),
+            #[cfg(feature = "postgres")]
             Self::Postgres(url) => f.write_str(&redacted(url)),
             #[cfg(feature = "eventstoredb")]
             Self::EventStoreDb(url) => f.write_str(&redacted(url)),
@@ -209,10 +227,12 @@ mod tests {
     #[test]
     fn the_stores_compiled_in_open() {
         assert_eq!(opening("memory"), Ok(Openable::Memory));
+        #[cfg(feature = "sqlite")]
         assert_eq!(
             opening("sqlite://banking.db"),
             Ok(Openable::Sqlite("sqlite://banking.db".into()))
         );
+        #[cfg(feature = "postgres")]
         assert_eq!(
             opening("postgres://db/bank"),
             Ok(Openable::Postgres("postgres://db/bank".into()))
@@ -222,6 +242,35 @@ mod tests {
             opening("esdb://db:2113"),
             Ok(Openable::EventStoreDb("esdb://db:2113".into()))
         );
+    }
+
+    #[cfg(not(feature = "sqlite"))]
+    #[test]
+    fn without_the_sqlite_feature_sqlite_urls_name_it() {
+        assert_eq!(
+            opening("sqlite://banking.db"),
+            Err(
+                "this build of banking has no SQLite support: build it with `--features \
+                 sqlite` (cargo run -p banking --features sqlite -- …)"
+                    .to_owned()
+            )
+        );
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    #[test]
+    fn without_the_postgres_feature_postgres_urls_name_it() {
+        for url in ["postgres://postgres@127.0.0.1/test", "postgresql://db/bank"] {
+            assert_eq!(
+                opening(url),
+                Err(
+                    "this build of banking has no PostgreSQL support: build it with \
+                     `--features postgres` (cargo run -p banking --features postgres -- …)"
+                        .to_owned()
+                ),
+                "{url}"
+            );
+        }
     }
 
     #[cfg(not(feature = "eventstoredb"))]

@@ -9,7 +9,9 @@
 //! changes nothing.
 
 pub mod memory;
+#[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 use std::future::Future;
