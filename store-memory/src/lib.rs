@@ -41,6 +41,7 @@ mod snapshots;
 use std::fmt;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use decider_core::dcb::{AppendCondition, DcbStore, Query};
 use decider_core::{
     AppendResult, Clock, Direction, EventData, EventFilter, EventStore, EventStream,
     ExpectedVersion, Position, StoreError, StreamFrom, StreamId, Subscription, SystemClock,
@@ -141,13 +142,11 @@ impl MemoryStore {
 }
 
 impl MemoryStore {
-    /// [`EventStore::append`] without its metrics, which [`decider_core::measured_append`]
-    /// records around it.
-    async fn append_unmeasured(
+    /// Runs `write` on the log under its write lock, with the injected faults, and publishes
+    /// the new head. Without metrics: [`decider_core::measured_append`] records them around it.
+    fn append_with(
         &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<EventData>,
+        write: impl FnOnce(&mut Log, std::time::SystemTime) -> Result<AppendResult, StoreError>,
     ) -> Result<AppendResult, StoreError> {
         let fault = self.shared.faults.next();
         if let Some(Fault::Refuse(error)) = fault {
@@ -155,7 +154,7 @@ impl MemoryStore {
         }
         let (result, len) = {
             let mut log = self.write_log();
-            let result = log.append(stream, expected, events, self.shared.clock.now())?;
+            let result = write(&mut log, self.shared.clock.now())?;
             (result, log.len())
         };
         // Published after the lock is released: a subscriber that saw the old head and found
@@ -170,6 +169,31 @@ impl MemoryStore {
     }
 }
 
+impl DcbStore for MemoryStore {
+    fn read_query(
+        &self,
+        query: &Query,
+        after: Option<Position>,
+        limit: Option<u64>,
+    ) -> impl EventStream + use<> {
+        reads::read_query(self.clone(), query.clone(), after, limit)
+    }
+
+    async fn append_if(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+        condition: AppendCondition,
+    ) -> Result<AppendResult, StoreError> {
+        let count = events.len();
+        let append = async {
+            self.append_with(|log, now| log.append_if(stream, expected, events, &condition, now))
+        };
+        decider_core::measured_append("memory", count, append).await
+    }
+}
+
 impl EventStore for MemoryStore {
     async fn append(
         &self,
@@ -177,12 +201,10 @@ impl EventStore for MemoryStore {
         expected: ExpectedVersion,
         events: Vec<EventData>,
     ) -> Result<AppendResult, StoreError> {
-        decider_core::measured_append(
-            "memory",
-            events.len(),
-            self.append_unmeasured(stream, expected, events),
-        )
-        .await
+        let count = events.len();
+        let append =
+            async { self.append_with(|log, now| log.append(stream, expected, events, now)) };
+        decider_core::measured_append("memory", count, append).await
     }
 
     fn read_stream(

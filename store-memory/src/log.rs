@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
+use decider_core::dcb::AppendCondition;
 use decider_core::{
     AppendResult, EventData, ExpectedVersion, Position, RecordedEvent, StoreError, StreamId,
 };
@@ -93,6 +94,44 @@ impl Log {
             position: position_of(self.events.len() - 1),
             repeated: false,
         })
+    }
+
+    /// [`append`](Self::append) if nothing matching `condition`'s query was appended after
+    /// its position. The log is one writer at a time, so the check and the append are atomic.
+    pub(crate) fn append_if(
+        &mut self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+        condition: &AppendCondition,
+        now: SystemTime,
+    ) -> Result<AppendResult, StoreError> {
+        decider_core::check_append(stream, &events)?;
+        // A repeat's own events match the query now: it is recognised first.
+        if let Some(original) = self.earlier_append(stream, &events)? {
+            return Ok(original);
+        }
+        let last = self.stream(stream).len().checked_sub(1).map(|r| r as u64);
+        if !expected.is_met_by(last) {
+            return Err(StoreError::WrongExpectedVersion {
+                stream: stream.clone(),
+                expected,
+                actual: last,
+            });
+        }
+        let query = &condition.fail_if_events_match;
+        if let Some(matched) = self.events[index_after(condition.after).min(self.events.len())..]
+            .iter()
+            .find(|e| query.matches(&e.event_type, &e.metadata.tags))
+        {
+            return Err(StoreError::ConditionFailed {
+                after: condition.after,
+                matched: matched.position,
+                stream: matched.stream.clone(),
+                event_type: matched.event_type.clone(),
+            });
+        }
+        self.append(stream, expected, events, now)
     }
 
     /// The result of the earlier append of exactly `events` (the same ids, in the same order, as

@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 
+use decider_core::dcb::Query;
 use decider_core::{
     Direction, EventFilter, EventStream, Position, RecordedEvent, StoreError, StreamFrom, StreamId,
     Subscription, SubscriptionMessage,
@@ -25,6 +26,8 @@ enum Scope {
     All { next: usize, filter: EventFilter },
     /// One stream, from this revision.
     Stream { stream: StreamId, next: u64 },
+    /// The global log, from this global index, keeping events that match the query.
+    Query { next: usize, query: Query },
 }
 
 impl Scope {
@@ -32,18 +35,12 @@ impl Scope {
     /// the log it looked at (0: the cursor is at the head).
     fn fetch(&mut self, log: &Log, into: &mut VecDeque<RecordedEvent>) -> usize {
         match self {
-            Self::All { next, filter } => {
-                let end = next.saturating_add(PAGE).min(log.len() as usize);
-                let start = (*next).min(end);
-                into.extend(
-                    (start..end)
-                        .filter_map(|index| log.event(index))
-                        .filter(|e| filter.matches(&e.stream, &e.event_type))
-                        .cloned(),
-                );
-                *next = end.max(*next);
-                end - start
-            }
+            Self::All { next, filter } => fetch_global(log, next, into, |e| {
+                filter.matches(&e.stream, &e.event_type)
+            }),
+            Self::Query { next, query } => fetch_global(log, next, into, |e| {
+                query.matches(&e.event_type, &e.metadata.tags)
+            }),
             Self::Stream { stream, next } => {
                 let indices = log.stream(stream);
                 let start = usize::try_from(*next)
@@ -61,6 +58,25 @@ impl Scope {
             }
         }
     }
+}
+
+/// Copies the events of the next page of the global log from `next` that `keep` keeps.
+fn fetch_global(
+    log: &Log,
+    next: &mut usize,
+    into: &mut VecDeque<RecordedEvent>,
+    keep: impl Fn(&RecordedEvent) -> bool,
+) -> usize {
+    let end = next.saturating_add(PAGE).min(log.len() as usize);
+    let start = (*next).min(end);
+    into.extend(
+        (start..end)
+            .filter_map(|index| log.event(index))
+            .filter(|e| keep(e))
+            .cloned(),
+    );
+    *next = end.max(*next);
+    end - start
 }
 
 /// Reads a scope forward to the head of the log as it is when reached, at most `limit` events.
@@ -181,6 +197,23 @@ pub(crate) fn read_all(
         scope: Scope::All {
             next: index_after(after),
             filter,
+        },
+        remaining: limit.unwrap_or(u64::MAX),
+        page: VecDeque::new(),
+    })
+}
+
+pub(crate) fn read_query(
+    store: MemoryStore,
+    query: Query,
+    after: Option<Position>,
+    limit: Option<u64>,
+) -> impl EventStream + use<> {
+    stream::iter(ForwardRead {
+        store,
+        scope: Scope::Query {
+            next: index_after(after),
+            query,
         },
         remaining: limit.unwrap_or(u64::MAX),
         page: VecDeque::new(),

@@ -206,6 +206,40 @@ macro_rules! conformance_tests {
     };
 }
 
+/// Expands to one `#[test]` per check of [`conformance::dcb`], for a store that implements
+/// [`DcbStore`](decider_core::dcb::DcbStore) (dynamic consistency boundaries): reads by query,
+/// conditional appends, and the race checks. The forms are those of [`conformance_tests!`]:
+/// `dcb_conformance_tests!(factory)` or `dcb_conformance_tests!(factory, teardown)`.
+///
+/// ```
+/// use decider_store_memory::MemoryStore;
+///
+/// async fn fresh_store() -> MemoryStore {
+///     MemoryStore::new()
+/// }
+///
+/// decider_tests::dcb_conformance_tests!(fresh_store);
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! dcb_conformance_tests {
+    ($factory:path $(,)?) => {
+        $crate::dcb_conformance_tests!($factory, $crate::__private::no_teardown);
+    };
+    ($factory:path, $teardown:path $(,)?) => {
+        $crate::__conformance_tests! {
+            conformance_test, [] $factory, $teardown;
+            dcb::tagged_events_are_found_by_query_in_log_order,
+            dcb::a_condition_fails_only_on_a_matching_event_after_its_position,
+            dcb::a_repeated_conditional_append_returns_its_original_result,
+            dcb::sixteen_racers_for_the_last_seat_one_wins,
+            dcb::sixteen_appenders_on_disjoint_tags_all_win,
+            dcb::conditional_appends_never_commit_over_an_unseen_matching_event,
+            dcb::random_operations_agree_with_the_memory_model,
+        }
+    };
+}
+
 /// The tests of [`conformance_tests!`]: one `#[test]` per check, named after it.
 #[doc(hidden)]
 #[macro_export]
@@ -310,6 +344,7 @@ mod tests {
             ("subscribe", include_str!("conformance/subscribe.rs")),
             ("concurrency", include_str!("conformance/concurrency.rs")),
             ("bad_input", include_str!("conformance/bad_input.rs")),
+            ("dcb", include_str!("conformance/dcb.rs")),
         ];
         let mut defined = Vec::new();
         for (module, source) in modules {
@@ -335,7 +370,8 @@ mod tests {
             .collect();
         assert_eq!(
             listed, defined,
-            "conformance_tests! must list every check once, in the order of the modules"
+            "conformance_tests! and dcb_conformance_tests! must list every check once, in the \
+             order of the modules"
         );
     }
 

@@ -13,3 +13,5 @@ async fn the_memory_control_plane_keeps_reports_and_requests() {
     decider_tests::control::control_contract(decider_core::projection::MemoryControl::default())
         .await;
 }
+
+decider_tests::dcb_conformance_tests!(fresh_store);

@@ -19,6 +19,7 @@
 pub mod append;
 pub mod bad_input;
 pub mod concurrency;
+pub mod dcb;
 pub mod read;
 pub mod subscribe;
 
