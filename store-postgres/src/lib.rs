@@ -15,6 +15,10 @@
 //! - **Live subscriptions** poll with backoff and are woken early by `LISTEN`; appends send a
 //!   debounced, empty `NOTIFY` after they commit (never inside the append's transaction, which
 //!   would serialise commits).
+//! - **Dynamic consistency boundaries**: the store is a
+//!   [`DcbStore`](decider_core::dcb::DcbStore): reads by query off an index of tags, and
+//!   conditional appends serialised by transaction-scoped advisory locks per tag, never a
+//!   global one (ADR 11; limits on the impl).
 //! - **Snapshots**: the store is also a [`SnapshotStore`](decider_core::SnapshotStore) for the
 //!   command handler, one row per stream in the `snapshots` table.
 //! - Everything lives in one schema (default `decider`), so tenants and tests are isolated.
