@@ -1,0 +1,93 @@
+//! Test support: the checks of a test file run on every store that implements `DcbStore`,
+//! each on a fresh store of its own, and helpers to write commands and read outcomes briefly.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // each test file uses a part
+
+use courses::{
+    ChangeCourseCapacity, CourseCommand, CourseEvent, CourseId, CoursesError, DefineCourse,
+    Refusal, StudentId, SubscribeStudent, UnsubscribeStudent,
+};
+use decider_core::CommandOutcome;
+
+/// How long one check may take on one store before it fails: every check is bounded.
+pub const CHECK_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Expands each `check` of the test file (an `async fn check<S: DcbStore + Clone + Send + Sync
+/// + 'static>(store: S)`) to one `#[tokio::test]` per store, in a module named after the store:
+/// `memory::check`, and, once they implement `DcbStore`, `sqlite::check` and
+/// `postgres::check`.
+macro_rules! on_every_store {
+    ($($check:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let store = decider_store_memory::MemoryStore::new();
+                    $crate::support::bounded(super::$check(store)).await;
+                }
+            )*
+        }
+    };
+}
+
+pub(crate) use on_every_store;
+
+/// Runs `check`, failing it when it outlasts [`CHECK_TIME_LIMIT`].
+pub async fn bounded(check: impl std::future::Future<Output = ()>) {
+    tokio::time::timeout(CHECK_TIME_LIMIT, check)
+        .await
+        .unwrap_or_else(|_| panic!("the check took longer than {CHECK_TIME_LIMIT:?}"));
+}
+
+pub fn course(id: &str) -> CourseId {
+    CourseId::new(id).unwrap()
+}
+
+pub fn student(id: &str) -> StudentId {
+    StudentId::new(id).unwrap()
+}
+
+pub fn define(id: &str, capacity: u32) -> CourseCommand {
+    CourseCommand::Define(DefineCourse {
+        course: course(id),
+        capacity,
+    })
+}
+
+pub fn change(id: &str, capacity: u32) -> CourseCommand {
+    CourseCommand::ChangeCapacity(ChangeCourseCapacity {
+        course: course(id),
+        capacity,
+    })
+}
+
+pub fn subscribe(who: &str, to: &str) -> CourseCommand {
+    CourseCommand::Subscribe(SubscribeStudent {
+        student: student(who),
+        course: course(to),
+    })
+}
+
+pub fn unsubscribe(who: &str, from: &str) -> CourseCommand {
+    CourseCommand::Unsubscribe(UnsubscribeStudent {
+        student: student(who),
+        course: course(from),
+    })
+}
+
+/// The events of an outcome that must have been carried out.
+#[track_caller]
+pub fn done(outcome: Result<CommandOutcome<CourseEvent>, CoursesError>) -> Vec<CourseEvent> {
+    match outcome {
+        Ok(outcome) => outcome.events,
+        Err(error) => panic!("expected the command to be carried out: {error}"),
+    }
+}
+
+/// The refusal of an outcome that must have been refused.
+#[track_caller]
+pub fn refused(outcome: Result<CommandOutcome<CourseEvent>, CoursesError>) -> Refusal {
+    match outcome {
+        Err(CoursesError::Refused(refusal)) => refusal,
+        other => panic!("expected a refusal: {other:?}"),
+    }
+}
