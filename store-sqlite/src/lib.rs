@@ -50,6 +50,7 @@
 
 mod catalog;
 mod control;
+mod dcb;
 mod error;
 mod open;
 mod owner;
@@ -240,7 +241,7 @@ impl SqliteStore {
         let events = writer::prepare(stream, events)?;
         self.shared
             .writer
-            .append(stream.clone(), expected, events)
+            .append(stream.clone(), expected, events, None)
             .await
     }
 }

@@ -80,7 +80,7 @@ impl SqliteStore {
         }
     }
 
-    fn page_size(&self, remaining: u64) -> i64 {
+    pub(crate) fn page_size(&self, remaining: u64) -> i64 {
         i64::from(self.shared.options.page_size).min(i64::try_from(remaining).unwrap_or(i64::MAX))
     }
 
@@ -130,6 +130,16 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+/// Runs `statement` (selecting [`sql::EVENT_COLUMNS`]) with `params` and decodes its rows, at
+/// most `size` of them.
+pub(crate) fn decode_page(
+    statement: &mut rusqlite::CachedStatement<'_>,
+    params: impl rusqlite::Params,
+    size: i64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    PageDecoder::default().page(statement, params, size)
 }
 
 /// Turns the rows of a page ([`sql::read_stream_forward`] and friends) into events. Values are

@@ -8,7 +8,7 @@ pub(crate) const APPLICATION_ID: i32 = 0x6463_6472;
 
 /// The schema version this code writes and reads. A file with a higher `user_version` was
 /// written by newer code and is refused.
-pub(crate) const SCHEMA_VERSION: u32 = 2;
+pub(crate) const SCHEMA_VERSION: u32 = 3;
 
 /// Migrations, in order: `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`.
 pub(crate) const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
@@ -100,6 +100,17 @@ CREATE TABLE projection_requests (
 CREATE INDEX projection_requests_pending ON projection_requests (projection, id)
     WHERE done_at IS NULL;
 "#,
+    // 3: the tags of events, for reads by query and append conditions (see `dcb.rs`): one row
+    // per tag of an event, found by tag in log order. Tags also stay in the metadata, which is
+    // what reads return; events written before carry none (`$tags` is new with this version).
+    r#"
+CREATE TABLE event_tags (
+    tag        TEXT    NOT NULL,
+    seq        INTEGER NOT NULL,
+    event_type TEXT    NOT NULL,
+    PRIMARY KEY (tag, seq)
+) STRICT, WITHOUT ROWID;
+"#,
 ];
 
 /// Whether the file holds any schema object (someone else's tables, say).
@@ -122,6 +133,10 @@ pub(crate) const INSERT_FIRST_EVENT: &str = "INSERT INTO events (seq, stream_id,
      batch_len) VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM events), ?1, ?2, ?3, ?4, ?5, ?6, \
      ?7, ?8, ?9, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events), ?10)";
 
+/// One tag of the event at position `?2`.
+pub(crate) const INSERT_TAG: &str =
+    "INSERT INTO event_tags (tag, seq, event_type) VALUES (?1, ?2, ?3)";
+
 /// The rows of an append after its first, at the positions and revisions that follow it.
 pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (seq, stream_id, category, revision, \
      event_id, event_type, content_type, payload, metadata, recorded_at, batch_start, batch_len) \
@@ -132,7 +147,7 @@ pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (seq, stream_id, categ
 pub(crate) const NO_METADATA: &str = "{}";
 
 /// The columns [`crate::reads`] turns into a `RecordedEvent`, in its order.
-const EVENT_COLUMNS: &str =
+pub(crate) const EVENT_COLUMNS: &str =
     "seq, stream_id, revision, event_id, event_type, content_type, payload, metadata, recorded_at";
 
 pub(crate) fn read_stream_forward() -> String {

@@ -39,6 +39,8 @@ pub(crate) struct PreparedEvent {
     payload: Bytes,
     content_type: ContentType,
     metadata: String,
+    /// Its tags, also in `metadata`: rows of `event_tags` too, for reads by query.
+    tags: Vec<String>,
 }
 
 /// Checks a batch ([`decider_core::check_append`]) and encodes it, before it is queued.
@@ -57,12 +59,19 @@ pub(crate) fn prepare(
         };
         let metadata = serde_json::to_string(&event.metadata)
             .map_err(|e| refuse(format!("the metadata does not serialise: {e}")))?;
+        let tags = event
+            .metadata
+            .tags
+            .iter()
+            .map(|t| t.as_str().to_owned())
+            .collect();
         prepared.push(PreparedEvent {
             id: event.id,
             event_type: event.event_type,
             payload: event.payload,
             content_type: event.content_type,
             metadata,
+            tags,
         });
     }
     Ok(prepared)
@@ -75,6 +84,9 @@ struct PendingAppend {
     stream: StreamId,
     expected: ExpectedVersion,
     events: Vec<PreparedEvent>,
+    /// The condition of a conditional append, checked under the write lock before its rows
+    /// are inserted.
+    condition: Option<Condition>,
     reply: oneshot::Sender<Result<AppendResult, StoreError>>,
 }
 
@@ -119,12 +131,13 @@ impl Writer {
         Ok(Self { requests })
     }
 
-    /// Queues an append and waits for its own outcome.
+    /// Queues an append (on `condition`, if any) and waits for its own outcome.
     pub(crate) async fn append(
         &self,
         stream: StreamId,
         expected: ExpectedVersion,
         events: Vec<PreparedEvent>,
+        condition: Option<Condition>,
     ) -> Result<AppendResult, StoreError> {
         let (reply, outcome) = oneshot::channel();
         self.requests
@@ -132,6 +145,7 @@ impl Writer {
                 stream,
                 expected,
                 events,
+                condition,
                 reply,
             }))
             .map_err(|_| writer_gone())?;
@@ -239,6 +253,46 @@ fn commit_group(connection: &Connection, group: Vec<PendingAppend>, appended: &w
     }
 }
 
+/// The condition of a conditional append, as SQL ([`crate::dcb::matching`]).
+#[derive(Debug)]
+pub(crate) struct Condition {
+    pub(crate) after: Option<Position>,
+    /// Selects the first event matching the query after `after`: seq, stream, type.
+    pub(crate) first_match: String,
+    pub(crate) params: Vec<rusqlite::types::Value>,
+}
+
+impl Condition {
+    /// Refuses the append if an event matching the query was written after `after`; runs under
+    /// the write lock, so nothing can be written between it and the append's rows.
+    fn check(&self, connection: &Connection) -> Result<(), Refusal> {
+        let matched = connection
+            .prepare_cached(&self.first_match)?
+            .query_row(rusqlite::params_from_iter(&self.params), |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            })
+            .optional()?;
+        let Some((seq, stream, event_type)) = matched else {
+            return Ok(());
+        };
+        let stream = StreamId::new(&stream).map_err(|e| {
+            Refusal::Refused(StoreError::backend(format!(
+                "event at position {seq}: stored stream id is invalid: {e}"
+            )))
+        })?;
+        Err(Refusal::Refused(StoreError::ConditionFailed {
+            after: self.after,
+            matched: position(seq),
+            stream,
+            event_type,
+        }))
+    }
+}
+
 /// Why one append of a group did not write.
 enum Refusal {
     /// The append itself is refused (a conflict, a reused id): only its savepoint rolls back.
@@ -341,7 +395,8 @@ fn append_one(
                 .then(|| last.map_or(0, |r| r as i64 + 1))
         }
     };
-    if let Some(first_revision) = first_revision
+    // A conditional append is checked first: the fast path would insert before the check.
+    if let Some(first_revision) = first_revision.filter(|_| append.condition.is_none())
         && let Some(result) = insert_events(connection, append, first_revision, now)?
     {
         return Ok(result);
@@ -404,6 +459,9 @@ fn append_checked(
             actual: last,
         }));
     }
+    if let Some(condition) = &append.condition {
+        condition.check(connection)?;
+    }
     let first_revision = last.map_or(0, |r| r as i64 + 1);
     // The first id is new and its revision free (both read under the write lock), so the first
     // row is written; a later row's id taken already is refused inside.
@@ -454,6 +512,7 @@ fn insert_events(
         Err(error) => return Err(Refusal::Failed(error)),
     }
     let batch_start = connection.last_insert_rowid();
+    insert_tags(connection, first, batch_start)?;
     if !rest.is_empty() {
         let mut insert = connection.prepare_cached(sql::INSERT_EVENT)?;
         for (offset, event) in (1..).zip(rest) {
@@ -479,6 +538,7 @@ fn insert_events(
                 Err(error) if is_unique_violation(&error) => return Err(reused_ids(stream)),
                 Err(error) => return Err(Refusal::Failed(error)),
             }
+            insert_tags(connection, event, batch_start + offset)?;
         }
     }
     Ok(Some(AppendResult {
@@ -486,6 +546,17 @@ fn insert_events(
         position: position(batch_start + count - 1),
         repeated: false,
     }))
+}
+
+fn insert_tags(connection: &Connection, event: &PreparedEvent, seq: i64) -> Result<(), Refusal> {
+    if event.tags.is_empty() {
+        return Ok(());
+    }
+    let mut insert = connection.prepare_cached(sql::INSERT_TAG)?;
+    for tag in &event.tags {
+        insert.execute(params![tag, seq, event.event_type])?;
+    }
+    Ok(())
 }
 
 fn content_type_code(content_type: ContentType) -> i64 {

@@ -8,6 +8,13 @@ use support::{drop_store, fresh_store};
 
 decider_tests::conformance_tests!(fresh_store, drop_store);
 
+/// Dynamic consistency boundaries: reads by query, conditional appends, the race checks.
+mod dcb {
+    use super::support::{drop_store, fresh_store};
+
+    decider_tests::dcb_conformance_tests!(fresh_store, drop_store);
+}
+
 mod small_pages {
     use decider_store_sqlite::{SqliteOptions, SqliteStore};
 
@@ -21,4 +28,5 @@ mod small_pages {
     }
 
     decider_tests::conformance_tests!(fresh_store, drop_store);
+    decider_tests::dcb_conformance_tests!(fresh_store, drop_store);
 }

@@ -234,12 +234,15 @@ where
         };
         let (mut conflicts, mut unavailable) = (0, 0);
         loop {
+            basis = self.read_after(&query, basis).await?;
+            // After the read: a repeat of this command whose events the read saw has its
+            // stream by now, and is answered here rather than decided on (it would be refused
+            // by its own events).
             if key.is_some()
                 && let Some(original) = self.original(&stream).await?
             {
                 return Ok(original);
             }
-            basis = self.read_after(&query, basis).await?;
             let events = self
                 .model
                 .decide(command, &basis.state)

@@ -4,6 +4,9 @@
 //! - [`spec`]`(decider).given(events).when(command)` then [`then`](DeciderThen::then),
 //!   [`then_error`](DeciderThen::then_error), [`then_error_matches`](DeciderThen::then_error_matches)
 //!   or [`then_nothing`](DeciderThen::then_nothing): the pure decider, no store.
+//! - [`decision_spec`]`(model).given(events).when(command)`: a DCB
+//!   [`DecisionModel`](crate::dcb::DecisionModel), deciding on the given events its query
+//!   matches; then as for a decider.
 //! - [`view_spec`]`(view).given(events).`[`then_state`](ViewSpec::then_state)`(state)`.
 //! - [`saga_spec`]`(saga).given(event).`[`then_commands`](SagaThen::then_commands)`(commands)`.
 //! - [`spec`]`(decider).`[`on`](DeciderSpec::on)`(store)` or [`handler_spec`]`(handler)`: the same
@@ -67,12 +70,14 @@
 //! points at the line of the `then` call.
 
 mod decider;
+mod decision;
 mod handler;
 mod report;
 mod saga;
 mod view;
 
 pub use decider::{DeciderSpec, DeciderThen, spec};
+pub use decision::{DecisionSpec, decision_spec};
 pub use handler::{HandlerSpec, HandlerThen, handler_spec};
 pub use saga::{SagaSpec, SagaThen, saga_spec};
 pub use view::{ViewSpec, view_spec};

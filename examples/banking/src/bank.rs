@@ -21,7 +21,9 @@ use decider_core::{
 #[cfg(feature = "eventstoredb")]
 use decider_store_eventstoredb::EventStoreDbStore;
 use decider_store_memory::MemoryStore;
+#[cfg(feature = "postgres")]
 use decider_store_postgres::{PgTransactionalSink, PostgresOptions, PostgresStore};
+#[cfg(feature = "sqlite")]
 use decider_store_sqlite::{SqliteStore, SqliteTransactionalSink};
 use futures::TryStreamExt;
 use tokio::sync::watch;
@@ -33,7 +35,9 @@ use crate::account::{Account, AccountCommand, AccountError, AccountId};
 use crate::money::{Amount, Currency};
 use crate::process::TransferProcess;
 use crate::read_model::memory::MemoryReadModels;
+#[cfg(feature = "postgres")]
 use crate::read_model::postgres::PgReadModels;
+#[cfg(feature = "sqlite")]
 use crate::read_model::sqlite::SqliteReadModels;
 use crate::read_model::{AccountView, LedgerEntry, PROJECTION, ReadModels};
 use crate::transfer::{
@@ -625,6 +629,7 @@ pub async fn on_eventstoredb(
 /// A bank on PostgreSQL: events, read models, checkpoints and dead letters in `options.schema`
 /// (created and migrated as needed); projections leased, so that several processes may serve
 /// the same bank.
+#[cfg(feature = "postgres")]
 pub async fn on_postgres(
     url: &str,
     options: PostgresOptions,
@@ -633,6 +638,7 @@ pub async fn on_postgres(
 }
 
 /// A bank on `store` (migrated here if needed); see [`on_postgres`].
+#[cfg(feature = "postgres")]
 pub async fn on_postgres_store(
     store: PostgresStore,
 ) -> Result<Running<PostgresStore, PgReadModels>, StoreError> {
@@ -652,6 +658,7 @@ pub async fn on_postgres_store(
 /// A bank on the SQLite file of `url` (`sqlite://PATH`, created if missing): events, read
 /// models, checkpoints, dead letters and leases in that one file, the read models written
 /// exactly once; projections leased, so that several processes may serve the same file.
+#[cfg(feature = "sqlite")]
 pub async fn on_sqlite(url: &str) -> Result<Running<SqliteStore, SqliteReadModels>, StoreError> {
     let url = url.to_owned();
     // Opening reads and may create the file: blocking work, kept off the runtime's workers.
@@ -664,6 +671,7 @@ pub async fn on_sqlite(url: &str) -> Result<Running<SqliteStore, SqliteReadModel
 }
 
 /// A bank on `store`; see [`on_sqlite`].
+#[cfg(feature = "sqlite")]
 pub async fn on_sqlite_store(
     store: SqliteStore,
 ) -> Result<Running<SqliteStore, SqliteReadModels>, StoreError> {

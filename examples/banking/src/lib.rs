@@ -5,6 +5,8 @@
 //!   when the destination refuses.
 //! - [`read_model`]: balances and ledgers, kept by a projection runner.
 //! - [`bank`]: the application that wires them to a store; [`http`] and [`demo`] use it.
+//! - [`store_url`]: the `--store` URL, and whether this build has the store it names (features
+//!   `sqlite` and `postgres`, on by default, and `eventstoredb`).
 //! - [`metrics`]: `GET /metrics`, the process's metrics in Prometheus' text format.
 //! - `otlp` (feature `otlp`): span export over OTLP, parented from the events' trace contexts.
 //!

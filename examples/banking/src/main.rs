@@ -2,6 +2,8 @@
 //! Both take `--store`: a `sqlite://PATH` file (what `serve` uses by default:
 //! `sqlite://banking.db`), a `postgres://` URL, an EventStoreDB / KurrentDB connection string
 //! (`esdb://…`, `kurrentdb://…`), or `memory` (what `demo` uses by default; nothing is kept).
+//! Every store but memory is compiled in by a cargo feature (`sqlite` and `postgres` by default,
+//! `eventstoredb` when asked for); a URL of a store left out is refused with the feature's name.
 
 use std::error::Error;
 use std::net::SocketAddr;
@@ -9,10 +11,11 @@ use std::process::ExitCode;
 
 use banking::bank::{self, Running};
 use banking::read_model::ReadModels;
-use banking::store_url::StoreUrl;
+use banking::store_url::{Openable, StoreUrl};
 use banking::{demo, http};
 use clap::{Parser, Subcommand};
 use decider_core::EventStore;
+#[cfg(feature = "postgres")]
 use decider_store_postgres::PostgresOptions;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -97,8 +100,8 @@ async fn start(cli: Cli) -> Result<(), Box<dyn Error>> {
 }
 
 async fn serve_or_demo(cli: Cli) -> Result<(), Box<dyn Error>> {
-    match cli.store() {
-        StoreUrl::Memory => {
+    match cli.store().openable()? {
+        Openable::Memory => {
             if matches!(cli.command, Command::Serve { .. }) {
                 tracing::warn!(
                     "the store is in memory: every account, transfer and idempotency key is lost \
@@ -107,8 +110,10 @@ async fn serve_or_demo(cli: Cli) -> Result<(), Box<dyn Error>> {
             }
             run(cli.command, bank::in_memory()).await
         }
-        StoreUrl::Sqlite(url) => run(cli.command, bank::on_sqlite(&url).await?).await,
-        StoreUrl::Postgres(url) => {
+        #[cfg(feature = "sqlite")]
+        Openable::Sqlite(url) => run(cli.command, bank::on_sqlite(&url).await?).await,
+        #[cfg(feature = "postgres")]
+        Openable::Postgres(url) => {
             let options = PostgresOptions {
                 schema: cli.schema.clone(),
                 ..PostgresOptions::default()
@@ -116,12 +121,7 @@ async fn serve_or_demo(cli: Cli) -> Result<(), Box<dyn Error>> {
             run(cli.command, bank::on_postgres(&url, options).await?).await
         }
         #[cfg(feature = "eventstoredb")]
-        StoreUrl::EventStoreDb(url) => run(cli.command, bank::on_eventstoredb(&url).await?).await,
-        #[cfg(not(feature = "eventstoredb"))]
-        StoreUrl::EventStoreDb(_) => Err("this build of banking has no EventStoreDB / KurrentDB \
-             support: build it with `--features eventstoredb` (cargo run -p banking \
-             --features eventstoredb -- …)"
-            .into()),
+        Openable::EventStoreDb(url) => run(cli.command, bank::on_eventstoredb(&url).await?).await,
     }
 }
 

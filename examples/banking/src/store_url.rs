@@ -1,4 +1,9 @@
 //! Which store the bank runs on, from the `--store` URL.
+//!
+//! Every kind of store parses, whether or not this build can open it: a store sits behind a
+//! cargo feature (`sqlite`, `postgres`, `eventstoredb`; see Cargo.toml), and asking this build
+//! for one it was compiled without is [`MissingFeature`], which names the feature to enable.
+//! [`StoreUrl::openable`] is the one place that decides.
 
 use std::fmt;
 use std::str::FromStr;
@@ -29,7 +34,7 @@ const EVENTSTOREDB_SCHEMES: [&str; 8] = [
     "kdb+discover",
 ];
 
-/// A `--store` value that names no store this build knows.
+/// A `--store` value that names no store banking knows.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "unknown store {0:?}: use a sqlite://PATH URL, a postgres:// URL, an EventStoreDB / \
@@ -54,6 +59,87 @@ impl FromStr for StoreUrl {
     }
 }
 
+/// A store this build can open: a [`StoreUrl`] whose store is compiled in. Each variant exists
+/// only with its store's feature, so a `match` over it has an arm for exactly the stores built.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Openable {
+    /// In process memory (always compiled in).
+    Memory,
+    /// An SQLite file, at a `sqlite://PATH` URL.
+    #[cfg(feature = "sqlite")]
+    Sqlite(String),
+    /// PostgreSQL, at a `postgres://` or `postgresql://` URL.
+    #[cfg(feature = "postgres")]
+    Postgres(String),
+    /// EventStoreDB / KurrentDB, at a connection string of the `kurrentdb` client.
+    #[cfg(feature = "eventstoredb")]
+    EventStoreDb(String),
+}
+
+/// A store this build of banking was compiled without, by the cargo feature that brings it in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MissingFeature {
+    /// `sqlite`, for `sqlite://` URLs.
+    Sqlite,
+    /// `postgres`, for `postgres://` and `postgresql://` URLs.
+    Postgres,
+    /// `eventstoredb`, for EventStoreDB / KurrentDB connection strings.
+    EventStoreDb,
+}
+
+impl fmt::Display for MissingFeature {
+    /// What is missing and the command that builds it in.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (store, feature) = (self.store(), self.feature());
+        write!(
+            f,
+            "this build of banking has no {store} support: build it with `--features {feature}` \
+             (cargo run -p banking --features {feature} -- …)"
+        )
+    }
+}
+
+impl MissingFeature {
+    /// The name of the cargo feature.
+    pub fn feature(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+            Self::EventStoreDb => "eventstoredb",
+        }
+    }
+
+    /// The store it compiles in, as people call it.
+    pub fn store(self) -> &'static str {
+        match self {
+            Self::Sqlite => "SQLite",
+            Self::Postgres => "PostgreSQL",
+            Self::EventStoreDb => "EventStoreDB / KurrentDB",
+        }
+    }
+}
+
+impl StoreUrl {
+    /// The store, if this build can open it; else the feature it was compiled without.
+    pub fn openable(self) -> Result<Openable, MissingFeature> {
+        match self {
+            Self::Memory => Ok(Openable::Memory),
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(url) => Ok(Openable::Sqlite(url)),
+            #[cfg(not(feature = "sqlite"))]
+            Self::Sqlite(_) => Err(MissingFeature::Sqlite),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(url) => Ok(Openable::Postgres(url)),
+            #[cfg(not(feature = "postgres"))]
+            Self::Postgres(_) => Err(MissingFeature::Postgres),
+            #[cfg(feature = "eventstoredb")]
+            Self::EventStoreDb(url) => Ok(Openable::EventStoreDb(url)),
+            #[cfg(not(feature = "eventstoredb"))]
+            Self::EventStoreDb(_) => Err(MissingFeature::EventStoreDb),
+        }
+    }
+}
+
 impl fmt::Debug for StoreUrl {
     /// Without the password a URL may carry.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -61,6 +147,21 @@ impl fmt::Debug for StoreUrl {
             Self::Memory => f.write_str("memory"),
             Self::Sqlite(url) => f.write_str(url),
             Self::Postgres(url) | Self::EventStoreDb(url) => write!(f, "{}", redacted(url)),
+        }
+    }
+}
+
+impl fmt::Debug for Openable {
+    /// Without the password a URL may carry, as [`StoreUrl`]'s.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Memory => f.write_str("memory"),
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(url) => f.write_str(url),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(url) => f.write_str(&redacted(url)),
+            #[cfg(feature = "eventstoredb")]
+            Self::EventStoreDb(url) => f.write_str(&redacted(url)),
         }
     }
 }
@@ -113,5 +214,79 @@ mod tests {
             .parse()
             .unwrap_or(StoreUrl::Memory);
         assert_eq!(format!("{url:?}"), "postgres://app:***@db/bank");
+    }
+
+    /// What opening `url` answers in this build: the store, or why not, as the user reads it.
+    fn opening(url: &str) -> Result<Openable, String> {
+        let url: StoreUrl = url
+            .parse()
+            .map_err(|error: UnknownStore| error.to_string())?;
+        url.openable().map_err(|missing| missing.to_string())
+    }
+
+    #[test]
+    fn the_stores_compiled_in_open() {
+        assert_eq!(opening("memory"), Ok(Openable::Memory));
+        #[cfg(feature = "sqlite")]
+        assert_eq!(
+            opening("sqlite://banking.db"),
+            Ok(Openable::Sqlite("sqlite://banking.db".into()))
+        );
+        #[cfg(feature = "postgres")]
+        assert_eq!(
+            opening("postgres://db/bank"),
+            Ok(Openable::Postgres("postgres://db/bank".into()))
+        );
+        #[cfg(feature = "eventstoredb")]
+        assert_eq!(
+            opening("esdb://db:2113"),
+            Ok(Openable::EventStoreDb("esdb://db:2113".into()))
+        );
+    }
+
+    #[cfg(not(feature = "sqlite"))]
+    #[test]
+    fn without_the_sqlite_feature_sqlite_urls_name_it() {
+        assert_eq!(
+            opening("sqlite://banking.db"),
+            Err(
+                "this build of banking has no SQLite support: build it with `--features \
+                 sqlite` (cargo run -p banking --features sqlite -- …)"
+                    .to_owned()
+            )
+        );
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    #[test]
+    fn without_the_postgres_feature_postgres_urls_name_it() {
+        for url in ["postgres://postgres@127.0.0.1/test", "postgresql://db/bank"] {
+            assert_eq!(
+                opening(url),
+                Err(
+                    "this build of banking has no PostgreSQL support: build it with \
+                     `--features postgres` (cargo run -p banking --features postgres -- …)"
+                        .to_owned()
+                ),
+                "{url}"
+            );
+        }
+    }
+
+    #[cfg(not(feature = "eventstoredb"))]
+    #[test]
+    fn without_the_eventstoredb_feature_eventstoredb_urls_name_it() {
+        for url in ["esdb://127.0.0.1:2113?tls=false", "kurrentdb://db:2113"] {
+            assert_eq!(
+                opening(url),
+                Err(
+                    "this build of banking has no EventStoreDB / KurrentDB support: build it \
+                     with `--features eventstoredb` (cargo run -p banking --features \
+                     eventstoredb -- …)"
+                        .to_owned()
+                ),
+                "{url}"
+            );
+        }
     }
 }

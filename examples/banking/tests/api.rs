@@ -28,12 +28,14 @@ async fn bad_input_on_the_eventstoredb_protocol_double_is_refused_and_writes_not
     bad_input(support::eventstoredb_double_bank().await).await;
 }
 
+#[cfg(feature = "sqlite")]
 #[tokio::test]
 async fn bad_input_on_sqlite_is_refused_and_writes_nothing() {
     let (running, _file) = support::sqlite_bank().await;
     bad_input(running).await;
 }
 
+#[cfg(feature = "postgres")]
 #[tokio::test]
 async fn bad_input_on_postgres_is_refused_and_writes_nothing() {
     let (running, store) = support::postgres_bank().await;
@@ -367,12 +369,14 @@ async fn reads_wait_for_their_own_writes_on_the_eventstoredb_protocol_double() {
     read_your_writes(support::eventstoredb_double_bank().await).await;
 }
 
+#[cfg(feature = "sqlite")]
 #[tokio::test]
 async fn reads_wait_for_their_own_writes_on_sqlite() {
     let (running, _file) = support::sqlite_bank().await;
     read_your_writes(running).await;
 }
 
+#[cfg(feature = "postgres")]
 #[tokio::test]
 async fn reads_wait_for_their_own_writes_on_postgres() {
     let (running, store) = support::postgres_bank().await;

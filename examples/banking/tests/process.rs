@@ -110,6 +110,7 @@ async fn the_demo_runs_on_the_eventstoredb_protocol_double() {
     running.stop().await.unwrap();
 }
 
+#[cfg(feature = "postgres")]
 #[tokio::test]
 async fn the_demo_runs_on_postgres() {
     let (running, store) = support::postgres_bank().await;

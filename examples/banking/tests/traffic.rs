@@ -43,12 +43,14 @@ async fn concurrent_traffic_on_the_eventstoredb_protocol_double_conserves_money(
     traffic(support::eventstoredb_double_bank().await).await;
 }
 
+#[cfg(feature = "sqlite")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_traffic_on_sqlite_conserves_money() {
     let (running, _file) = support::sqlite_bank().await;
     traffic(running).await;
 }
 
+#[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_traffic_on_postgres_conserves_money() {
     let (running, store) = support::postgres_bank().await;

@@ -2,14 +2,16 @@
 //! projection runner.
 //!
 //! [`AccountSummary`] is the whole logic, a pure [`View`] shared by every store: an account's
-//! view and an event in, the next view out; [`apply`] adds the ledger line the event makes. [`memory`] keeps the views in process; [`sqlite`] and
-//! [`postgres`] keep them in tables written in the same transaction as the projection's
-//! checkpoint (exactly once).
+//! view and an event in, the next view out; [`apply`] adds the ledger line the event makes. [`memory`] keeps the views in process; `sqlite` and
+//! `postgres` (each with the cargo feature of its name, so not linked here) keep them in tables
+//! written in the same transaction as the projection's checkpoint (exactly once).
 //! Both skip an event at or below the revision a view has reached, so a batch delivered twice
 //! changes nothing.
 
 pub mod memory;
+#[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 use std::future::Future;

@@ -8,7 +8,9 @@ use banking::bank::{self, Bank, Running};
 use banking::http;
 use banking::read_model::ReadModels;
 use banking::read_model::memory::MemoryReadModels;
+#[cfg(feature = "postgres")]
 use banking::read_model::postgres::PgReadModels;
+#[cfg(feature = "sqlite")]
 use banking::read_model::sqlite::SqliteReadModels;
 use decider_core::EventStore;
 #[cfg(feature = "eventstoredb")]
@@ -16,7 +18,9 @@ use decider_eventstoredb_double::ProtocolDouble;
 #[cfg(feature = "eventstoredb")]
 use decider_store_eventstoredb::EventStoreDbStore;
 use decider_store_memory::MemoryStore;
+#[cfg(feature = "postgres")]
 use decider_store_postgres::{PostgresOptions, PostgresStore};
+#[cfg(feature = "sqlite")]
 use decider_store_sqlite::SqliteStore;
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -24,6 +28,7 @@ use tokio::task::JoinHandle;
 
 /// The store-postgres test support: a fresh schema per test, dropped also when the test fails,
 /// and a clear message when no database answers.
+#[cfg(feature = "postgres")]
 #[path = "../../../../store-postgres/tests/support/mod.rs"]
 pub mod pg;
 
@@ -71,6 +76,7 @@ impl Drop for TempDb {
 }
 
 /// A bank on a fresh SQLite file; keep the file until the bank is stopped.
+#[cfg(feature = "sqlite")]
 pub async fn sqlite_bank() -> (Running<SqliteStore, SqliteReadModels>, TempDb) {
     let file = TempDb::new();
     let running = bank::on_sqlite(&file.url())
@@ -84,6 +90,7 @@ pub fn memory_bank() -> Running<MemoryStore, MemoryReadModels> {
 }
 
 /// A bank on a fresh schema; returns the store too, to drop its schema at the end.
+#[cfg(feature = "postgres")]
 pub async fn postgres_bank() -> (Running<PostgresStore, PgReadModels>, PostgresStore) {
     let store = pg::unmigrated_store(PostgresOptions {
         pool_size: 16,
