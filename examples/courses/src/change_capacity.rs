@@ -98,7 +98,7 @@ impl DecisionModel for CapacityChange {
 
 #[cfg(test)]
 mod specs {
-    use decider_core::testing::spec;
+    use decider_core::testing::decision_spec;
 
     use super::*;
     use crate::spec_support::{
@@ -115,11 +115,11 @@ mod specs {
 
     #[test]
     fn changes_the_capacity_of_a_defined_course() {
-        spec(CapacityChange)
+        decision_spec(CapacityChange)
             .given([defined("algebra", 30)])
             .when(change("algebra", 20))
             .then([capacity_changed("algebra", 20)]);
-        spec(CapacityChange)
+        decision_spec(CapacityChange)
             .given([defined("algebra", 30), capacity_changed("algebra", 20)])
             .when(change("algebra", 30))
             .then([capacity_changed("algebra", 30)]);
@@ -127,7 +127,7 @@ mod specs {
 
     #[test]
     fn refuses_a_course_nobody_defined() {
-        spec(CapacityChange)
+        decision_spec(CapacityChange)
             .given([defined("biology", 30)])
             .when(change("algebra", 20))
             .then_error(Refusal::CourseNotDefined {
@@ -137,11 +137,11 @@ mod specs {
 
     #[test]
     fn refuses_zero_seats_and_the_current_capacity() {
-        spec(CapacityChange)
+        decision_spec(CapacityChange)
             .given([defined("algebra", 30)])
             .when(change("algebra", 0))
             .then_error(Refusal::NoSeats);
-        spec(CapacityChange)
+        decision_spec(CapacityChange)
             .given([defined("algebra", 30), capacity_changed("algebra", 20)])
             .when(change("algebra", 20))
             .then_error(Refusal::CapacityUnchanged {
@@ -152,7 +152,7 @@ mod specs {
 
     #[test]
     fn may_go_below_the_seats_taken() {
-        spec(CapacityChange)
+        decision_spec(CapacityChange)
             .given([
                 defined("algebra", 2),
                 subscribed("ada", "algebra"),

@@ -79,7 +79,7 @@ impl DecisionModel for CourseDefinition {
 
 #[cfg(test)]
 mod specs {
-    use decider_core::testing::spec;
+    use decider_core::testing::decision_spec;
 
     use super::*;
     use crate::spec_support::{
@@ -96,10 +96,10 @@ mod specs {
 
     #[test]
     fn defines_a_course_once() {
-        spec(CourseDefinition)
+        decision_spec(CourseDefinition)
             .when(define("algebra", 30))
             .then([defined("algebra", 30)]);
-        spec(CourseDefinition)
+        decision_spec(CourseDefinition)
             .given([defined("algebra", 30)])
             .when(define("algebra", 10))
             .then_error(Refusal::CourseAlreadyDefined {
@@ -109,7 +109,7 @@ mod specs {
 
     #[test]
     fn another_course_does_not_take_the_id() {
-        spec(CourseDefinition)
+        decision_spec(CourseDefinition)
             .given([defined("biology", 30)])
             .when(define("algebra", 30))
             .then([defined("algebra", 30)]);
@@ -117,7 +117,7 @@ mod specs {
 
     #[test]
     fn a_course_has_at_least_one_seat() {
-        spec(CourseDefinition)
+        decision_spec(CourseDefinition)
             .when(define("algebra", 0))
             .then_error(Refusal::NoSeats);
     }

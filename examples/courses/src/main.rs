@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use courses::{Courses, Retries, StoreUrl};
 use decider_core::dcb::DcbStore;
 use decider_store_memory::MemoryStore;
+use decider_store_sqlite::SqliteStore;
 
 /// Course subscriptions with dynamic consistency boundaries, built with decider.
 #[derive(Debug, Parser)]
@@ -44,10 +45,14 @@ async fn start(cli: &Cli) -> Result<(), Box<dyn Error>> {
     let retries = Retries::install()?;
     match &cli.store {
         StoreUrl::Memory => run(&cli.command, MemoryStore::new(), &retries).await,
-        // Both stores take part in dynamic consistency boundaries once they implement
-        // `DcbStore`; until then a URL of theirs is refused rather than run without the
-        // guarantee.
-        StoreUrl::Sqlite(_) => Err("the SQLite store does not implement DcbStore yet".into()),
+        StoreUrl::Sqlite(url) => {
+            let url = url.clone();
+            // Opening may create or upgrade the file: blocking work, off the runtime's workers.
+            let store = tokio::task::spawn_blocking(move || SqliteStore::connect(&url)).await??;
+            run(&cli.command, store, &retries).await
+        }
+        // PostgreSQL takes part once `PostgresStore` implements `DcbStore`; until then its URL
+        // is refused rather than run without the guarantee.
         StoreUrl::Postgres(_) => Err("the PostgreSQL store does not implement DcbStore yet".into()),
     }
 }

@@ -90,7 +90,7 @@ impl DecisionModel for StudentUnsubscription {
 
 #[cfg(test)]
 mod specs {
-    use decider_core::testing::spec;
+    use decider_core::testing::decision_spec;
 
     use super::*;
     use crate::spec_support::{
@@ -107,7 +107,7 @@ mod specs {
 
     #[test]
     fn a_subscribed_student_gives_the_seat_back() {
-        spec(StudentUnsubscription)
+        decision_spec(StudentUnsubscription)
             .given([defined("algebra", 30), subscribed("ada", "algebra")])
             .when(unsubscribe("ada", "algebra"))
             .then([unsubscribed("ada", "algebra")]);
@@ -119,11 +119,11 @@ mod specs {
             student: student("ada"),
             course: course("algebra"),
         };
-        spec(StudentUnsubscription)
+        decision_spec(StudentUnsubscription)
             .given([defined("algebra", 30), subscribed("bob", "algebra")])
             .when(unsubscribe("ada", "algebra"))
             .then_error(not_subscribed());
-        spec(StudentUnsubscription)
+        decision_spec(StudentUnsubscription)
             .given([subscribed("ada", "algebra"), unsubscribed("ada", "algebra")])
             .when(unsubscribe("ada", "algebra"))
             .then_error(not_subscribed());

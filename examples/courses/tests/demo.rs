@@ -113,3 +113,29 @@ fn courses_demo_refuses_an_unknown_store() {
         "{output:?}"
     );
 }
+
+#[test]
+fn courses_demo_runs_on_an_sqlite_file_and_keeps_it() {
+    let file = support::TempDb::new();
+    let demo = |url: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_courses"))
+            .args(["demo", "--store", url])
+            .output()
+            .unwrap()
+    };
+    let first = demo(&file.url());
+    let stdout = String::from_utf8(first.stdout).unwrap();
+    assert!(
+        first.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(lines_starting(&stdout, "seminar 3/3").len(), 1, "{stdout}");
+    // The file kept the term: a second run finds its courses and stops.
+    let second = demo(&file.url());
+    assert!(!second.status.success());
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("holds course algebra already"),
+        "{second:?}"
+    );
+}

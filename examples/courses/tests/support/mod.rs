@@ -13,7 +13,7 @@ pub const CHECK_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs
 
 /// Expands each `check` of the test file (an `async fn check<S: DcbStore + Clone + Send + Sync
 /// + 'static>(store: S)`) to one `#[tokio::test]` per store, in a module named after the store:
-/// `memory::check`, and, once they implement `DcbStore`, `sqlite::check` and
+/// `memory::check`, `sqlite::check` (a fresh file each), and, once it implements `DcbStore`,
 /// `postgres::check`.
 macro_rules! on_every_store {
     ($($check:ident),* $(,)?) => {
@@ -26,10 +26,51 @@ macro_rules! on_every_store {
                 }
             )*
         }
+
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let file = $crate::support::TempDb::new();
+                    $crate::support::bounded(super::$check(file.open())).await;
+                }
+            )*
+        }
     };
 }
 
 pub(crate) use on_every_store;
+
+/// A database file of its own, removed (with its `-wal` and `-shm` files) when dropped: also
+/// when the test fails.
+pub struct TempDb(pub std::path::PathBuf);
+
+impl TempDb {
+    pub fn new() -> Self {
+        Self(
+            std::env::temp_dir().join(format!("courses-test-{}.db", uuid::Uuid::new_v4().simple())),
+        )
+    }
+
+    pub fn url(&self) -> String {
+        format!("sqlite://{}", self.0.display())
+    }
+
+    /// A store on this file.
+    pub fn open(&self) -> decider_store_sqlite::SqliteStore {
+        decider_store_sqlite::SqliteStore::open(&self.0).expect("open a fresh SQLite file")
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.0.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
 
 /// Runs `check`, failing it when it outlasts [`CHECK_TIME_LIMIT`].
 pub async fn bounded(check: impl std::future::Future<Output = ()>) {
