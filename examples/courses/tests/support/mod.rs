@@ -11,10 +11,10 @@ use decider_core::CommandOutcome;
 /// How long one check may take on one store before it fails: every check is bounded.
 pub const CHECK_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Expands each `check` of the test file (an `async fn check<S: DcbStore + Clone + Send + Sync
-/// + 'static>(store: S)`) to one `#[tokio::test]` per store, in a module named after the store:
-/// `memory::check`, `sqlite::check` (a fresh file each), and, once it implements `DcbStore`,
-/// `postgres::check`.
+/// Expands each `check` of the test file, an `async fn check<S>(store: S)` generic over the
+/// store (`DcbStore`, `Clone`, `Send`, `Sync`, `'static`), to one `#[tokio::test]` per store, in
+/// a module named after the store: `memory::check`, `sqlite::check` (a fresh file each), and,
+/// once it implements `DcbStore`, `postgres::check`.
 macro_rules! on_every_store {
     ($($check:ident),* $(,)?) => {
         mod memory {
