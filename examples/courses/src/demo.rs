@@ -145,7 +145,7 @@ where
             courses.handle(&command).await
         }));
     }
-    let (mut won, mut full) = (0, 0);
+    let (mut won, mut full) = (0, 0_u64);
     for (student, racer) in RACERS.into_iter().zip(racers) {
         let label = format!("{student} → {seminar}");
         match racer.await? {
@@ -164,8 +164,15 @@ where
     let again = retries.after_conflicts(decider) - before;
     writeln!(
         out,
-        "  {won} subscribed, {full} refused as the course is full; decisions made again after \
-         their append condition failed: {again}"
+        "  {won} subscribed, {full} refused as the course is full"
+    )?;
+    // A loser either read the winner's seat and was refused at once, or read the seat free,
+    // lost at the append (its condition failed), read the winner's seat and was refused then.
+    writeln!(
+        out,
+        "  of the {full} refused: {again} lost at the append and decided again, {} read the \
+         taken seat at once",
+        full.saturating_sub(again)
     )?;
 
     writeln!(out, "Rosters (read by query)")?;
