@@ -129,12 +129,7 @@ where
          {} students subscribe at once",
         RACERS.len()
     )?;
-    // The handler's metrics name its decision model by the last segment of its type's path.
-    let decider = std::any::type_name::<StudentSubscription>()
-        .rsplit("::")
-        .next()
-        .unwrap_or_default();
-    let before = retries.after_conflicts(decider);
+    let before = retries.after_conflicts_of::<StudentSubscription>();
     let start = Arc::new(Barrier::new(RACERS.len()));
     let mut racers = Vec::new();
     for student in RACERS {
@@ -161,7 +156,7 @@ where
             }
         }
     }
-    let again = retries.after_conflicts(decider) - before;
+    let again = retries.after_conflicts_of::<StudentSubscription>() - before;
     writeln!(
         out,
         "  {won} subscribed, {full} refused as the course is full"

@@ -27,22 +27,55 @@ impl Retries {
         Ok(Self(HANDLE.get_or_init(|| handle).clone()))
     }
 
-    /// How many times, so far, a handler of the decision model `decider` (the last segment of
-    /// its type's path, such as `StudentSubscription`) decided again after its append
+    /// How many times, so far, a handler of the decision model `M` decided again after its
+    /// append condition failed. Handlers name their model in the metrics by the last segment of
+    /// its type's path, without generic arguments (`StudentSubscription`), unless they were
+    /// given another name.
+    pub fn after_conflicts_of<M>(&self) -> u64 {
+        let path = std::any::type_name::<M>();
+        let path = path.split('<').next().unwrap_or(path);
+        self.after_conflicts(path.rsplit("::").next().unwrap_or(path))
+    }
+
+    /// How many times, so far, a handler named `decider` decided again after its append
     /// condition failed.
     pub fn after_conflicts(&self, decider: &str) -> u64 {
-        let labels = [
-            format!("decider=\"{decider}\""),
-            "reason=\"conflict\"".to_owned(),
-        ];
-        self.0
-            .render()
-            .lines()
-            .filter_map(|line| line.strip_prefix(RETRIES)?.strip_prefix('{'))
-            .filter(|line| labels.iter().all(|label| line.contains(label.as_str())))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            // Counters are whole numbers, rendered as floats.
-            .map(|count| count as u64)
-            .sum()
+        conflict_retries(&self.0.render(), decider)
+    }
+}
+
+/// The count of conflict retries of `decider` in `rendered`, Prometheus' text format.
+fn conflict_retries(rendered: &str, decider: &str) -> u64 {
+    let labels = [
+        format!("decider=\"{decider}\""),
+        "reason=\"conflict\"".to_owned(),
+    ];
+    rendered
+        .lines()
+        .filter_map(|line| line.strip_prefix(RETRIES)?.strip_prefix('{'))
+        .filter(|line| labels.iter().all(|label| line.contains(label.as_str())))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        // Counters are whole numbers, rendered as floats.
+        .map(|count| count as u64)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_the_conflict_retries_of_one_decider_only() {
+        let rendered = "\
+# TYPE decider_command_retries_total counter
+decider_command_retries_total{decider=\"StudentSubscription\",reason=\"conflict\"} 7
+decider_command_retries_total{decider=\"StudentSubscription\",reason=\"unavailable\"} 2
+decider_command_retries_total{decider=\"CourseDefinition\",reason=\"conflict\"} 1
+decider_command_retries_total_other{decider=\"StudentSubscription\",reason=\"conflict\"} 5
+decider_command_conflicts_total{decider=\"StudentSubscription\"} 7
+";
+        assert_eq!(conflict_retries(rendered, "StudentSubscription"), 7);
+        assert_eq!(conflict_retries(rendered, "CourseDefinition"), 1);
+        assert_eq!(conflict_retries(rendered, "StudentUnsubscription"), 0);
     }
 }
