@@ -15,6 +15,10 @@
 //! - **Live subscriptions** poll with backoff and are woken early by `LISTEN`; appends send a
 //!   debounced, empty `NOTIFY` after they commit (never inside the append's transaction, which
 //!   would serialise commits).
+//! - **Dynamic consistency boundaries**: the store is a
+//!   [`DcbStore`](decider_core::dcb::DcbStore): reads by query off an index of tags, and
+//!   conditional appends serialised by transaction-scoped advisory locks per tag, never a
+//!   global one (ADR 11; limits on the impl).
 //! - **Snapshots**: the store is also a [`SnapshotStore`](decider_core::SnapshotStore) for the
 //!   command handler, one row per stream in the `snapshots` table.
 //! - Everything lives in one schema (default `decider`), so tenants and tests are isolated.
@@ -34,6 +38,7 @@
 mod catalog;
 mod connect;
 mod control;
+mod dcb;
 mod error;
 mod json;
 mod live;
@@ -116,6 +121,7 @@ struct Shared {
 struct Queries {
     fast_append: String,
     append: String,
+    append_tagged: String,
     read_stream_forward: String,
     read_stream_backward: String,
     read_all_page: String,
@@ -191,6 +197,7 @@ impl PostgresStore {
         let queries = Queries {
             fast_append: sql::in_schema(sql::FAST_APPEND, &quoted),
             append: sql::in_schema(sql::APPEND, &quoted),
+            append_tagged: sql::in_schema(sql::APPEND_TAGGED, &quoted),
             read_stream_forward: sql::in_schema(&sql::read_stream_forward(), &quoted),
             read_stream_backward: sql::in_schema(&sql::read_stream_backward(), &quoted),
             read_all_page: sql::in_schema(&sql::read_all_page(), &quoted),
@@ -430,6 +437,10 @@ impl PostgresStore {
         expected: ExpectedVersion,
         events: Vec<EventData>,
     ) -> Result<AppendResult, StoreError> {
+        // Tagged events take the DCB locks (see `dcb.rs`): conditional appends must see them.
+        if events.iter().any(|event| !event.metadata.tags.is_empty()) {
+            return self.append_tagged(stream, expected, events, None).await;
+        }
         let arrays = append_arrays(stream, &events)?;
         let metadata: Vec<JsonText<'_>> = arrays.metadata.iter().map(|m| JsonText(m)).collect();
         // The fast path: one INSERT with a version guard. It answers only success; anything
@@ -471,26 +482,39 @@ impl PostgresStore {
             }
         }
         let (kind, revision) = expected_kind(expected);
+        let rows = self
+            .call_append_function(
+                &self.shared.queries.append,
+                &[
+                    &stream.as_str(),
+                    &kind,
+                    &revision,
+                    &arrays.ids,
+                    &arrays.types,
+                    &arrays.data,
+                    &arrays.binary_data,
+                    &metadata,
+                ],
+                stream,
+            )
+            .await?;
+        self.append_outcome(&rows, stream, expected, None)
+    }
+
+    /// Calls an append function (`append_events`, `append_tagged_events`) and returns its rows.
+    /// A unique violation means that a fast-path append took the revision the function chose
+    /// (nothing was written): the call is made again, see [`FUNCTION_ATTEMPTS`].
+    pub(crate) async fn call_append_function(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        stream: &StreamId,
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
         let mut attempt = 0;
-        let rows = loop {
+        loop {
             attempt += 1;
-            let called = self
-                .query_raw(
-                    &self.shared.queries.append,
-                    &[
-                        &stream.as_str(),
-                        &kind,
-                        &revision,
-                        &arrays.ids,
-                        &arrays.types,
-                        &arrays.data,
-                        &arrays.binary_data,
-                        &metadata,
-                    ],
-                )
-                .await?;
-            match called {
-                Ok(rows) => break rows,
+            match self.query_raw(sql, params).await? {
+                Ok(rows) => return Ok(rows),
                 Err(error) if is_unique_violation(&error) && attempt < FUNCTION_ATTEMPTS => {
                     let pause = Duration::from_micros(fastrand::u64(0..=100 * u64::from(attempt)));
                     tokio::time::sleep(pause).await;
@@ -502,7 +526,20 @@ impl PostgresStore {
                 }
                 Err(error) => return Err(from_pg(error)),
             }
-        };
+        }
+    }
+
+    /// The result of an append function's row: (outcome, next_revision, transaction_id,
+    /// global_position), and for `append_tagged_events` (matched_stream, matched_type), read
+    /// only when the outcome is `condition_failed`, whose position is the matched event's.
+    /// `after` is the condition's.
+    pub(crate) fn append_outcome(
+        &self,
+        rows: &[tokio_postgres::Row],
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        after: Option<Position>,
+    ) -> Result<AppendResult, StoreError> {
         let row = rows
             .first()
             .ok_or_else(|| StoreError::backend("append returned no row"))?;
@@ -541,6 +578,20 @@ impl PostgresStore {
                 "append to {stream} reuses event ids of an earlier append but is not that \
                  append repeated (event ids must be unique)"
             ))),
+            ("condition_failed", _) => {
+                let matched_stream: &str = row.get(4);
+                Err(StoreError::ConditionFailed {
+                    after,
+                    matched: position()?,
+                    stream: StreamId::new(matched_stream).map_err(|e| {
+                        StoreError::backend_caused_by(
+                            format!("stored stream id is invalid: {e}"),
+                            e,
+                        )
+                    })?,
+                    event_type: row.get(5),
+                })
+            }
             (other, _) => Err(StoreError::backend(format!(
                 "append returned the unknown outcome {other:?}"
             ))),

@@ -24,7 +24,7 @@ const MIN_POLL_INTERVAL: Duration = Duration::from_millis(1);
 
 impl PostgresStore {
     /// Runs one page query.
-    async fn page(
+    pub(crate) async fn page(
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
@@ -33,7 +33,7 @@ impl PostgresStore {
         rows.iter().map(row_to_event).collect()
     }
 
-    fn page_size(&self, remaining: u64) -> i64 {
+    pub(crate) fn page_size(&self, remaining: u64) -> i64 {
         i64::from(self.shared.options.page_size).min(i64::try_from(remaining).unwrap_or(i64::MAX))
     }
 
@@ -92,7 +92,14 @@ impl PostgresStore {
         after: Option<Position>,
         filter: &EventFilter,
     ) -> Result<(), StoreError> {
-        let Some(newest) = self.newest_held_back(after, filter).await? else {
+        let newest = self.newest_held_back(after, filter).await?;
+        self.settle_up_to(newest).await
+    }
+
+    /// Waits until every transaction up to `newest` (a newest held-back transaction; `None`:
+    /// none) has finished.
+    pub(crate) async fn settle_up_to(&self, newest: Option<i64>) -> Result<(), StoreError> {
+        let Some(newest) = newest else {
             return Ok(());
         };
         let mut interval = MIN_POLL_INTERVAL;
@@ -111,11 +118,11 @@ impl PostgresStore {
 
 /// Query parameters of a position; `(0, 0)` lies before every real one (transaction ids start
 /// at 3, identities at 1).
-fn position_params(after: Option<Position>) -> (i64, i64) {
+pub(crate) fn position_params(after: Option<Position>) -> (i64, i64) {
     after.map_or((0, 0), |p| (p.commit() as i64, p.prepare() as i64))
 }
 
-fn row_to_event(row: &Row) -> Result<RecordedEvent, StoreError> {
+pub(crate) fn row_to_event(row: &Row) -> Result<RecordedEvent, StoreError> {
     let convert =
         |e: tokio_postgres::Error| StoreError::backend_caused_by(format!("unexpected row: {e}"), e);
     let stream: &str = row.try_get(0).map_err(convert)?;

@@ -201,6 +201,226 @@ CREATE TABLE {schema}.projection_requests (
 CREATE INDEX projection_requests_pending ON {schema}.projection_requests (projection, id)
     WHERE done_at IS NULL;
 "#,
+    // 4: dynamic consistency boundaries (see `dcb.rs`): events' tags, indexed, and the
+    // conditional append.
+    r#"
+-- The event's tags (its metadata's `$tags`), NULL for an untagged event: a NULL column costs
+-- an untagged append nothing.
+ALTER TABLE {schema}.events ADD COLUMN tags text[];
+
+-- One row per tag of a tagged event. A btree in global order per tag, rather than a GIN index
+-- on `events.tags`: a page of a tag's events after a position is one ordered range scan that
+-- starts at the position (a GIN index returns every event of the tag, to be sorted, on every
+-- page), the condition check is one probe, and the plan cannot drift to a walk of the log.
+CREATE TABLE {schema}.event_tags (
+    tag             text NOT NULL,
+    transaction_id  xid8 NOT NULL,
+    global_position bigint NOT NULL,
+    PRIMARY KEY (tag, transaction_id, global_position)
+);
+
+-- Events appended before this migration with tags in their metadata.
+UPDATE {schema}.events
+SET tags = ARRAY(SELECT DISTINCT jsonb_array_elements_text(metadata -> '$tags') ORDER BY 1)
+WHERE jsonb_typeof(metadata -> '$tags') = 'array' AND metadata -> '$tags' <> '[]'::jsonb;
+INSERT INTO {schema}.event_tags (tag, transaction_id, global_position)
+SELECT g.tag, e.transaction_id, e.global_position
+FROM {schema}.events e CROSS JOIN LATERAL unnest(e.tags) AS g(tag)
+WHERE e.tags IS NOT NULL;
+
+-- Appends a batch of tagged events, or any batch on a DCB condition, in one round trip.
+-- Arguments as for append_events, and p_items: NULL for an unconditional append, else the
+-- condition's query as a JSON array of items {"types": [..], "tags": [..]} (tags sorted), with
+-- p_after_transaction/p_after_position the position it was decided after ((0, 0): none).
+-- Returns append_events' outcomes, and 'condition_failed' with the first matching event's
+-- position, stream and type.
+--
+-- The locking protocol (ADR 11), all transaction-scoped advisory locks, keyed
+-- hashtextextended('decider-dcb:<schema>:<key>', 0), taken in the order of their keys so that
+-- two appends never wait for each other in a cycle:
+-- - SHARED on 'all', on 'type:<T>' for every type written and 'tag:<t>' for every tag written;
+-- - EXCLUSIVE, per item of the condition, on 'tag:<its first tag>' (every event the item
+--   matches carries that tag, so its writer holds it shared), else on 'type:<T>' for each of
+--   its types, else (an item matching everything) on 'all'; a key wanted both ways is taken
+--   exclusive;
+-- - EXCLUSIVE on the stream's key of append_events, so that it is taken in the same order.
+-- The condition is checked by a later statement than the one that got the locks: at READ
+-- COMMITTED each statement of a VOLATILE function takes a new snapshot, so the check sees
+-- every event whose writer held a conflicting lock, committed before this append got it.
+CREATE FUNCTION {schema}.append_tagged_events(
+    p_stream text,
+    p_expected_kind smallint,
+    p_expected_revision bigint,
+    p_ids uuid[],
+    p_types text[],
+    p_data jsonb[],
+    p_binary_data bytea[],
+    p_metadata jsonb[],
+    p_items jsonb,
+    p_after_transaction bigint,
+    p_after_position bigint
+) RETURNS TABLE (outcome text, next_revision bigint, transaction_id bigint,
+    global_position bigint, matched_stream text, matched_type text)
+LANGUAGE plpgsql
+-- Generic plans: re-planning these statements for each call's values (PostgreSQL keeps doing
+-- so when it judges a generic plan dearer) cost 1 ms a call, more than the rest of the append
+-- (measured). Every lookup below is written so that its generic plan is an index probe
+-- whatever the table's size when it was planned (LATERAL ... LIMIT 1, as in append_events).
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    v_prefix constant text := 'decider-dcb:' || btrim('{schema}', '"') || ':';
+    v_after xid8 := p_after_transaction::text::xid8;
+    v_key bigint;
+    v_exclusive boolean;
+    v_item jsonb;
+    v_types text[];
+    v_tags text[];
+    v_last bigint;
+    v_inserted bigint;
+    v_transaction bigint;
+    v_position bigint;
+    v_match_transaction xid8;
+    v_match_position bigint;
+    v_match_stream text;
+    v_match_type text;
+    v_first_transaction xid8;
+    v_first_position bigint;
+    v_first_stream text;
+    v_first_type text;
+BEGIN
+    FOR v_key, v_exclusive IN
+        WITH keys (key, exclusive) AS (
+            SELECT v_prefix || 'all', false
+            UNION ALL
+            SELECT v_prefix || 'type:' || t, false FROM unnest(p_types) AS t
+            UNION ALL
+            SELECT v_prefix || 'tag:' || g, false
+            FROM unnest(p_metadata) AS m
+            CROSS JOIN LATERAL jsonb_array_elements_text(
+                CASE WHEN jsonb_typeof(m -> '$tags') = 'array' THEN m -> '$tags' END) AS g
+            UNION ALL
+            SELECT v_prefix || CASE
+                    WHEN jsonb_array_length(i -> 'tags') > 0 THEN 'tag:' || (i -> 'tags' ->> 0)
+                    ELSE 'type:' || t.type
+                END, true
+            FROM jsonb_array_elements(coalesce(p_items, '[]'::jsonb)) AS i
+            LEFT JOIN LATERAL jsonb_array_elements_text(i -> 'types') AS t(type)
+                ON jsonb_array_length(i -> 'tags') = 0
+            WHERE jsonb_array_length(i -> 'tags') > 0 OR t.type IS NOT NULL
+            UNION ALL
+            SELECT v_prefix || 'all', true
+            FROM jsonb_array_elements(coalesce(p_items, '[]'::jsonb)) AS i
+            WHERE jsonb_array_length(i -> 'tags') = 0 AND jsonb_array_length(i -> 'types') = 0
+        )
+        SELECT hashtextextended(k.key, 0), bool_or(k.exclusive) FROM keys k
+        GROUP BY 1
+        UNION ALL
+        -- The stream lock of append_events (re-entrant: its own call below does not wait).
+        SELECT hashtextextended('{schema}' || p_stream, 0), true
+        ORDER BY 1
+    LOOP
+        IF v_exclusive THEN
+            PERFORM pg_advisory_xact_lock(v_key);
+        ELSE
+            PERFORM pg_advisory_xact_lock_shared(v_key);
+        END IF;
+    END LOOP;
+
+    -- A batch whose ids exist is a repeat (its original result, whatever the condition: its
+    -- own events match it now) or a mistake; append_events tells which, writing nothing.
+    IF EXISTS (SELECT 1 FROM unnest(p_ids) AS b(id)
+               CROSS JOIN LATERAL (
+                   SELECT 1 FROM {schema}.events x WHERE x.event_id = b.id LIMIT 1) x) THEN
+        RETURN QUERY SELECT a.outcome, a.next_revision, a.transaction_id, a.global_position,
+            NULL::text, NULL::text
+        FROM {schema}.append_events(p_stream, p_expected_kind, p_expected_revision, p_ids,
+            p_types, p_data, p_binary_data, p_metadata) a;
+        RETURN;
+    END IF;
+
+    SELECT max(e.revision) INTO v_last FROM {schema}.events e WHERE e.stream_id = p_stream;
+    IF NOT (CASE p_expected_kind
+        WHEN 0 THEN true
+        WHEN 1 THEN v_last IS NULL
+        WHEN 2 THEN v_last IS NOT NULL
+        ELSE v_last IS NOT DISTINCT FROM p_expected_revision
+    END) THEN
+        RETURN QUERY SELECT 'conflict'::text, v_last + 1, NULL::bigint, NULL::bigint,
+            NULL::text, NULL::text;
+        RETURN;
+    END IF;
+
+    -- The condition: the first event after p_after matching any item. Each item is one probe
+    -- in global order: of its first tag's index, or (no tags) of the log from p_after.
+    FOR v_item IN SELECT i FROM jsonb_array_elements(coalesce(p_items, '[]'::jsonb)) AS i LOOP
+        v_types := ARRAY(SELECT jsonb_array_elements_text(v_item -> 'types'));
+        v_tags := ARRAY(SELECT jsonb_array_elements_text(v_item -> 'tags'));
+        IF cardinality(v_tags) > 0 THEN
+            SELECT e.transaction_id, e.global_position, e.stream_id, e.event_type
+            INTO v_match_transaction, v_match_position, v_match_stream, v_match_type
+            FROM {schema}.event_tags x
+            CROSS JOIN LATERAL (
+                SELECT y.transaction_id, y.global_position, y.stream_id, y.event_type, y.tags
+                FROM {schema}.events y
+                WHERE y.transaction_id = x.transaction_id
+                  AND y.global_position = x.global_position
+                LIMIT 1) e
+            WHERE x.tag = v_tags[1]
+              AND (x.transaction_id, x.global_position) > (v_after, p_after_position)
+              AND e.tags @> v_tags
+              AND (cardinality(v_types) = 0 OR e.event_type = ANY (v_types))
+            ORDER BY x.transaction_id, x.global_position
+            LIMIT 1;
+        ELSE
+            SELECT e.transaction_id, e.global_position, e.stream_id, e.event_type
+            INTO v_match_transaction, v_match_position, v_match_stream, v_match_type
+            FROM {schema}.events e
+            WHERE (e.transaction_id, e.global_position) > (v_after, p_after_position)
+              AND (cardinality(v_types) = 0 OR e.event_type = ANY (v_types))
+            ORDER BY e.transaction_id, e.global_position
+            LIMIT 1;
+        END IF;
+        IF v_match_transaction IS NOT NULL AND (v_first_transaction IS NULL
+            OR (v_match_transaction, v_match_position) < (v_first_transaction, v_first_position))
+        THEN
+            v_first_transaction := v_match_transaction;
+            v_first_position := v_match_position;
+            v_first_stream := v_match_stream;
+            v_first_type := v_match_type;
+        END IF;
+    END LOOP;
+    IF v_first_transaction IS NOT NULL THEN
+        RETURN QUERY SELECT 'condition_failed'::text, NULL::bigint,
+            v_first_transaction::text::bigint, v_first_position, v_first_stream, v_first_type;
+        RETURN;
+    END IF;
+
+    WITH inserted AS (
+        INSERT INTO {schema}.events
+            (stream_id, revision, event_id, event_type, data, binary_data, metadata, tags)
+        SELECT p_stream, coalesce(v_last, -1) + b.ord, b.id, b.type, b.data, b.binary_data,
+            b.metadata,
+            nullif(ARRAY(SELECT DISTINCT g FROM jsonb_array_elements_text(
+                CASE WHEN jsonb_typeof(b.metadata -> '$tags') = 'array'
+                    THEN b.metadata -> '$tags' END) AS g ORDER BY 1), '{}')
+        FROM unnest(p_ids, p_types, p_data, p_binary_data, p_metadata)
+            WITH ORDINALITY AS b(id, type, data, binary_data, metadata, ord)
+        ORDER BY b.ord
+        RETURNING events.transaction_id, events.global_position, events.tags
+    ), tagged AS (
+        INSERT INTO {schema}.event_tags (tag, transaction_id, global_position)
+        SELECT g, i.transaction_id, i.global_position
+        FROM inserted i CROSS JOIN LATERAL unnest(i.tags) AS g
+    )
+    SELECT count(*), max(i.transaction_id::text::bigint), max(i.global_position)
+    INTO v_inserted, v_transaction, v_position
+    FROM inserted i;
+    RETURN QUERY SELECT 'ok'::text, coalesce(v_last, -1) + v_inserted + 1, v_transaction,
+        v_position, NULL::text, NULL::text;
+END;
+$$;
+"#,
 ];
 
 /// Creates the schema and the table recording applied migrations.
@@ -239,6 +459,12 @@ pub(crate) const FAST_APPEND: &str = "INSERT INTO {schema}.events \
 pub(crate) const APPEND: &str = "SELECT outcome, next_revision, transaction_id, global_position \
      FROM {schema}.append_events($1, $2, $3, $4, $5, $6, $7, $8)";
 
+/// A tagged or conditional append (migration 4): `append_events`' arguments, then the
+/// condition's items as JSON (NULL: unconditional) and the position it was decided after.
+pub(crate) const APPEND_TAGGED: &str = "SELECT outcome, next_revision, transaction_id, \
+     global_position, matched_stream, matched_type \
+     FROM {schema}.append_tagged_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
 /// The columns every read returns, in the order `row_to_event` expects. The transaction id is
 /// renamed: an output column called `transaction_id` would be what `ORDER BY transaction_id`
 /// sorts by — a bigint no index covers — instead of the indexed xid8 column.
@@ -275,6 +501,97 @@ pub(crate) fn read_all_page() -> String {
            AND (cardinality($4::text[]) = 0 OR event_type = ANY ($4)) \
            AND (cardinality($5::text[]) = 0 OR category = ANY ($5)) \
          ORDER BY transaction_id, global_position LIMIT $3"
+    )
+}
+
+/// How one item of a DCB query is found, with the numbers of its parameters.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ItemScan {
+    /// A range of the `event_tags` index: `$tag` (the item's first tag), and, when the item
+    /// asks for more, `$all_tags` (all its tags) and `$types` checked on the event.
+    Tag {
+        tag: usize,
+        all_tags: Option<usize>,
+        types: Option<usize>,
+    },
+    /// No tag: the log in global order, filtered by type (no index on the type: it would cost
+    /// every append).
+    Types { types: usize },
+}
+
+/// The positions of the events an item matches after `($1, $2)`, on the side `horizon` of the
+/// read horizon (`<` or `>=`), followed by `tail`.
+fn item_positions(item: ItemScan, horizon: &str, tail: &str) -> String {
+    let xmin = "pg_snapshot_xmin(pg_current_snapshot())";
+    match item {
+        ItemScan::Tag {
+            tag,
+            all_tags,
+            types,
+        } => {
+            // LATERAL ... LIMIT 1: an index probe per entry in any plan, generic ones included.
+            let join = if all_tags.is_some() || types.is_some() {
+                " CROSS JOIN LATERAL (SELECT y.tags, y.event_type FROM {schema}.events y \
+                 WHERE y.transaction_id = x.transaction_id \
+                   AND y.global_position = x.global_position LIMIT 1) e"
+            } else {
+                ""
+            };
+            let mut checks = String::new();
+            if let Some(all_tags) = all_tags {
+                checks.push_str(&format!(" AND e.tags @> ${all_tags}::text[]"));
+            }
+            if let Some(types) = types {
+                checks.push_str(&format!(" AND e.event_type = ANY (${types}::text[])"));
+            }
+            format!(
+                "SELECT x.transaction_id, x.global_position FROM {{schema}}.event_tags x{join} \
+                 WHERE x.tag = ${tag}::text \
+                   AND (x.transaction_id, x.global_position) > ($1::bigint::text::xid8, $2) \
+                   AND x.transaction_id {horizon} {xmin}{checks}{tail}"
+            )
+        }
+        ItemScan::Types { types } => format!(
+            "SELECT e.transaction_id, e.global_position FROM {{schema}}.events e \
+             WHERE (e.transaction_id, e.global_position) > ($1::bigint::text::xid8, $2) \
+               AND e.transaction_id {horizon} {xmin} \
+               AND e.event_type = ANY (${types}::text[]){tail}"
+        ),
+    }
+}
+
+/// One page of the events matching a DCB query's `items` after `($1, $2)`, below the read
+/// horizon as in [`read_all_page`], at most `$limit`, each row followed by the newest
+/// transaction holding back matching events (as [`newest_held_back`] finds it), taken in the
+/// same snapshot: a short page with no transaction held back is the end of the read, without
+/// another query. An empty page is one row of NULL event columns. Each item is an ordered
+/// index range cut at the page size; the union of the cut ranges holds the page.
+pub(crate) fn query_page(items: &[ItemScan], limit: usize) -> String {
+    let tail = format!(" ORDER BY 1, 2 LIMIT ${limit}");
+    let positions = match items {
+        [item] => item_positions(*item, "<", &tail),
+        items => {
+            let union = items
+                .iter()
+                .map(|item| format!("({})", item_positions(*item, "<", &tail)))
+                .collect::<Vec<_>>()
+                .join(" UNION ");
+            format!("SELECT m.transaction_id, m.global_position FROM ({union}) m{tail}")
+        }
+    };
+    let held_back = items
+        .iter()
+        .map(|item| format!("({})", item_positions(*item, ">=", "")))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    format!(
+        "WITH held AS (SELECT max(h.transaction_id::text::bigint) AS newest FROM ({held_back}) h), \
+         page AS (SELECT e.* FROM ({positions}) p CROSS JOIN LATERAL \
+             (SELECT {EVENT_COLUMNS} FROM {{schema}}.events \
+              WHERE transaction_id = p.transaction_id AND global_position = p.global_position \
+              LIMIT 1) e) \
+         SELECT page.*, held.newest FROM held LEFT JOIN page ON true \
+         ORDER BY page.transaction_number, page.global_position"
     )
 }
 

@@ -1,20 +1,4 @@
-//! The projection control plane: how an operator with only a store URL sees the projections
-//! running in application processes, and asks them to rebuild or re-drive their dead letters.
-//!
-//! Two halves meet in the store (ADR 10):
-//! - **Runners** given [`ProjectionRunner::with_control`](crate::projection::ProjectionRunner::with_control)
-//!   [`report`](ProjectionControl::report) their status every
-//!   [`status_interval`](crate::projection::RunnerOptions::status_interval), and the one that
-//!   holds the lease takes its projection's [`pending`](ProjectionControl::pending) requests at
-//!   the same pace, carries them out and [`complete`](ProjectionControl::complete)s them.
-//! - **Operators** (the `decider` CLI) list the [`reports`](ProjectionControl::reports),
-//!   [`request`](ProjectionControl::request) an action and follow it with
-//!   [`request_status`](ProjectionControl::request_status).
-//!
-//! A request is carried out at least once: a runner that dies after the action and before it
-//! completes the request leaves it pending for the next holder of the lease. Both actions give
-//! the same result when repeated (a rebuild replays from the start again; a re-drive finds the
-//! letters it handled gone).
+//! The projection control plane: see [`ProjectionControl`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -233,7 +217,23 @@ pub struct RequestDone {
     pub result: Result<String, String>,
 }
 
-/// Where runners report and operators ask; see the [module docs](self).
+/// The projection control plane: how an operator with only a store URL sees the projections
+/// running in application processes, and asks them to rebuild or re-drive their dead letters.
+///
+/// Two halves meet in the store (ADR 10):
+/// - **Runners** given [`ProjectionRunner::with_control`](crate::projection::ProjectionRunner::with_control)
+///   [`report`](ProjectionControl::report) their status every
+///   [`status_interval`](crate::projection::RunnerOptions::status_interval), and the one that
+///   holds the lease takes its projection's [`pending`](ProjectionControl::pending) requests at
+///   the same pace, carries them out and [`complete`](ProjectionControl::complete)s them.
+/// - **Operators** (the `decider` CLI) list the [`reports`](ProjectionControl::reports),
+///   [`request`](ProjectionControl::request) an action and follow it with
+///   [`request_status`](ProjectionControl::request_status).
+///
+/// A request is carried out at least once: a runner that dies after the action and before it
+/// completes the request leaves it pending for the next holder of the lease. Both actions give
+/// the same result when repeated (a rebuild replays from the start again; a re-drive finds the
+/// letters it handled gone).
 pub trait ProjectionControl: Send + Sync + 'static {
     /// Records `report`, replacing the previous report of the same projection and runner.
     fn report(&self, report: &RunnerReport) -> impl Future<Output = Result<(), StoreError>> + Send;
