@@ -27,7 +27,7 @@ pub enum DemoError {
     /// The store holds the demo's courses already: its script starts from an empty term.
     #[error(
         "the store holds course {0} already: the demo needs a store without its courses \
-         (use --store memory, or a new file)"
+         (memory, a new file, or a new --schema)"
     )]
     NotEmpty(CourseId),
     /// A racer's task panicked or was cancelled.

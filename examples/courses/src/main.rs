@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use courses::{Courses, Retries, StoreUrl};
 use decider_core::dcb::DcbStore;
 use decider_store_memory::MemoryStore;
+use decider_store_postgres::{PostgresOptions, PostgresStore};
 use decider_store_sqlite::SqliteStore;
 
 /// Course subscriptions with dynamic consistency boundaries, built with decider.
@@ -20,6 +21,9 @@ struct Cli {
     /// The event store: "memory" (nothing is kept), a sqlite://PATH file, or a postgres:// URL.
     #[arg(long, global = true, default_value = "memory")]
     store: StoreUrl,
+    /// On PostgreSQL, the schema holding the events (created if missing).
+    #[arg(long, global = true, default_value = "courses")]
+    schema: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -51,9 +55,15 @@ async fn start(cli: &Cli) -> Result<(), Box<dyn Error>> {
             let store = tokio::task::spawn_blocking(move || SqliteStore::connect(&url)).await??;
             run(&cli.command, store, &retries).await
         }
-        // PostgreSQL takes part once `PostgresStore` implements `DcbStore`; until then its URL
-        // is refused rather than run without the guarantee.
-        StoreUrl::Postgres(_) => Err("the PostgreSQL store does not implement DcbStore yet".into()),
+        StoreUrl::Postgres(url) => {
+            let options = PostgresOptions {
+                schema: cli.schema.clone(),
+                ..PostgresOptions::default()
+            };
+            let store = PostgresStore::connect_with(url, options).await?;
+            store.migrate().await?;
+            run(&cli.command, store, &retries).await
+        }
     }
 }
 

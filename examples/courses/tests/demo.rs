@@ -140,3 +140,35 @@ fn courses_demo_runs_on_an_sqlite_file_and_keeps_it() {
         "{second:?}"
     );
 }
+
+#[tokio::test]
+async fn courses_demo_runs_on_postgres_in_the_schema_it_is_given() {
+    let schema = format!("courses_test_{}", uuid::Uuid::new_v4().simple());
+    support::pg::drop_schemas_on_panic(&schema);
+    let url = support::pg::database_url();
+    let demo = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_courses"))
+            .args(["demo", "--store", &url, "--schema", &schema])
+            .output()
+            .unwrap()
+    };
+    // Blocking, which this test's runtime can afford: nothing else runs on it.
+    let first = demo();
+    let stdout = String::from_utf8(first.stdout).unwrap();
+    assert!(
+        first.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(lines_starting(&stdout, "seminar 3/3").len(), 1, "{stdout}");
+    let second = demo();
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("holds course algebra already"),
+        "{second:?}"
+    );
+    support::pg::raw_client()
+        .await
+        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .await
+        .unwrap();
+}

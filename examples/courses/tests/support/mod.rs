@@ -13,8 +13,8 @@ pub const CHECK_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs
 
 /// Expands each `check` of the test file, an `async fn check<S>(store: S)` generic over the
 /// store (`DcbStore`, `Clone`, `Send`, `Sync`, `'static`), to one `#[tokio::test]` per store, in
-/// a module named after the store: `memory::check`, `sqlite::check` (a fresh file each), and,
-/// once it implements `DcbStore`, `postgres::check`.
+/// a module named after the store: `memory::check`, `sqlite::check` (a fresh file each) and
+/// `postgres::check` (a fresh schema each, dropped after it).
 macro_rules! on_every_store {
     ($($check:ident),* $(,)?) => {
         mod memory {
@@ -23,6 +23,17 @@ macro_rules! on_every_store {
                 async fn $check() {
                     let store = decider_store_memory::MemoryStore::new();
                     $crate::support::bounded(super::$check(store)).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let store = $crate::support::postgres().await;
+                    $crate::support::bounded(super::$check(store.clone())).await;
+                    $crate::support::pg::drop_store(store).await;
                 }
             )*
         }
@@ -40,6 +51,21 @@ macro_rules! on_every_store {
 }
 
 pub(crate) use on_every_store;
+
+/// The store-postgres test support: a fresh schema per test on the database of `DATABASE_URL`
+/// (default `postgres://postgres@127.0.0.1:5432/test`), dropped after it, also when it fails,
+/// and a clear message when no database answers.
+#[path = "../../../../store-postgres/tests/support/mod.rs"]
+pub mod pg;
+
+/// A store in a fresh schema, with a connection for each of the checks' 16 tasks.
+pub async fn postgres() -> decider_store_postgres::PostgresStore {
+    pg::fresh_store_with(decider_store_postgres::PostgresOptions {
+        pool_size: 17,
+        ..decider_store_postgres::PostgresOptions::default()
+    })
+    .await
+}
 
 /// A database file of its own, removed (with its `-wal` and `-shm` files) when dropped: also
 /// when the test fails.
