@@ -122,7 +122,9 @@ pub async fn measured_append(
     let result = append.await;
     let outcome = match &result {
         Ok(_) => "ok",
-        Err(StoreError::WrongExpectedVersion { .. }) => "conflict",
+        Err(StoreError::WrongExpectedVersion { .. } | StoreError::ConditionFailed { .. }) => {
+            "conflict"
+        }
         Err(_) => "error",
     };
     metrics::counter!(APPENDS, "store" => store, "outcome" => outcome).increment(1);

@@ -34,7 +34,9 @@ pub trait DecisionModel: Decider {
 
     /// The category of the streams decisions are appended to: each decision's events go to a
     /// new stream `<category>-<id>`, so that decisions never contend for a stream revision
-    /// and a projection can follow them by category.
+    /// and a projection can follow them by category. A keyed decision's stream derives from the
+    /// category and the key: give each model a category of its own, or two models would answer
+    /// each other's keyed commands as repeats.
     fn category(&self) -> Category;
 }
 
