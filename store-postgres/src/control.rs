@@ -12,6 +12,7 @@ use tokio_postgres::Row;
 
 use crate::PostgresStore;
 use crate::error::{from_pg, from_pool};
+use crate::projection::{params, position};
 use crate::sql;
 
 impl PostgresStore {
@@ -46,15 +47,9 @@ impl PgControl {
     }
 }
 
-fn split(position: Option<decider_core::Position>) -> (Option<i64>, Option<i64>) {
-    match position {
-        Some(p) => (Some(p.commit() as i64), Some(p.prepare() as i64)),
-        None => (None, None),
-    }
-}
-
-fn join(commit: Option<i64>, prepare: Option<i64>) -> Option<decider_core::Position> {
-    Some(decider_core::Position::new(commit? as u64, prepare? as u64))
+/// A stored position, if both of its parts are there.
+fn join(transaction: Option<i64>, global: Option<i64>) -> Option<decider_core::Position> {
+    Some(position(transaction?, global?))
 }
 
 fn report_of(row: &Row) -> Result<RunnerReport, StoreError> {
@@ -101,8 +96,8 @@ fn request_of(row: &Row) -> Result<ControlRequest, StoreError> {
 
 impl ProjectionControl for PgControl {
     async fn report(&self, report: &RunnerReport) -> Result<(), StoreError> {
-        let (checkpoint_transaction, checkpoint_position) = split(report.checkpoint);
-        let (head_transaction, head_position) = split(report.head);
+        let (checkpoint_transaction, checkpoint_position) = params(report.checkpoint);
+        let (head_transaction, head_position) = params(report.head);
         let lag = report.lag.map(|lag| i64::try_from(lag).unwrap_or(i64::MAX));
         let interval = i64::try_from(report.interval.as_millis()).unwrap_or(i64::MAX);
         self.query(

@@ -26,11 +26,11 @@ pub fn handle_error(error: tokio_postgres::Error) -> SinkError {
     from_pg(error).into()
 }
 
-fn position(transaction: i64, global: i64) -> Position {
+pub(crate) fn position(transaction: i64, global: i64) -> Position {
     Position::new(transaction as u64, global as u64)
 }
 
-fn params(position: Option<Position>) -> (Option<i64>, Option<i64>) {
+pub(crate) fn params(position: Option<Position>) -> (Option<i64>, Option<i64>) {
     match position {
         Some(p) => (Some(p.commit() as i64), Some(p.prepare() as i64)),
         None => (None, None),

@@ -11,9 +11,7 @@
 use decider_core::dcb::{AppendCondition, DcbStore, Query};
 use decider_core::{AppendResult, EventData, EventStream, ExpectedVersion, Position};
 use decider_core::{StoreError, StreamId};
-use futures::stream;
 use rusqlite::types::Value;
-use std::collections::VecDeque;
 
 use crate::writer::{self, Condition};
 use crate::{SqliteStore, sql};
@@ -94,15 +92,6 @@ impl SqliteStore {
     }
 }
 
-struct QueryRead {
-    store: SqliteStore,
-    query: Query,
-    after: Option<Position>,
-    remaining: u64,
-    exhausted: bool,
-    page: VecDeque<decider_core::RecordedEvent>,
-}
-
 impl DcbStore for SqliteStore {
     fn read_query(
         &self,
@@ -110,39 +99,10 @@ impl DcbStore for SqliteStore {
         after: Option<Position>,
         limit: Option<u64>,
     ) -> impl EventStream + use<> {
-        let read = QueryRead {
-            store: self.clone(),
-            query: query.clone(),
-            after,
-            remaining: limit.unwrap_or(u64::MAX),
-            exhausted: false,
-            page: VecDeque::new(),
-        };
-        stream::unfold(read, |mut r| async move {
-            loop {
-                if r.remaining == 0 {
-                    return None;
-                }
-                if let Some(event) = r.page.pop_front() {
-                    r.remaining -= 1;
-                    return Some((Ok(event), r));
-                }
-                if r.exhausted {
-                    return None;
-                }
-                let size = r.store.page_size(r.remaining);
-                match r.store.query_page(&r.query, r.after, size).await {
-                    Ok(events) => {
-                        r.exhausted = (events.len() as i64) < size;
-                        r.after = events.last().map(|e| e.position).or(r.after);
-                        r.page.extend(events);
-                    }
-                    Err(error) => {
-                        r.exhausted = true;
-                        return Some((Err(error), r));
-                    }
-                }
-            }
+        let query = query.clone();
+        crate::reads::forward_pages(self.clone(), after, limit, move |store, after, size| {
+            let query = query.clone();
+            async move { store.query_page(&query, after, size).await }
         })
     }
 

@@ -320,25 +320,30 @@ pub(crate) fn read_stream(
     })
 }
 
-struct AllRead {
-    store: SqliteStore,
-    after: Option<Position>,
-    filter: EventFilter,
-    remaining: u64,
-    exhausted: bool,
-    page: VecDeque<RecordedEvent>,
-}
-
-pub(crate) fn read_all(
+/// A forward read in global order after `after`, at most `limit` events, one page of
+/// `fetch(store, after, size)` at a time; a short page is the last.
+pub(crate) fn forward_pages<F, Fut>(
     store: SqliteStore,
     after: Option<Position>,
     limit: Option<u64>,
-    filter: EventFilter,
-) -> impl EventStream + use<> {
-    let read = AllRead {
+    fetch: F,
+) -> impl EventStream + use<F, Fut>
+where
+    F: Fn(SqliteStore, Option<Position>, i64) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send,
+{
+    struct Read<F> {
+        store: SqliteStore,
+        fetch: F,
+        after: Option<Position>,
+        remaining: u64,
+        exhausted: bool,
+        page: VecDeque<RecordedEvent>,
+    }
+    let read = Read {
         store,
+        fetch,
         after,
-        filter,
         remaining: limit.unwrap_or(u64::MAX),
         exhausted: false,
         page: VecDeque::new(),
@@ -356,7 +361,7 @@ pub(crate) fn read_all(
                 return None;
             }
             let size = r.store.page_size(r.remaining);
-            match r.store.all_page(r.after, &r.filter, size).await {
+            match (r.fetch)(r.store.clone(), r.after, size).await {
                 Ok(events) => {
                     r.exhausted = (events.len() as i64) < size;
                     r.after = events.last().map(|e| e.position).or(r.after);
@@ -368,6 +373,18 @@ pub(crate) fn read_all(
                 }
             }
         }
+    })
+}
+
+pub(crate) fn read_all(
+    store: SqliteStore,
+    after: Option<Position>,
+    limit: Option<u64>,
+    filter: EventFilter,
+) -> impl EventStream + use<> {
+    forward_pages(store, after, limit, move |store, after, size| {
+        let filter = filter.clone();
+        async move { store.all_page(after, &filter, size).await }
     })
 }
 
