@@ -295,51 +295,41 @@ async fn the_stream_expectation_is_checked_before_the_condition_and_a_repeat_aft
     drop_store(store).await;
 }
 
+/// Two decisions on the same read of `query`, each appending an untagged `event_type`: the
+/// first wins, the second meets the first's event.
+async fn the_second_decision_on_one_basis_conflicts(
+    store: &PostgresStore,
+    query: &Query,
+    event_type: &str,
+) {
+    let basis = decision_basis(store, query).await;
+    append_if(
+        store,
+        &new_stream("d"),
+        vec![event(event_type, &[])],
+        query,
+        basis,
+    )
+    .await
+    .unwrap();
+    let error = append_if(
+        store,
+        &new_stream("d"),
+        vec![event(event_type, &[])],
+        query,
+        basis,
+    )
+    .await
+    .unwrap_err();
+    assert!(error.is_condition_failed(), "{error}");
+}
+
 #[tokio::test]
 async fn query_items_without_tags_and_the_query_of_everything_are_conditions_too() {
     let store = fresh_store().await;
     let by_type = Query::from(QueryItem::any().with_types(["Defined"]));
-    let basis = decision_basis(&store, &by_type).await;
-    append_if(
-        &store,
-        &new_stream("d"),
-        vec![event("Defined", &[])],
-        &by_type,
-        basis,
-    )
-    .await
-    .unwrap();
-    let error = append_if(
-        &store,
-        &new_stream("d"),
-        vec![event("Defined", &[])],
-        &by_type,
-        basis,
-    )
-    .await
-    .unwrap_err();
-    assert!(error.is_condition_failed(), "{error}");
-    let everything = Query::all();
-    let basis = decision_basis(&store, &everything).await;
-    append_if(
-        &store,
-        &new_stream("d"),
-        vec![event("Other", &[])],
-        &everything,
-        basis,
-    )
-    .await
-    .unwrap();
-    let error = append_if(
-        &store,
-        &new_stream("d"),
-        vec![event("Other", &[])],
-        &everything,
-        basis,
-    )
-    .await
-    .unwrap_err();
-    assert!(error.is_condition_failed(), "{error}");
+    the_second_decision_on_one_basis_conflicts(&store, &by_type, "Defined").await;
+    the_second_decision_on_one_basis_conflicts(&store, &Query::all(), "Other").await;
     drop_store(store).await;
 }
 
