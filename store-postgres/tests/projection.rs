@@ -573,3 +573,80 @@ async fn operators_requests_are_carried_out_by_the_runner_holding_the_lease() {
     );
     drop_store(store).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_its_connections_are_killed_a_controlled_runner_reports_again_and_takes_requests() {
+    let store = fresh_store().await;
+    fill(&store, "acct", 2, 10, "Deposited").await;
+    let counter = Counter::new(&store).await;
+    let options = RunnerOptions {
+        status_interval: Duration::from_millis(100),
+        retry_base: Duration::from_millis(20),
+        retry_max: Duration::from_millis(200),
+        ..RunnerOptions::default()
+    };
+    let runner = runner(&store, &counter, options)
+        .with_lease(store.leases().unwrap())
+        .with_control(store.control());
+    let control = store.control();
+    let live_after = |since: std::time::SystemTime| {
+        let control = control.clone();
+        async move {
+            tokio::time::timeout(WAIT, async {
+                loop {
+                    if let Ok(reports) = control.reports().await
+                        && reports
+                            .iter()
+                            .any(|r| r.state == ReportedState::Live && r.reported_at > since)
+                    {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await
+            .expect("the runner did not report itself live");
+        }
+    };
+    let operator = async {
+        live_after(std::time::SystemTime::UNIX_EPOCH).await;
+        // Every connection of the store goes: the pool's, the lease's, the listener's.
+        let monitor = raw_client().await;
+        let killed = support::terminate_connections_of(&monitor, store.schema()).await;
+        assert!(
+            killed >= 2,
+            "the lease's and a pooled connection at least: {killed}"
+        );
+        let after_fault = std::time::SystemTime::now();
+        fill(&store, "late", 1, 5, "Deposited").await;
+        live_after(after_fault).await;
+        // Requests are taken again too.
+        let id = control
+            .request("counter", ControlAction::Rebuild)
+            .await
+            .unwrap();
+        done(&store, id).await.unwrap();
+        tokio::time::timeout(WAIT, async {
+            while counts(&store).await.len() < 25 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the rebuild did not replay the log");
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (result, ()) = tokio::join!(
+        runner.run(async {
+            stopped.await.ok();
+        }),
+        async {
+            operator.await;
+            stop.send(()).unwrap();
+        }
+    );
+    result.unwrap();
+    let counts = counts(&store).await;
+    assert_eq!(counts.len(), 25);
+    assert!(counts.values().all(|&n| n == 1), "{counts:?}");
+    drop_store(store).await;
+}
