@@ -75,6 +75,9 @@ pub struct EventFilter {
     pub event_types: Vec<String>,
     /// Stream categories to pass; empty passes every category.
     pub categories: Vec<String>,
+    /// The partition whose streams pass; `None` passes every stream. See
+    /// [`Partition`](crate::projection::Partition).
+    pub partition: Option<crate::projection::Partition>,
 }
 
 impl EventFilter {
@@ -99,16 +102,25 @@ impl EventFilter {
         self
     }
 
+    /// Also requires the stream to be in `partition`.
+    pub fn with_partition(mut self, partition: crate::projection::Partition) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
     /// Whether an event of `event_type` in `stream` passes.
     pub fn matches(&self, stream: &StreamId, event_type: &str) -> bool {
         (self.event_types.is_empty() || self.event_types.iter().any(|t| t == event_type))
             && (self.categories.is_empty()
                 || self.categories.iter().any(|c| c == stream.category()))
+            && self
+                .partition
+                .is_none_or(|partition| partition.contains(stream))
     }
 
     /// Whether this filter passes everything.
     pub fn is_all(&self) -> bool {
-        self.event_types.is_empty() && self.categories.is_empty()
+        self.event_types.is_empty() && self.categories.is_empty() && self.partition.is_none()
     }
 }
 

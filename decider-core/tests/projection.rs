@@ -805,6 +805,10 @@ impl Lease for Flaky {
         *this.holder.lock().unwrap() = Some(holder);
         Ok(LeaseGuard::new(lost, ()))
     }
+
+    async fn try_acquire(&self, projection: &str) -> Result<Option<LeaseGuard>, StoreError> {
+        self.acquire(projection).await.map(Some)
+    }
 }
 
 /// Polls `status` until `done` holds, remembering every state seen on the way.

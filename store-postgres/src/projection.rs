@@ -290,8 +290,13 @@ pub struct PgLeases {
     schema: String,
 }
 
-impl Lease for PgLeases {
-    async fn acquire(&self, projection: &str) -> Result<LeaseGuard, StoreError> {
+impl PgLeases {
+    /// A connection of its own for the lease of `projection`, and the signal that it closed
+    /// (which releases the lock).
+    async fn lease_connection(
+        &self,
+        projection: &str,
+    ) -> Result<(tokio_postgres::Client, watch::Receiver<bool>), StoreError> {
         let name = self
             .settings
             .config()
@@ -310,16 +315,39 @@ impl Lease for PgLeases {
             // Closed, for whatever reason: the lock is gone with it.
             let _ = lost.send(true);
         });
+        Ok((client, watch_lost))
+    }
+
+    fn key(&self, projection: &str) -> String {
+        format!("{}:{projection}", self.schema)
+    }
+}
+
+impl Lease for PgLeases {
+    async fn acquire(&self, projection: &str) -> Result<LeaseGuard, StoreError> {
+        let (client, lost) = self.lease_connection(projection).await?;
         // Waits (server-side) while another connection holds the lock.
         client
-            .execute(
-                sql::ACQUIRE_LEASE,
-                &[&format!("{}:{projection}", self.schema)],
-            )
+            .execute(sql::ACQUIRE_LEASE, &[&self.key(projection)])
             .await
             .map_err(from_pg)?;
         tracing::info!(projection, "lease acquired");
-        Ok(LeaseGuard::new(watch_lost, client))
+        Ok(LeaseGuard::new(lost, client))
+    }
+
+    async fn try_acquire(&self, projection: &str) -> Result<Option<LeaseGuard>, StoreError> {
+        let (client, lost) = self.lease_connection(projection).await?;
+        let taken: bool = client
+            .query_one(sql::TRY_ACQUIRE_LEASE, &[&self.key(projection)])
+            .await
+            .map_err(from_pg)?
+            .get(0);
+        if !taken {
+            // Dropping the client closes the connection.
+            return Ok(None);
+        }
+        tracing::info!(projection, "lease acquired");
+        Ok(Some(LeaseGuard::new(lost, client)))
     }
 }
 

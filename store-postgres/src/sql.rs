@@ -691,6 +691,10 @@ pub(crate) const COMPLETE_REQUEST: &str = "UPDATE {schema}.projection_requests \
 pub(crate) const ACQUIRE_LEASE: &str =
     "SELECT pg_advisory_lock(hashtextextended('decider-lease:' || $1, 0))";
 
+/// Takes the lease `$1` if it is free; says whether it did.
+pub(crate) const TRY_ACQUIRE_LEASE: &str =
+    "SELECT pg_try_advisory_lock(hashtextextended('decider-lease:' || $1, 0))";
+
 /// Keeps a snapshot unless the stream's stored one is as new or newer, so that writers finishing
 /// out of order never move it backwards.
 pub(crate) const SAVE_SNAPSHOT: &str = "INSERT INTO {schema}.snapshots AS s \

@@ -369,21 +369,22 @@ fn take_lease(
     Ok(taken == 1)
 }
 
-impl Lease for SqliteLeases {
-    async fn acquire(&self, projection: &str) -> Result<LeaseGuard, StoreError> {
+impl SqliteLeases {
+    /// Takes the lease of `projection` for a new owner if it is free (or its holder is gone);
+    /// the owner if it did.
+    async fn take(&self, projection: &str) -> Result<Option<String>, StoreError> {
         let owner = crate::owner::new_owner();
         let expiry = expiry_millis(self.expiry);
-        loop {
-            let (name, who) = (projection.to_owned(), owner.clone());
-            let taken = self
-                .store
-                .write(move |connection| take_lease(connection, &name, &who, expiry))
-                .await??;
-            if taken {
-                break;
-            }
-            tokio::time::sleep(self.heartbeat).await;
-        }
+        let (name, who) = (projection.to_owned(), owner.clone());
+        let taken = self
+            .store
+            .write(move |connection| take_lease(connection, &name, &who, expiry))
+            .await??;
+        Ok(taken.then_some(owner))
+    }
+
+    /// The guard of a lease just taken, with its heartbeat.
+    fn hold(&self, projection: &str, owner: String) -> LeaseGuard {
         tracing::info!(projection, "lease acquired");
         let (lost, watch_lost) = watch::channel(false);
         let heartbeat = tokio::spawn(renew(
@@ -391,10 +392,10 @@ impl Lease for SqliteLeases {
             projection.to_owned(),
             owner.clone(),
             self.heartbeat,
-            expiry,
+            expiry_millis(self.expiry),
             lost,
         ));
-        Ok(LeaseGuard::new(
+        LeaseGuard::new(
             watch_lost,
             Held {
                 store: self.store.clone(),
@@ -402,7 +403,25 @@ impl Lease for SqliteLeases {
                 owner,
                 heartbeat: heartbeat.abort_handle(),
             },
-        ))
+        )
+    }
+}
+
+impl Lease for SqliteLeases {
+    async fn acquire(&self, projection: &str) -> Result<LeaseGuard, StoreError> {
+        loop {
+            if let Some(owner) = self.take(projection).await? {
+                return Ok(self.hold(projection, owner));
+            }
+            tokio::time::sleep(self.heartbeat).await;
+        }
+    }
+
+    async fn try_acquire(&self, projection: &str) -> Result<Option<LeaseGuard>, StoreError> {
+        Ok(self
+            .take(projection)
+            .await?
+            .map(|owner| self.hold(projection, owner)))
     }
 }
 

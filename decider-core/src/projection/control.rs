@@ -268,6 +268,37 @@ pub trait ProjectionControl: Send + Sync + 'static {
         &self,
         id: u64,
     ) -> impl Future<Output = Result<Option<ControlRequest>, StoreError>> + Send;
+
+    /// The version of the read model `group` that readers read now: the name of the projection
+    /// that builds it, as last [`switch_version`](ProjectionControl::switch_version)ed to;
+    /// `None` before the first switch. See [`BlueGreen`](crate::projection::BlueGreen).
+    ///
+    /// The default keeps no versions: it answers `None`.
+    fn active_version(
+        &self,
+        group: &str,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send {
+        let _ = group;
+        async { Ok(None) }
+    }
+
+    /// Makes `to` the active version of `group` if `from` is the active one now (`None`: no
+    /// version has been switched to yet); returns whether it switched. Compare-and-set, so two
+    /// switchers never both win, and durable, so that every reader of every process sees it.
+    ///
+    /// The default keeps no versions: it refuses with [`StoreError::InvalidInput`].
+    fn switch_version(
+        &self,
+        group: &str,
+        from: Option<&str>,
+        to: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let (_, _) = (from, to);
+        let error = StoreError::InvalidInput(format!(
+            "cannot switch the version of {group}: this control plane keeps no versions"
+        ));
+        async { Err(error) }
+    }
 }
 
 /// No control plane: what a runner without [`with_control`](crate::projection::ProjectionRunner::with_control)
@@ -311,6 +342,7 @@ pub struct MemoryControl(Mutex<MemoryControlState>);
 struct MemoryControlState {
     reports: HashMap<(String, String), RunnerReport>,
     requests: Vec<ControlRequest>,
+    versions: HashMap<String, String>,
 }
 
 impl MemoryControl {
@@ -379,6 +411,24 @@ impl ProjectionControl for MemoryControl {
     async fn request_status(&self, id: u64) -> Result<Option<ControlRequest>, StoreError> {
         Ok(self.lock().requests.iter().find(|r| r.id == id).cloned())
     }
+
+    async fn active_version(&self, group: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.lock().versions.get(group).cloned())
+    }
+
+    async fn switch_version(
+        &self,
+        group: &str,
+        from: Option<&str>,
+        to: &str,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        if state.versions.get(group).map(String::as_str) != from {
+            return Ok(false);
+        }
+        state.versions.insert(group.to_owned(), to.to_owned());
+        Ok(true)
+    }
 }
 
 impl<T: ProjectionControl> ProjectionControl for Arc<T> {
@@ -414,6 +464,20 @@ impl<T: ProjectionControl> ProjectionControl for Arc<T> {
         id: u64,
     ) -> impl Future<Output = Result<Option<ControlRequest>, StoreError>> + Send {
         (**self).request_status(id)
+    }
+    fn active_version(
+        &self,
+        group: &str,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send {
+        (**self).active_version(group)
+    }
+    fn switch_version(
+        &self,
+        group: &str,
+        from: Option<&str>,
+        to: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        (**self).switch_version(group, from, to)
     }
 }
 

@@ -63,6 +63,13 @@ pub trait Lease: Send + Sync + 'static {
         &self,
         projection: &str,
     ) -> impl Future<Output = Result<LeaseGuard, StoreError>> + Send;
+
+    /// Holds the lease of `projection` if it is free now; `None` if another holder has it.
+    /// Partitioned runners claim free partitions with it, rather than wait for a taken one.
+    fn try_acquire(
+        &self,
+        projection: &str,
+    ) -> impl Future<Output = Result<Option<LeaseGuard>, StoreError>> + Send;
 }
 
 /// No lease: every runner runs. For a single process that starts each projection once.
@@ -73,21 +80,55 @@ impl Lease for Unleased {
     async fn acquire(&self, _projection: &str) -> Result<LeaseGuard, StoreError> {
         Ok(LeaseGuard::held(()))
     }
+
+    async fn try_acquire(&self, _projection: &str) -> Result<Option<LeaseGuard>, StoreError> {
+        Ok(Some(LeaseGuard::held(())))
+    }
 }
 
 /// Leases within one process: a second runner of the same projection waits for the first.
 #[derive(Debug, Clone, Default)]
 pub struct LocalLeases(Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>);
 
-impl Lease for LocalLeases {
-    async fn acquire(&self, projection: &str) -> Result<LeaseGuard, StoreError> {
-        let lock = self
-            .0
+impl LocalLeases {
+    fn lock_of(&self, projection: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .entry(projection.to_owned())
             .or_default()
-            .clone();
-        Ok(LeaseGuard::held(lock.lock_owned().await))
+            .clone()
+    }
+}
+
+impl Lease for LocalLeases {
+    async fn acquire(&self, projection: &str) -> Result<LeaseGuard, StoreError> {
+        Ok(LeaseGuard::held(
+            self.lock_of(projection).lock_owned().await,
+        ))
+    }
+
+    async fn try_acquire(&self, projection: &str) -> Result<Option<LeaseGuard>, StoreError> {
+        Ok(self
+            .lock_of(projection)
+            .try_lock_owned()
+            .ok()
+            .map(LeaseGuard::held))
+    }
+}
+
+impl<T: Lease> Lease for Arc<T> {
+    fn acquire(
+        &self,
+        projection: &str,
+    ) -> impl Future<Output = Result<LeaseGuard, StoreError>> + Send {
+        (**self).acquire(projection)
+    }
+
+    fn try_acquire(
+        &self,
+        projection: &str,
+    ) -> impl Future<Output = Result<Option<LeaseGuard>, StoreError>> + Send {
+        (**self).try_acquire(projection)
     }
 }

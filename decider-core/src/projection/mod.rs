@@ -72,6 +72,8 @@ mod checkpoint;
 mod control;
 mod dead_letter;
 mod lease;
+mod partition;
+mod partitioned;
 mod runner;
 mod saga;
 mod sink;
@@ -86,6 +88,8 @@ pub use control::{
 };
 pub use dead_letter::{DeadLetter, DeadLetterStore, MemoryDeadLetters};
 pub use lease::{Lease, LeaseGuard, LocalLeases, Unleased};
+pub use partition::{Partition, PartitionError, stream_hash};
+pub use partitioned::{ClaimOptions, PartitionedRunner};
 pub use runner::{ProjectionError, ProjectionRunner, RedriveReport};
 pub use saga::{ProcessHandler, SagaHandler};
 pub use sink::{CheckpointedSink, EventHandler, Sink, SinkError};
@@ -130,6 +134,39 @@ impl Projection {
     /// Its filter.
     pub fn filter(&self) -> &EventFilter {
         &self.filter
+    }
+
+    /// The projection of one of its partitions: named `<name>[<index>/<count>]` (so that it has
+    /// its own checkpoint, lease and dead letters), passing only the events of the partition's
+    /// streams. See [`PartitionedRunner`].
+    ///
+    /// ```
+    /// use decider_core::projection::{Partition, Projection};
+    ///
+    /// let part = Projection::new("balances").partition(Partition::new(1, 4).unwrap());
+    /// assert_eq!(part.name(), "balances[1/4]");
+    /// ```
+    pub fn partition(&self, partition: Partition) -> Self {
+        Self {
+            name: format!("{}[{partition}]", self.name),
+            filter: self.filter.clone().with_partition(partition),
+        }
+    }
+
+    /// The partition of this projection, among `count`, that holds `stream`'s events: the one
+    /// whose checkpoint a read-your-writes wait on `stream` watches. With `count` 1 it is this
+    /// projection itself.
+    pub fn partition_for(
+        &self,
+        stream: &crate::StreamId,
+        count: u32,
+    ) -> Result<Self, PartitionError> {
+        let partition = Partition::of(stream, count)?;
+        Ok(if count == 1 {
+            self.clone()
+        } else {
+            self.partition(partition)
+        })
     }
 }
 

@@ -106,7 +106,7 @@ impl RedriveReport {
 }
 
 /// What ends a run under a lease early.
-enum Halt {
+pub(super) enum Halt {
     Shutdown,
     /// A fault that retrying fixes: give the lease up, back off, take it again and resume from
     /// the checkpoint.
@@ -271,6 +271,15 @@ impl<S, K, L, C> ProjectionRunner<S, K, L, C> {
     pub fn projection(&self) -> &Projection {
         &self.projection
     }
+
+    /// The options.
+    pub fn options(&self) -> &RunnerOptions {
+        &self.options
+    }
+
+    pub(super) fn lease(&self) -> &L {
+        &self.lease
+    }
 }
 
 impl<S, K, L, C> ProjectionRunner<S, K, L, C>
@@ -280,7 +289,7 @@ where
     L: Lease,
     C: ProjectionControl,
 {
-    fn name(&self) -> &str {
+    pub(super) fn name(&self) -> &str {
         self.projection.name()
     }
 
@@ -316,6 +325,39 @@ where
             }
         };
         // So that an operator sees at once that it stopped, rather than a report going stale.
+        self.report().await;
+        outcome
+    }
+
+    /// Runs under `lease`, already taken (by a [`PartitionedRunner`](super::PartitionedRunner)'s
+    /// claim), until shut down, failed, or a fault; measures the lag meanwhile, and reports how
+    /// it ended. A fault is recorded in `faults`; the caller backs off and claims again.
+    pub(super) async fn run_claimed(
+        &self,
+        mut lease: LeaseGuard,
+        shutdown: &mut Pin<&mut (impl Future<Output = ()> + Send)>,
+        faults: &mut Faults,
+    ) -> Result<(), Halt> {
+        let outcome = tokio::select! {
+            outcome = self.run_leased(&mut lease, shutdown, faults) => outcome,
+            never = self.measure_lag_periodically() => match never {},
+        };
+        // Given up before the report, so that another runner may take over at once.
+        drop(lease);
+        match &outcome {
+            Ok(()) | Err(Halt::Shutdown) => self.status.set_state(RunnerState::Stopped),
+            Err(Halt::Error(error)) => {
+                tracing::error!(projection = self.name(), %error, "projection stopped");
+                self.status.set_state(RunnerState::Failed {
+                    error: error.to_string(),
+                });
+            }
+            Err(Halt::Fault(fault)) => {
+                tracing::warn!(projection = self.name(), %fault, "fault; giving the partition up");
+                faults.record(fault.clone());
+                self.status.set_state(faults.state());
+            }
+        }
         self.report().await;
         outcome
     }
@@ -787,7 +829,7 @@ where
         })
     }
 
-    fn store_error(&self, error: StoreError) -> ProjectionError {
+    pub(super) fn store_error(&self, error: StoreError) -> ProjectionError {
         ProjectionError::Store {
             projection: self.name().to_owned(),
             error,
@@ -814,6 +856,15 @@ where
         self.sink.reset(self.name()).await?;
         self.status.set_checkpoint(None);
         Ok(())
+    }
+
+    /// The checkpoint, as the sink keeps it (whichever process runs the projection): the
+    /// position a read-your-writes wait compares with a write's.
+    pub async fn checkpoint(&self) -> Result<Option<Position>, ProjectionError> {
+        self.sink
+            .checkpoint(self.name())
+            .await
+            .map_err(|error| self.handle_error(error))
     }
 
     /// The events this projection gave up on under [`PoisonPolicy::DeadLetter`].
@@ -919,14 +970,14 @@ impl Unrecorded {
 /// Faults in a row, with no progress in between: what the runner reports while it recovers,
 /// and how long it backs off.
 #[derive(Debug, Default)]
-struct Faults {
+pub(super) struct Faults {
     since: Option<SystemTime>,
     attempts: u32,
     last_error: String,
 }
 
 impl Faults {
-    fn record(&mut self, error: String) {
+    pub(super) fn record(&mut self, error: String) {
         self.since.get_or_insert_with(SystemTime::now);
         self.attempts = self.attempts.saturating_add(1);
         self.last_error = error;
@@ -940,7 +991,7 @@ impl Faults {
         *self = Self::default();
     }
 
-    fn state(&self) -> RunnerState {
+    pub(super) fn state(&self) -> RunnerState {
         RunnerState::Reconnecting {
             since: self.since.unwrap_or_else(SystemTime::now),
             attempts: self.attempts,
@@ -951,7 +1002,7 @@ impl Faults {
     /// The pause before the next attempt: `base` doubled per fault up to `max`, then drawn from
     /// its upper half ("equal jitter"), so that runners that lost their database together do
     /// not all come back at the same instant, yet none retries at once.
-    fn backoff(&self, base: Duration, max: Duration) -> Duration {
+    pub(super) fn backoff(&self, base: Duration, max: Duration) -> Duration {
         backoff::equal_jitter(backoff::capped(base, self.attempts.saturating_sub(1), max))
     }
 }

@@ -107,6 +107,54 @@ pub trait Sink: Send + Sync + 'static {
     fn reset(&self, projection: &str) -> impl Future<Output = Result<(), SinkError>> + Send;
 }
 
+/// A shared sink: the partitions of a projection share one.
+impl<T: Sink> Sink for std::sync::Arc<T> {
+    fn checkpoint(
+        &self,
+        projection: &str,
+    ) -> impl Future<Output = Result<Option<Position>, SinkError>> + Send {
+        (**self).checkpoint(projection)
+    }
+
+    fn apply(
+        &self,
+        projection: &str,
+        batch: &[RecordedEvent],
+        previous: Option<Position>,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send {
+        (**self).apply(projection, batch, previous)
+    }
+
+    fn dead_letter(
+        &self,
+        projection: &str,
+        event: &RecordedEvent,
+        reason: &str,
+        previous: Option<Position>,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send {
+        (**self).dead_letter(projection, event, reason, previous)
+    }
+
+    fn dead_letters(
+        &self,
+        projection: &str,
+    ) -> impl Future<Output = Result<Vec<DeadLetter>, SinkError>> + Send {
+        (**self).dead_letters(projection)
+    }
+
+    fn redrive(
+        &self,
+        projection: &str,
+        event: &RecordedEvent,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send {
+        (**self).redrive(projection, event)
+    }
+
+    fn reset(&self, projection: &str) -> impl Future<Output = Result<(), SinkError>> + Send {
+        (**self).reset(projection)
+    }
+}
+
 /// A user's handler of event batches, for a [`CheckpointedSink`].
 ///
 /// Delivery is at least once: after a crash between handling and checkpointing, a batch is
