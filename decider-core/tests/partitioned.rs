@@ -1,0 +1,275 @@
+//! The partitioned runner on the memory store: partitions spread over "processes" (runners
+//! sharing one lease table), each event handled once and in its stream's order, takeover when a
+//! process stops, per-partition checkpoints for read-your-writes.
+// Test code: a failed unwrap is a failed test, in helpers as much as in #[test] bodies.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use decider_core::projection::*;
+use decider_core::{EventData, EventStore, ExpectedVersion, RecordedEvent, StreamId};
+use decider_store_memory::MemoryStore;
+use tokio::sync::oneshot;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Every revision handled, per stream, in the order handled; and which partition's batch
+/// brought it (from the stream, since a batch is one partition's).
+#[derive(Default)]
+struct Log(Mutex<HashMap<String, Vec<u64>>>);
+
+impl Log {
+    fn handled(&self) -> usize {
+        self.0.lock().unwrap().values().map(Vec::len).sum()
+    }
+
+    /// Each stream's revisions were handled once each, in order: 0, 1, 2, …
+    fn assert_once_in_order(&self, streams: usize, per_stream: u64) {
+        let log = self.0.lock().unwrap();
+        assert_eq!(log.len(), streams);
+        for (stream, revisions) in log.iter() {
+            let expected: Vec<u64> = (0..per_stream).collect();
+            assert_eq!(revisions, &expected, "{stream}");
+        }
+    }
+}
+
+impl EventHandler for Log {
+    async fn handle(&self, batch: &[RecordedEvent]) -> Result<(), SinkError> {
+        let mut log = self.0.lock().unwrap();
+        for event in batch {
+            log.entry(event.stream.to_string())
+                .or_default()
+                .push(event.revision);
+        }
+        Ok(())
+    }
+}
+
+type Shared = CheckpointedSink<Arc<Log>, Arc<MemoryCheckpoints>, MemoryDeadLetters>;
+
+async fn fill(store: &MemoryStore, streams: usize, events: usize) {
+    for s in 0..streams {
+        let stream = StreamId::new(format!("account-{s}")).unwrap();
+        let batch = (0..events)
+            .map(|n| EventData::json("Deposited", format!(r#"{{"n":{n}}}"#)))
+            .collect();
+        store
+            .append(&stream, ExpectedVersion::Any, batch)
+            .await
+            .unwrap();
+    }
+}
+
+/// A "process": a partitioned runner over the shared store, checkpoints, log and leases.
+fn process(
+    store: &MemoryStore,
+    log: &Arc<Log>,
+    checkpoints: &Arc<MemoryCheckpoints>,
+    leases: &LocalLeases,
+    limit: usize,
+) -> PartitionedRunner<MemoryStore, Shared, LocalLeases> {
+    let sink = CheckpointedSink::new(
+        log.clone(),
+        checkpoints.clone(),
+        MemoryDeadLetters::default(),
+    );
+    PartitionedRunner::new(store.clone(), Projection::new("balances"), 4, sink)
+        .unwrap()
+        .with_lease(leases.clone())
+        .with_claims(ClaimOptions {
+            limit,
+            claim_interval: Duration::from_millis(40),
+        })
+}
+
+async fn until(what: &str, done: impl Fn() -> bool) {
+    tokio::time::timeout(WAIT, async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}: not in time"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_share_the_partitions_and_the_survivor_takes_over_with_each_event_once_in_order()
+{
+    let store = MemoryStore::new();
+    fill(&store, 40, 5).await;
+    let (log, checkpoints, leases) = (
+        Arc::new(Log::default()),
+        Arc::new(MemoryCheckpoints::default()),
+        LocalLeases::default(),
+    );
+    let first = process(&store, &log, &checkpoints, &leases, 4);
+    let second = process(&store, &log, &checkpoints, &leases, 4);
+    let (stop_first, first_stopped) = oneshot::channel::<()>();
+    let (stop_second, second_stopped) = oneshot::channel::<()>();
+    let scenario = async {
+        until("the first 200 events", || log.handled() == 200).await;
+        until("every partition claimed", || {
+            first.held() + second.held() == 4
+        })
+        .await;
+        // Started together, they took turns (two each, unless a slow machine delays a turn).
+        assert!(
+            first.held() >= 1 && second.held() >= 1,
+            "{} and {}",
+            first.held(),
+            second.held()
+        );
+        stop_first.send(()).unwrap();
+        until("the first gone", || first.held() == 0).await;
+        fill(&store, 40, 5).await;
+        until("the survivor holds all", || second.held() == 4).await;
+        until("the next 200 events", || log.handled() == 400).await;
+        stop_second.send(()).unwrap();
+    };
+    let (a, b, ()) = tokio::join!(
+        first.run(async {
+            first_stopped.await.ok();
+        }),
+        second.run(async {
+            second_stopped.await.ok();
+        }),
+        scenario
+    );
+    a.unwrap();
+    b.unwrap();
+    log.assert_once_in_order(40, 10);
+    // Every partition kept its own checkpoint.
+    for partition in second.partitions() {
+        assert!(
+            checkpoints.load(partition.name()).await.unwrap().is_some(),
+            "{}",
+            partition.name()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_at_its_limit_leaves_the_rest_to_a_standby() {
+    let store = MemoryStore::new();
+    fill(&store, 16, 2).await;
+    let (log, checkpoints, leases) = (
+        Arc::new(Log::default()),
+        Arc::new(MemoryCheckpoints::default()),
+        LocalLeases::default(),
+    );
+    let limited = process(&store, &log, &checkpoints, &leases, 1);
+    let other = process(&store, &log, &checkpoints, &leases, 4);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let stopped = futures::FutureExt::shared(async {
+        stopped.await.ok();
+    });
+    let scenario = async {
+        until("every event", || log.handled() == 32).await;
+        assert_eq!((limited.held(), other.held()), (1, 3));
+        stop.send(()).unwrap();
+    };
+    let (a, b, ()) = tokio::join!(
+        limited.run(stopped.clone()),
+        other.run(stopped.clone()),
+        scenario
+    );
+    a.unwrap();
+    b.unwrap();
+    log.assert_once_in_order(16, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_your_writes_waits_on_the_partition_of_the_stream() {
+    let store = MemoryStore::new();
+    let (log, checkpoints) = (
+        Arc::new(Log::default()),
+        Arc::new(MemoryCheckpoints::default()),
+    );
+    let runner = process(&store, &log, &checkpoints, &LocalLeases::default(), 4);
+    let names: Vec<_> = runner.partitions().map(|p| p.name().to_owned()).collect();
+    assert_eq!(
+        names,
+        [
+            "balances[0/4]",
+            "balances[1/4]",
+            "balances[2/4]",
+            "balances[3/4]"
+        ]
+    );
+    // account-1 is in partition 3 of 4 (see `stream_hash`); account-3 in partition 0.
+    let (one, zero) = (
+        StreamId::new("account-1").unwrap(),
+        StreamId::new("account-3").unwrap(),
+    );
+    assert_eq!(runner.partition_for(&one).name(), "balances[3/4]");
+    let zero_partition = runner.partition_for(&zero).name().to_owned();
+    assert_ne!(zero_partition, "balances[3/4]");
+
+    // Only partition 3 runs (its lease is the only one free): account-1's write is seen there,
+    // account-0's partition stays behind.
+    let leases = LocalLeases::default();
+    let mut blocked = Vec::new();
+    for name in names.iter().filter(|name| *name != "balances[3/4]") {
+        blocked.push(leases.try_acquire(name).await.unwrap().unwrap());
+    }
+    let runner = process(&store, &log, &checkpoints, &leases, 4);
+    let written = store
+        .append(
+            &one,
+            ExpectedVersion::Any,
+            vec![EventData::json("Deposited", "{}")],
+        )
+        .await
+        .unwrap();
+    store
+        .append(
+            &zero,
+            ExpectedVersion::Any,
+            vec![EventData::json("Deposited", "{}")],
+        )
+        .await
+        .unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let scenario = async {
+        tokio::time::timeout(WAIT, async {
+            while runner.checkpoint_for(&one).await.unwrap() < Some(written.position) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(runner.checkpoint_for(&zero).await.unwrap(), None);
+        assert_eq!(runner.held(), 1);
+        stop.send(()).unwrap();
+    };
+    let (result, ()) = tokio::join!(
+        runner.run(async {
+            stopped.await.ok();
+        }),
+        scenario
+    );
+    result.unwrap();
+    drop(blocked);
+}
+
+#[test]
+fn one_partition_is_the_projection_itself_and_none_is_refused() {
+    let sink = || {
+        CheckpointedSink::new(
+            Arc::new(Log::default()),
+            MemoryCheckpoints::default(),
+            MemoryDeadLetters::default(),
+        )
+    };
+    let single =
+        PartitionedRunner::new(MemoryStore::new(), Projection::new("balances"), 1, sink()).unwrap();
+    let names: Vec<_> = single.partitions().map(Projection::name).collect();
+    assert_eq!(names, ["balances"]);
+    assert_eq!(
+        PartitionedRunner::new(MemoryStore::new(), Projection::new("balances"), 0, sink()).err(),
+        Some(PartitionError::NoPartitions)
+    );
+}
