@@ -273,3 +273,103 @@ fn one_partition_is_the_projection_itself_and_none_is_refused() {
         Some(PartitionError::NoPartitions)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blue_green_rebuild_switches_readers_only_once_the_new_version_caught_up() {
+    let store = MemoryStore::new();
+    fill(&store, 20, 10).await;
+    let control = Arc::new(MemoryControl::default());
+    let versions = BlueGreen::new("balances", control.clone())
+        .with_timings(Duration::from_millis(10), Duration::from_millis(20));
+    let base = Projection::new("ignored");
+    let checkpoints = Arc::new(MemoryCheckpoints::default());
+    let (old_log, new_log) = (Arc::new(Log::default()), Arc::new(Log::default()));
+    let old = ProjectionRunner::new(
+        store.clone(),
+        versions.projection(&base, 1),
+        CheckpointedSink::new(
+            old_log.clone(),
+            checkpoints.clone(),
+            MemoryDeadLetters::default(),
+        ),
+    );
+    // The new version has another partition count: a rebuild is how a count changes.
+    let new_sink = Arc::new(CheckpointedSink::new(
+        new_log.clone(),
+        checkpoints.clone(),
+        MemoryDeadLetters::default(),
+    ));
+    let new = PartitionedRunner::new(
+        store.clone(),
+        versions.projection(&base, 2),
+        2,
+        new_sink.clone(),
+    )
+    .unwrap()
+    .with_lease(LocalLeases::default());
+    let partitions: Vec<Projection> = new.partitions().cloned().collect();
+    assert_eq!(partitions[0].name(), "balances@v2[0/2]");
+
+    let dropped = Mutex::new(None);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let switching = async {
+        until("the old version live", || old_log.handled() == 200).await;
+        let switch = versions
+            .switch_when_caught_up(&store, &new_sink, &partitions, 2, |from| {
+                *dropped.lock().unwrap() = Some(from);
+                async { Ok(()) }
+            })
+            .await
+            .unwrap();
+        assert_eq!(switch, Switch::Switched { from: 1, to: 2 });
+        // Switching again to the same version does nothing.
+        let again = versions
+            .switch_when_caught_up(&store, &new_sink, &partitions, 2, |_| async {
+                panic!("dropped twice")
+            })
+            .await
+            .unwrap();
+        assert_eq!(again, Switch::AlreadyActive { active: 2 });
+        fill(&store, 20, 1).await;
+        until("the new version follows", || new_log.handled() == 220).await;
+        stop.send(()).unwrap();
+    };
+    // A reader: whichever version is active is complete (every one of the first 200 events).
+    let reading = async {
+        loop {
+            let active = versions.active().await.unwrap();
+            let handled = if active == 1 {
+                old_log.handled()
+            } else {
+                new_log.handled()
+            };
+            if old_log.handled() == 200 || active == 2 {
+                assert!(
+                    handled >= 200,
+                    "version {active} read half-built: {handled}"
+                );
+            }
+            if active == 2 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    let (old_run, new_run, (), ()) = tokio::join!(
+        old.run(versions.superseded(1)),
+        new.run(async {
+            stopped.await.ok();
+        }),
+        switching,
+        reading
+    );
+    // The old version's runner stopped by itself once superseded.
+    old_run.unwrap();
+    new_run.unwrap();
+    assert_eq!(*dropped.lock().unwrap(), Some(1));
+    assert_eq!(
+        control.active_version("balances").await.unwrap().as_deref(),
+        Some("v2")
+    );
+    new_log.assert_once_in_order(20, 11);
+}

@@ -68,6 +68,7 @@
 //! # });
 //! ```
 
+mod blue_green;
 mod checkpoint;
 mod control;
 mod dead_letter;
@@ -81,6 +82,7 @@ mod status;
 
 use std::time::Duration;
 
+pub use blue_green::{BlueGreen, Switch};
 pub use checkpoint::{CheckpointError, CheckpointStore, MemoryCheckpoints};
 pub use control::{
     ControlAction, ControlRequest, MemoryControl, ProjectionControl, ReportedState, RequestDone,
