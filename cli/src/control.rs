@@ -1,4 +1,4 @@
-//! `projections`, `rebuild` and `dead-letters redrive`: the operator's half of the projection
+//! `projections`, `rebuild`, `dead-letters redrive`, `version` and `switch`: the operator's half of the projection
 //! control plane (ADR 10). Runners report into the store and carry out what is asked there;
 //! these commands read the reports, ask, and follow the request to its end.
 
@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use decider_core::projection::{
     ControlAction, ControlRequest, ProjectionControl, ReportedState, RequestDone, RunnerReport,
+    version_number,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -109,6 +110,55 @@ pub(crate) async fn projections<C: ProjectionControl>(
         return Ok(());
     }
     out.write_all(projections_table(&summaries).as_bytes())?;
+    Ok(())
+}
+
+/// Prints the active version of the blue/green read model `group`.
+pub(crate) async fn version<C: ProjectionControl>(
+    control: &C,
+    group: &str,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let stored = control.active_version(group).await?;
+    let active = version_number(stored.as_deref())?;
+    match stored {
+        None => writeln!(
+            out,
+            "{group}: version 1 (no switch yet; readers read the projection named {group})"
+        )?,
+        Some(_) => writeln!(out, "{group}: version {active}")?,
+    }
+    Ok(())
+}
+
+/// Switches the readers of `group` to `version`, from the version active now.
+pub(crate) async fn switch<C: ProjectionControl>(
+    control: &C,
+    group: &str,
+    version: u32,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    if version == 0 {
+        return Err(CliError::Usage("versions start at 1".to_owned()));
+    }
+    let stored = control.active_version(group).await?;
+    let active = version_number(stored.as_deref())?;
+    if active == version {
+        writeln!(out, "{group}: version {version} is active already")?;
+        return Ok(());
+    }
+    if !control
+        .switch_version(group, stored.as_deref(), &format!("v{version}"))
+        .await?
+    {
+        return Err(CliError::Usage(format!(
+            "{group}: the active version changed while switching; see `decider version {group}`"
+        )));
+    }
+    writeln!(
+        out,
+        "{group}: readers switched from version {active} to {version}"
+    )?;
     Ok(())
 }
 

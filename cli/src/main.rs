@@ -78,6 +78,21 @@ enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Which version of a blue/green read model readers read now.
+    Version {
+        /// The read model's group (`BlueGreen::new`'s name).
+        group: String,
+    },
+    /// Switch the readers of a blue/green read model to another version (a rollback, say; a
+    /// rebuild switches by itself once the new version has caught up). The old version's
+    /// runners stop by themselves when a later version becomes active; switching back needs
+    /// them started again, and works only while the old version's data has not been dropped.
+    Switch {
+        /// The read model's group.
+        group: String,
+        /// The version to switch to (1, 2, …).
+        version: u32,
+    },
     /// A projection's dead letters: the events it gave up on.
     DeadLetters {
         #[command(subcommand)]
@@ -169,6 +184,8 @@ where
             json,
         } => commands::tail(store, from, types, &stream_prefix, limit, json, out).await,
         Command::Projections => control::projections(control, out).await,
+        Command::Version { group } => control::version(control, &group, out).await,
+        Command::Switch { group, version } => control::switch(control, &group, version, out).await,
         Command::Rebuild {
             projection,
             no_wait,

@@ -109,8 +109,7 @@ impl<C: ProjectionControl> BlueGreen<C> {
 
     /// The version readers read now: 1 until the first switch.
     pub async fn active(&self) -> Result<u32, StoreError> {
-        let stored = self.control.active_version(&self.group).await?;
-        stored.as_deref().map_or(Ok(1), parse_version)
+        version_number(self.control.active_version(&self.group).await?.as_deref())
     }
 
     /// Resolves once a later version than `version` is active: the shutdown signal of the
@@ -235,10 +234,7 @@ impl<C: ProjectionControl> BlueGreen<C> {
             .active_version(&self.group)
             .await
             .map_err(store_error)?;
-        let active = stored
-            .as_deref()
-            .map_or(Ok(1), parse_version)
-            .map_err(store_error)?;
+        let active = version_number(stored.as_deref()).map_err(store_error)?;
         if active >= to {
             return Ok(Some(Switch::AlreadyActive { active }));
         }
@@ -257,6 +253,20 @@ impl<C: ProjectionControl> BlueGreen<C> {
 
 fn is_retryable(error: &ProjectionError) -> bool {
     matches!(error, ProjectionError::Store { error, .. } if error.is_retryable())
+}
+
+/// The version number of what [`ProjectionControl::active_version`] answered: 1 for `None`
+/// (no switch yet), 3 for `v3`; an error for anything else.
+///
+/// ```
+/// use decider_core::projection::version_number;
+///
+/// assert_eq!(version_number(None).unwrap(), 1);
+/// assert_eq!(version_number(Some("v3")).unwrap(), 3);
+/// assert!(version_number(Some("three")).is_err());
+/// ```
+pub fn version_number(stored: Option<&str>) -> Result<u32, StoreError> {
+    stored.map_or(Ok(1), parse_version)
 }
 
 /// `v3` is version 3.
