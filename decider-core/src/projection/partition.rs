@@ -18,7 +18,8 @@ use md5::{Digest, Md5};
 
 use crate::StreamId;
 
-/// The 32-bit partition hash of a stream id (see the [module](self) documentation).
+/// The 32-bit partition hash of a stream id: the first four bytes (big-endian) of the MD5 digest
+/// of its UTF-8 bytes. Fixed forever: partitions' checkpoints depend on it.
 ///
 /// ```
 /// use decider_core::StreamId;
@@ -49,7 +50,10 @@ pub enum PartitionError {
 }
 
 /// One of `count` partitions of a projection: the streams whose [`stream_hash`] falls in its
-/// range.
+/// range (`hash × count / 2³²` is the partition's index). The mapping never changes for a given
+/// count and is the same in every store; PostgreSQL computes the hash itself as
+/// `('x' || substr(md5(stream_id), 1, 8))::bit(32)::bigint`, so that it filters by partition.
+/// Partitions are ranges of the hash, so doubling the count splits each partition in two.
 ///
 /// ```
 /// use decider_core::StreamId;
