@@ -173,4 +173,28 @@ impl ProjectionControl for PgControl {
             .map(request_of)
             .transpose()
     }
+
+    async fn active_version(&self, group: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .query(sql::ACTIVE_VERSION, &[&group])
+            .await?
+            .first()
+            .map(|row| row.get(0)))
+    }
+
+    async fn switch_version(
+        &self,
+        group: &str,
+        from: Option<&str>,
+        to: &str,
+    ) -> Result<bool, StoreError> {
+        let switched = match from {
+            None => self.query(sql::FIRST_SWITCH, &[&group, &to]).await?,
+            Some(from) => {
+                self.query(sql::SWITCH_VERSION, &[&group, &to, &from])
+                    .await?
+            }
+        };
+        Ok(!switched.is_empty())
+    }
 }

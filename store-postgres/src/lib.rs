@@ -115,6 +115,8 @@ struct Shared {
     projection_queries: ProjectionQueries,
     options: PostgresOptions,
     live: Live,
+    /// The page query of each partition count whose index exists (see `reads.rs`).
+    partition_pages: std::sync::Mutex<std::collections::HashMap<u32, String>>,
 }
 
 /// The statements, with the schema filled in.
@@ -221,6 +223,7 @@ impl PostgresStore {
                 projection_queries: ProjectionQueries::new(&quoted),
                 options,
                 live,
+                partition_pages: std::sync::Mutex::default(),
             }),
         })
     }

@@ -17,7 +17,9 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use crate::PostgresStore;
+use crate::error::{from_pg, from_pool};
 use crate::json::ReceivedJson;
+use crate::sql;
 
 /// The first live poll interval after activity; doubles while nothing arrives.
 const MIN_POLL_INTERVAL: Duration = Duration::from_millis(1);
@@ -45,17 +47,89 @@ impl PostgresStore {
         limit: i64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let (transaction, global) = position_params(after);
+        let Some(partition) = filter.partition else {
+            return self
+                .page(
+                    &self.shared.queries.read_all_page,
+                    &[
+                        &transaction,
+                        &global,
+                        &limit,
+                        &filter.event_types,
+                        &filter.categories,
+                    ],
+                )
+                .await;
+        };
+        let query = self.partition_page(partition.count()).await;
+        let index = i64::from(partition.index());
         self.page(
-            &self.shared.queries.read_all_page,
+            &query,
             &[
                 &transaction,
                 &global,
                 &limit,
                 &filter.event_types,
                 &filter.categories,
+                &index,
             ],
         )
         .await
+    }
+
+    /// The page query of a partition of `count`, once the index that serves it exists: built
+    /// the first time a reader of this store reads by that count (in every process: `IF NOT
+    /// EXISTS` makes the later ones cheap). Until the index is built the query is the same,
+    /// and right, only slower; a failed build is logged and tried again at the next page.
+    async fn partition_page(&self, count: u32) -> String {
+        let cached = self
+            .shared
+            .partition_pages
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&count)
+            .cloned();
+        if let Some(query) = cached {
+            return query;
+        }
+        let quoted = format!("\"{}\"", self.shared.schema);
+        let query = sql::in_schema(&sql::read_partition_page(count), &quoted);
+        match self.build_partition_index(count, &quoted).await {
+            Ok(()) => {
+                self.shared
+                    .partition_pages
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .insert(count, query.clone());
+            }
+            Err(error) => {
+                tracing::warn!(count, %error, "cannot build the index of partitions; reading without it");
+            }
+        }
+        query
+    }
+
+    async fn build_partition_index(&self, count: u32, quoted: &str) -> Result<(), StoreError> {
+        let client = self.shared.pool.get().await.map_err(from_pool)?;
+        client
+            .batch_execute(&sql::in_schema(&sql::partition_index(count), quoted))
+            .await
+            .map_err(from_pg)?;
+        let name = format!("events_partitions_{count}");
+        let valid = client
+            .query_opt(sql::PARTITION_INDEX_VALID, &[&self.shared.schema, &name])
+            .await
+            .map_err(from_pg)?
+            .is_some_and(|row| row.get::<_, bool>(0));
+        if !valid {
+            // Another process may be building it right now; an interrupted build stays
+            // invalid until dropped, and dropping someone's build in progress would be worse.
+            tracing::warn!(
+                index = name,
+                "the index of partitions is not valid yet; if no build is in progress, DROP INDEX it and it is built again"
+            );
+        }
+        Ok(())
     }
 }
 

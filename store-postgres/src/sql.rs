@@ -421,6 +421,21 @@ BEGIN
 END;
 $$;
 "#,
+    // 5: partitions and blue/green versions. `stream_hash` is `decider_core::projection::
+    // stream_hash` (the first four bytes of the MD5 of the stream id), computed by PostgreSQL
+    // on insert, so that a partition's reads filter in the query (with an index per partition
+    // count, created when a runner first reads by that count). Adding the column rewrites the
+    // table once.
+    r#"
+ALTER TABLE {schema}.events ADD COLUMN stream_hash bigint NOT NULL
+    GENERATED ALWAYS AS (('x' || substr(md5(stream_id), 1, 8))::bit(32)::bigint) STORED;
+
+CREATE TABLE {schema}.projection_versions (
+    grp         text PRIMARY KEY,
+    active      text NOT NULL,
+    switched_at timestamptz NOT NULL DEFAULT now()
+);
+"#,
 ];
 
 /// Creates the schema and the table recording applied migrations.
@@ -503,6 +518,48 @@ pub(crate) fn read_all_page() -> String {
          ORDER BY transaction_id, global_position LIMIT $3"
     )
 }
+
+/// [`read_all_page`] of the partition `$6` of `count`: the same rules, through the index of
+/// [`partition_index`] (the count is written into the text, not passed, so that the planner
+/// matches the index's expression).
+pub(crate) fn read_partition_page(count: u32) -> String {
+    format!(
+        "SELECT {EVENT_COLUMNS} FROM {{schema}}.events \
+         WHERE ((stream_hash * {count}) >> 32) = $6 \
+           AND (transaction_id, global_position) > ($1::bigint::text::xid8, $2) \
+           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+           AND (cardinality($4::text[]) = 0 OR event_type = ANY ($4)) \
+           AND (cardinality($5::text[]) = 0 OR category = ANY ($5)) \
+         ORDER BY transaction_id, global_position LIMIT $3"
+    )
+}
+
+/// The index that serves [`read_partition_page`] for `count` partitions: by partition, then in
+/// global order, so that a page is a range of it. Built concurrently, so appends go on.
+pub(crate) fn partition_index(count: u32) -> String {
+    format!(
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS events_partitions_{count} \
+         ON {{schema}}.events (((stream_hash * {count}) >> 32), transaction_id, global_position)"
+    )
+}
+
+/// Whether the index of `count` partitions ($2, `events_partitions_<count>`) of schema $1 is
+/// valid: an interrupted concurrent build leaves an invalid one behind.
+pub(crate) const PARTITION_INDEX_VALID: &str = "SELECT i.indisvalid FROM pg_index i \
+     JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE n.nspname = $1 AND c.relname = $2";
+
+/// Reads the active version of a read-model group.
+pub(crate) const ACTIVE_VERSION: &str =
+    "SELECT active FROM {schema}.projection_versions WHERE grp = $1";
+
+/// Switches a group from no version yet to `$2`.
+pub(crate) const FIRST_SWITCH: &str = "INSERT INTO {schema}.projection_versions (grp, active) \
+     VALUES ($1, $2) ON CONFLICT (grp) DO NOTHING RETURNING grp";
+
+/// Switches a group from `$3` to `$2`.
+pub(crate) const SWITCH_VERSION: &str = "UPDATE {schema}.projection_versions \
+     SET active = $2, switched_at = now() WHERE grp = $1 AND active = $3 RETURNING grp";
 
 /// How one item of a DCB query is found, with the numbers of its parameters.
 #[derive(Debug, Clone, Copy)]

@@ -226,4 +226,42 @@ impl ProjectionControl for SqliteControl {
             })
             .await
     }
+
+    async fn active_version(&self, group: &str) -> Result<Option<String>, StoreError> {
+        let group = group.to_owned();
+        self.0
+            .read(move |connection| {
+                connection
+                    .prepare_cached(sql::ACTIVE_VERSION)
+                    .and_then(|mut statement| {
+                        statement.query_row([group], |row| row.get(0)).optional()
+                    })
+                    .map_err(store_error)
+            })
+            .await
+    }
+
+    async fn switch_version(
+        &self,
+        group: &str,
+        from: Option<&str>,
+        to: &str,
+    ) -> Result<bool, StoreError> {
+        let (group, from, to) = (group.to_owned(), from.map(str::to_owned), to.to_owned());
+        self.0
+            .write(move |connection| {
+                let now = micros_since_epoch(SystemTime::now());
+                let changed = match from {
+                    None => connection
+                        .prepare_cached(sql::FIRST_SWITCH)
+                        .and_then(|mut statement| statement.execute(params![group, to, now])),
+                    Some(from) => connection
+                        .prepare_cached(sql::SWITCH_VERSION)
+                        .and_then(|mut statement| statement.execute(params![group, to, now, from])),
+                }
+                .map_err(store_error)?;
+                Ok(changed == 1)
+            })
+            .await?
+    }
 }

@@ -52,7 +52,31 @@ fn connect(path: &Path, options: &SqliteOptions) -> Result<Connection, OpenError
             reason: "the file is not writable by this process".to_owned(),
         });
     }
+    add_partition_function(&connection).map_err(|e| open_error(path, e))?;
     Ok(connection)
+}
+
+/// `decider_partition(stream_id, count)`: the partition of a stream among `count`
+/// ([`decider_core::projection::Partition::of`]), for reads by partition. Computed by this code
+/// rather than stored, so that files of every schema version answer it the same.
+fn add_partition_function(connection: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    connection.create_scalar_function(
+        "decider_partition",
+        2,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |context| {
+            let stream: String = context.get(0)?;
+            let count: i64 = context.get(1)?;
+            let partition = decider_core::StreamId::new(stream)
+                .ok()
+                .zip(u32::try_from(count).ok())
+                .and_then(|(stream, count)| {
+                    decider_core::projection::Partition::of(&stream, count).ok()
+                });
+            Ok(partition.map(|partition| i64::from(partition.index())))
+        },
+    )
 }
 
 fn pragma_i64(connection: &Connection, path: &Path, pragma: &str) -> Result<i64, OpenError> {

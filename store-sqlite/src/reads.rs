@@ -118,13 +118,16 @@ impl SqliteStore {
         };
         let types = as_json(&filter.event_types)?;
         let categories = as_json(&filter.categories)?;
+        let (count, index) = filter.partition.map_or((None, None), |partition| {
+            (Some(partition.count()), Some(partition.index()))
+        });
         self.read(move |connection| {
             let mut statement = connection
                 .prepare_cached(&sql::read_all_page())
                 .map_err(store_error)?;
             PageDecoder::default().page(
                 &mut statement,
-                params![after, types, categories, size],
+                params![after, types, categories, size, count, index],
                 size,
             )
         })

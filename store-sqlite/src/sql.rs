@@ -8,7 +8,7 @@ pub(crate) const APPLICATION_ID: i32 = 0x6463_6472;
 
 /// The schema version this code writes and reads. A file with a higher `user_version` was
 /// written by newer code and is refused.
-pub(crate) const SCHEMA_VERSION: u32 = 3;
+pub(crate) const SCHEMA_VERSION: u32 = 4;
 
 /// Migrations, in order: `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`.
 pub(crate) const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
@@ -111,6 +111,15 @@ CREATE TABLE event_tags (
     PRIMARY KEY (tag, seq)
 ) STRICT, WITHOUT ROWID;
 "#,
+    // 4: the active version of each blue/green read model (see `control.rs`). Reads by
+    // partition need no column: `decider_partition` (see `open.rs`) computes a stream's.
+    r#"
+CREATE TABLE projection_versions (
+    grp         TEXT    PRIMARY KEY,
+    active      TEXT    NOT NULL,
+    switched_at INTEGER NOT NULL
+) STRICT;
+"#,
 ];
 
 /// Whether the file holds any schema object (someone else's tables, say).
@@ -165,15 +174,25 @@ pub(crate) fn read_stream_backward() -> String {
 }
 
 /// A page of the global log after `?1`; `?2` and `?3` are JSON arrays of the event types and
-/// categories to pass, or NULL for all.
+/// categories to pass, or NULL for all; `?6` is the partition of `?5` to pass, or `?5` NULL for
+/// all (the log is read in order either way; the other partitions' rows are not decoded).
 pub(crate) fn read_all_page() -> String {
     format!(
         "SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 \
          AND (?2 IS NULL OR event_type IN (SELECT value FROM json_each(?2))) \
          AND (?3 IS NULL OR category IN (SELECT value FROM json_each(?3))) \
+         AND (?5 IS NULL OR decider_partition(stream_id, ?5) = ?6) \
          ORDER BY seq LIMIT ?4"
     )
 }
+
+pub(crate) const ACTIVE_VERSION: &str = "SELECT active FROM projection_versions WHERE grp = ?1";
+
+pub(crate) const FIRST_SWITCH: &str = "INSERT INTO projection_versions (grp, active, \
+     switched_at) VALUES (?1, ?2, ?3) ON CONFLICT (grp) DO NOTHING";
+
+pub(crate) const SWITCH_VERSION: &str = "UPDATE projection_versions SET active = ?2, \
+     switched_at = ?3 WHERE grp = ?1 AND active = ?4";
 
 pub(crate) const HEAD_POSITION: &str = "SELECT MAX(seq) FROM events";
 

@@ -19,6 +19,41 @@ use decider_core::projection::{
 pub async fn control_contract<C: ProjectionControl>(control: C) {
     a_report_replaces_the_previous_one_of_its_runner(&control).await;
     requests_are_pending_until_completed_once(&control).await;
+    versions_switch_by_compare_and_set(&control).await;
+}
+
+/// The active version of a group is none at first, then what the last winning switch set; a
+/// switch from a version that is not active does nothing; groups are independent.
+pub async fn versions_switch_by_compare_and_set<C: ProjectionControl>(control: &C) {
+    let (group, other) = (unique("control-version"), unique("control-version"));
+    assert_eq!(control.active_version(&group).await.unwrap(), None);
+    assert!(control.switch_version(&group, None, "v2").await.unwrap());
+    assert!(
+        !control.switch_version(&group, None, "v3").await.unwrap(),
+        "a second first switch wins"
+    );
+    assert!(
+        !control
+            .switch_version(&group, Some("v1"), "v3")
+            .await
+            .unwrap(),
+        "a switch from a version that is not active wins"
+    );
+    assert_eq!(
+        control.active_version(&group).await.unwrap().as_deref(),
+        Some("v2")
+    );
+    assert!(
+        control
+            .switch_version(&group, Some("v2"), "v3")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        control.active_version(&group).await.unwrap().as_deref(),
+        Some("v3")
+    );
+    assert_eq!(control.active_version(&other).await.unwrap(), None);
 }
 
 fn unique(prefix: &str) -> String {

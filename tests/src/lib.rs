@@ -192,6 +192,8 @@ macro_rules! conformance_tests {
             subscribe::subscribe_stream_resumes_after_every_revision,
             subscribe::subscribe_stream_to_a_missing_stream_sends_caught_up_then_its_first_events,
             subscribe::subscribe_stream_started_during_appends_delivers_every_event_once,
+            partition::read_all_by_partition_returns_each_event_in_exactly_its_streams_partition,
+            partition::subscribe_all_by_partition_delivers_only_its_streams_catch_up_then_live,
             concurrency::concurrent_exact_appends_to_one_stream_admit_exactly_one_winner_per_revision,
             concurrency::concurrent_writers_on_many_streams_are_seen_once_in_order_by_a_live_subscriber,
             concurrency::concurrent_retries_of_one_batch_write_it_once,

@@ -20,6 +20,7 @@ pub mod append;
 pub mod bad_input;
 pub mod concurrency;
 pub mod dcb;
+pub mod partition;
 pub mod read;
 pub mod subscribe;
 
