@@ -650,3 +650,186 @@ async fn after_its_connections_are_killed_a_controlled_runner_reports_again_and_
     assert!(counts.values().all(|&n| n == 1), "{counts:?}");
     drop_store(store).await;
 }
+
+/// Waits until `done` holds, polling.
+async fn until_async<F: std::future::Future<Output = bool>>(what: &str, done: impl Fn() -> F) {
+    tokio::time::timeout(WAIT, async {
+        while !done().await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}: not in time"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_partitions_exactly_once_through_lost_connections_and_a_takeover() {
+    use decider_core::projection::{ClaimOptions, PartitionedRunner};
+
+    let first = fresh_store().await;
+    // The second "process": its own store on the same schema, its connections named apart so
+    // that they can be killed alone.
+    let name = format!("second-{}", first.schema());
+    let url = format!("{}?application_name={name}", support::database_url());
+    let second = PostgresStore::connect_with(
+        &url,
+        decider_store_postgres::PostgresOptions {
+            schema: first.schema().to_owned(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let counter = Counter::new(&first).await;
+    let runner = |store: &PostgresStore| {
+        PartitionedRunner::new(
+            store.clone(),
+            Projection::new("counted"),
+            4,
+            PgTransactionalSink::new(store.clone(), counter.clone()),
+        )
+        .unwrap()
+        .with_lease(store.leases().unwrap())
+        .with_claims(ClaimOptions {
+            limit: 4,
+            claim_interval: Duration::from_millis(100),
+        })
+        .with_options(RunnerOptions {
+            retry_base: Duration::from_millis(20),
+            retry_max: Duration::from_millis(200),
+            ..RunnerOptions::default()
+        })
+    };
+    let (a, b) = (runner(&first), runner(&second));
+    let total = || async { counts(&first).await.len() };
+    let (stop_a, a_stopped) = oneshot::channel::<()>();
+    let (stop_b, b_stopped) = oneshot::channel::<()>();
+    let monitor = raw_client().await;
+    let scenario = async {
+        fill(&first, "acct", 40, 5, "Deposited").await;
+        until_async("the first 200 events", || async { total().await == 200 }).await;
+        assert!(
+            a.held() >= 1 && b.held() >= 1,
+            "{} and {}",
+            a.held(),
+            b.held()
+        );
+        // The second loses every connection (pool, leases): its partitions come free, it
+        // claims again, and nothing is counted twice.
+        let killed: i64 = monitor
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE application_name LIKE $1 || '%'",
+                &[&name],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(killed >= 1, "the second process's connections were killed");
+        fill(&first, "acct", 40, 5, "Deposited").await;
+        until_async("the next 200 events", || async { total().await == 400 }).await;
+        // The second stops: the first takes every partition over from its checkpoints.
+        stop_b.send(()).unwrap();
+        fill(&first, "acct", 40, 5, "Deposited").await;
+        until_async("the last 200 events", || async { total().await == 600 }).await;
+        assert_eq!(a.held(), 4, "the survivor holds every partition");
+        stop_a.send(()).unwrap();
+    };
+    let (ra, rb, ()) = tokio::join!(
+        a.run(async {
+            a_stopped.await.ok();
+        }),
+        b.run(async {
+            b_stopped.await.ok();
+        }),
+        scenario
+    );
+    ra.unwrap();
+    rb.unwrap();
+    let counts = counts(&first).await;
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "an event was counted twice: {:?}",
+        counts.values().filter(|&&n| n != 1).count()
+    );
+    drop_store(first).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitions_page_is_an_index_scan_and_the_hash_is_the_rust_one() {
+    let store = fresh_store().await;
+    let ids = [
+        "acct-1",
+        "account-1",
+        "konto-ünïcödé-ß",
+        "订单-42",
+        "a",
+        "x-💡",
+    ];
+    for id in ids {
+        let stream = StreamId::new(id).unwrap();
+        store
+            .append(
+                &stream,
+                ExpectedVersion::Any,
+                vec![EventData::json("E", "{}")],
+            )
+            .await
+            .unwrap();
+    }
+    fill(&store, "acct", 400, 10, "Deposited").await;
+    let client = store.pool().get().await.unwrap();
+    let schema = store.schema().to_owned();
+    for id in ids {
+        let hash: i64 = client
+            .query_one(
+                &format!("SELECT stream_hash FROM \"{schema}\".events WHERE stream_id = $1 LIMIT 1"),
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let stream = StreamId::new(id).unwrap();
+        assert_eq!(
+            hash,
+            i64::from(decider_core::projection::stream_hash(&stream)),
+            "{id}"
+        );
+    }
+    // The first read of a partition of 4 builds the index.
+    let partition = decider_core::projection::Partition::new(1, 4).unwrap();
+    let filter = EventFilter::all().with_partition(partition);
+    let read: Vec<RecordedEvent> =
+        futures::TryStreamExt::try_collect(store.read_all(None, Some(10), &filter))
+            .await
+            .unwrap();
+    assert!(read.iter().all(|e| partition.contains(&e.stream)));
+    client
+        .batch_execute(&format!("ANALYZE \"{schema}\".events"))
+        .await
+        .unwrap();
+    // The page query, as the store sends it.
+    let plan: Vec<String> = client
+        .query(
+            &format!(
+                "EXPLAIN SELECT stream_id, revision FROM \"{schema}\".events \
+                 WHERE ((stream_hash * 4) >> 32) = 1 \
+                   AND (transaction_id, global_position) > ('0'::xid8, 0) \
+                   AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                   AND (cardinality('{{}}'::text[]) = 0 OR event_type = ANY ('{{}}')) \
+                   AND (cardinality('{{}}'::text[]) = 0 OR category = ANY ('{{}}')) \
+                 ORDER BY transaction_id, global_position LIMIT 256"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("events_partitions_4"), "{plan}");
+    assert!(!plan.contains("Seq Scan"), "{plan}");
+    drop(client);
+    drop_store(store).await;
+}
