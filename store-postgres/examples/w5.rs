@@ -3,6 +3,10 @@
 //! keyset-paged reads of the same events and a batched `INSERT … ON CONFLICT DO UPDATE` of the
 //! same rows, one transaction per batch.
 //!
+//! Then the same projection partitioned (`PartitionedRunner`) into 1, 2 and 4 partitions, first
+//! all in this process, then shared by two child processes (this binary, run with `--child`),
+//! each into a counter table of its own.
+//!
 //! `cargo run --release -p decider-store-postgres --example w5` (DATABASE_URL, default
 //! `postgres://postgres@127.0.0.1:5432/test`; BENCH_SCALE=0.1 for a tenth of the events).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // a benchmark: fail loudly, print
@@ -11,11 +15,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use decider_core::projection::{Projection, ProjectionRunner, RunnerOptions, SinkError};
+use decider_core::EventFilter;
+use decider_core::projection::{
+    ClaimOptions, Partition, PartitionedRunner, Projection, ProjectionRunner, RunnerOptions,
+    SinkError,
+};
 use decider_core::{EventData, EventStore, ExpectedVersion, RecordedEvent, StreamId};
 use decider_store_postgres::{
     PgTransactionalSink, PostgresOptions, PostgresStore, TransactionalHandler, handle_error,
 };
+use futures::StreamExt;
 
 const STREAMS: usize = 1_000;
 const BATCH: usize = 1_000;
@@ -55,16 +64,181 @@ fn upsert(table: &str) -> String {
     )
 }
 
+fn options() -> RunnerOptions {
+    RunnerOptions {
+        buffer: 4_096,
+        max_batch: BATCH,
+        max_linger: Duration::from_millis(5),
+        ..RunnerOptions::default()
+    }
+}
+
+/// A partitioned counter projection of `count` partitions into `counters_p<count>`, this
+/// process running at most `limit` of them, until the table counts `events`.
+async fn run_partitioned(store: &PostgresStore, count: u32, limit: usize, events: i64) {
+    let schema = store.schema().to_owned();
+    let table = format!("\"{schema}\".counters_p{count}");
+    let runner = PartitionedRunner::new(
+        store.clone(),
+        Projection::new(format!("counters-p{count}")),
+        count,
+        PgTransactionalSink::new(
+            store.clone(),
+            Counters {
+                upsert: upsert(&table),
+            },
+        ),
+    )
+    .unwrap()
+    .with_options(options())
+    .with_lease(store.leases().unwrap())
+    .with_claims(ClaimOptions {
+        limit,
+        claim_interval: Duration::from_millis(50),
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let statuses = runner.status_handles();
+    let watch = async {
+        if std::env::var("W5_TRACE").is_ok() {
+            let started = Instant::now();
+            let report = async {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let line: Vec<String> = statuses
+                        .iter()
+                        .map(|s| {
+                            let s = s.get();
+                            format!("{}:{:?}:{}", s.projection, s.state, s.handled)
+                        })
+                        .collect();
+                    println!(
+                        "# {:.1}s {}",
+                        started.elapsed().as_secs_f64(),
+                        line.join(" ")
+                    );
+                }
+            };
+            tokio::select! { () = wait_for_count(store, &table, events) => {}, () = report => {} }
+        } else {
+            wait_for_count(store, &table, events).await;
+        }
+        stop.send(()).unwrap();
+    };
+    let (result, ()) = tokio::join!(
+        runner.run(async {
+            stopped.await.ok();
+        }),
+        watch
+    );
+    result.unwrap();
+}
+
+async fn wait_for_count(store: &PostgresStore, table: &str, events: i64) {
+    let client = store.pool().get().await.unwrap();
+    let sum = format!("SELECT coalesce(sum(n), 0)::bigint FROM {table}");
+    while client.query_one(&sum, &[]).await.unwrap().get::<_, i64>(0) < events {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `--child <schema> <count> <limit> <events>`: one of the two processes of a run.
+async fn child(url: &str, args: &[String]) {
+    let store = PostgresStore::connect_with(
+        url,
+        PostgresOptions {
+            schema: args[0].clone(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (count, limit, events) = (
+        args[1].parse().unwrap(),
+        args[2].parse().unwrap(),
+        args[3].parse().unwrap(),
+    );
+    run_partitioned(&store, count, limit, events).await;
+}
+
+/// Runs `count` partitions in this process or in two children; returns the seconds until the
+/// counter table has counted every event.
+async fn partitioned(
+    store: &PostgresStore,
+    url: &str,
+    count: u32,
+    processes: u32,
+    events: i64,
+) -> f64 {
+    let schema = store.schema().to_owned();
+    let table = format!("\"{schema}\".counters_p{count}");
+    let client = store.pool().get().await.unwrap();
+    client
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (stream_id text PRIMARY KEY, n bigint NOT NULL); \
+             DELETE FROM \"{schema}\".checkpoints WHERE projection LIKE 'counters-p%'"
+        ))
+        .await
+        .unwrap();
+    drop(client);
+    // Build the partition index before timing (the first partitioned read would).
+    if count > 1 {
+        let filter = EventFilter::all().with_partition(Partition::new(0, count).unwrap());
+        let mut read = std::pin::pin!(store.read_all(None, Some(1), &filter));
+        read.next().await.unwrap().unwrap();
+    }
+    // How much less a partition reads: its events alone, through the index.
+    if count > 1 && processes == 1 {
+        let started = Instant::now();
+        let filter = EventFilter::all().with_partition(Partition::new(0, count).unwrap());
+        let read = store.read_all(None, None, &filter).count().await;
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "# read of partition 0/{count} alone: {read} events in {secs:.2}s ({:.0} events/s)",
+            read as f64 / secs
+        );
+    }
+    let started = Instant::now();
+    if processes == 1 {
+        run_partitioned(store, count, count as usize, events).await;
+    } else {
+        let limit = (count as usize).div_ceil(processes as usize);
+        let children: Vec<_> = (0..processes)
+            .map(|_| {
+                std::process::Command::new(std::env::current_exe().unwrap())
+                    .args([
+                        "--child",
+                        &schema,
+                        &count.to_string(),
+                        &limit.to_string(),
+                        &events.to_string(),
+                    ])
+                    .env("DATABASE_URL", url)
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        wait_for_count(store, &table, events).await;
+        for mut child in children {
+            assert!(child.wait().unwrap().success(), "a child failed");
+        }
+    }
+    started.elapsed().as_secs_f64()
+}
+
 #[tokio::main]
 async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test?sslmode=disable".to_owned());
+    if args.first().map(String::as_str) == Some("--child") {
+        return child(&url, &args[1..]).await;
+    }
     let scale: f64 = std::env::var("BENCH_SCALE")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1.0);
     let total = ((1_000_000.0 * scale) as usize).max(BATCH);
-    let url = std::env::var("DATABASE_URL")
-        // Plaintext, like the raw baseline (which connects without TLS).
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test?sslmode=disable".to_owned());
+    // Plaintext by default, like the raw baseline (which connects without TLS).
     let schema = format!("decider_w5_{}", uuid::Uuid::new_v4().simple());
     let store = PostgresStore::connect_with(
         &url,
@@ -120,12 +294,7 @@ async fn main() {
     let counters = Counters {
         upsert: upsert(&format!("\"{schema}\".counters")),
     };
-    let options = RunnerOptions {
-        buffer: 4_096,
-        max_batch: BATCH,
-        max_linger: Duration::from_millis(5),
-        ..RunnerOptions::default()
-    };
+    let options = options();
     let runner = Arc::new(
         ProjectionRunner::new(
             store.clone(),
@@ -203,5 +372,16 @@ async fn main() {
          raw_upsert/s={raw:.0} ratio={:.2}",
         rate / raw
     );
+    for processes in [1, 2] {
+        for count in [1, 2, 4] {
+            let secs = partitioned(&store, &url, count, processes, events as i64).await;
+            let rate = events as f64 / secs;
+            println!(
+                "W5 postgres partitions={count} processes={processes} events={events} secs={secs:.2} \
+                 events/s={rate:.0} raw_upsert/s={raw:.0} ratio={:.2}",
+                rate / raw
+            );
+        }
+    }
     store.drop_schema().await.unwrap();
 }

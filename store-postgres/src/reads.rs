@@ -115,6 +115,14 @@ impl PostgresStore {
             .batch_execute(&sql::in_schema(&sql::partition_index(count), quoted))
             .await
             .map_err(from_pg)?;
+        // Statistics of the new index's expression: without them the planner takes a
+        // partition for a few rows and reads it by a bitmap scan and a sort, every page, which
+        // costs the whole partition per page (measured: 27k events/s instead of an ordered
+        // index scan's hundreds of thousands).
+        client
+            .batch_execute(&format!("ANALYZE {quoted}.events"))
+            .await
+            .map_err(from_pg)?;
         let name = format!("events_partitions_{count}");
         let valid = client
             .query_opt(sql::PARTITION_INDEX_VALID, &[&self.shared.schema, &name])

@@ -783,7 +783,9 @@ async fn a_partitions_page_is_an_index_scan_and_the_hash_is_the_rust_one() {
     for id in ids {
         let hash: i64 = client
             .query_one(
-                &format!("SELECT stream_hash FROM \"{schema}\".events WHERE stream_id = $1 LIMIT 1"),
+                &format!(
+                    "SELECT stream_hash FROM \"{schema}\".events WHERE stream_id = $1 LIMIT 1"
+                ),
                 &[&id],
             )
             .await
