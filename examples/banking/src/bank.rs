@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use decider_core::projection::{
-    CheckpointedSink, Lease, MemoryCheckpoints, MemoryDeadLetters, PoisonPolicy, ProcessHandler,
-    Projection, ProjectionControl, ProjectionError, ProjectionRunner, ProjectionStatus,
-    RunnerOptions, Sink, StatusHandle,
+    CheckpointedSink, ClaimOptions, Lease, MemoryCheckpoints, MemoryDeadLetters, PartitionedRunner,
+    PoisonPolicy, ProcessHandler, Projection, ProjectionControl, ProjectionError, ProjectionRunner,
+    ProjectionStatus, RunnerOptions, Sink, StatusHandle,
 };
 use decider_core::{
     Codec, CommandError, CommandHandler, CommandOutcome, Decider, Direction, EventFilter,
@@ -228,6 +228,10 @@ pub struct Bank<S: EventStore, R> {
     read_models: R,
     store: S,
     projections: Vec<StatusHandle>,
+    /// The accounts projection and its partition count: a read of an account waits on the
+    /// checkpoint of the partition that holds the account's stream.
+    accounts_projection: Projection,
+    partitions: u32,
 }
 
 impl<S: EventStore + Clone, R: ReadModels> Bank<S, R> {
@@ -362,7 +366,7 @@ impl<S: EventStore + Clone, R: ReadModels> Bank<S, R> {
         id: AccountId,
         consistency: Option<Consistency>,
     ) -> Result<AccountView, BankError> {
-        self.caught_up(consistency).await?;
+        self.caught_up(id, consistency).await?;
         self.read_models
             .account(id)
             .await?
@@ -375,7 +379,7 @@ impl<S: EventStore + Clone, R: ReadModels> Bank<S, R> {
         id: AccountId,
         consistency: Option<Consistency>,
     ) -> Result<Vec<LedgerEntry>, BankError> {
-        self.caught_up(consistency).await?;
+        self.caught_up(id, consistency).await?;
         if self.read_models.account(id).await?.is_none() {
             return Err(BankError::AccountNotFound);
         }
@@ -402,13 +406,24 @@ impl<S: EventStore + Clone, R: ReadModels> Bank<S, R> {
         self.account(id, Some(consistency)).await
     }
 
-    async fn caught_up(&self, consistency: Option<Consistency>) -> Result<(), BankError> {
+    /// Waits until the partition of the accounts projection that holds `id`'s stream has
+    /// reached `consistency`'s position (partitions move at their own pace; the others do not
+    /// matter to this account).
+    async fn caught_up(
+        &self,
+        id: AccountId,
+        consistency: Option<Consistency>,
+    ) -> Result<(), BankError> {
         let Some(Consistency { after, timeout }) = consistency else {
             return Ok(());
         };
+        let partition = self
+            .accounts_projection
+            .partition_for(&id.stream(), self.partitions)
+            .map_err(|error| BankError::Internal(error.to_string()))?;
         let started = Instant::now();
         let mut pause = Duration::from_millis(1);
-        while self.read_models.position().await? < Some(after) {
+        while self.read_models.position(partition.name()).await? < Some(after) {
             if started.elapsed() >= timeout {
                 return Err(BankError::ReadModelBehind {
                     wanted: after,
@@ -457,8 +472,10 @@ pub struct Running<S: EventStore, R> {
 
 impl<S: EventStore + Clone, R: ReadModels> Running<S, R> {
     /// Starts the projections of a bank over `store`: the read models into `read_models_sink`
-    /// and the transfer process with `process_checkpoints`, each leased with `lease` and
-    /// reporting to (and taking operators' requests from) `control`.
+    /// (as `partitions` partitions, claimed with the other processes of the bank) and the
+    /// transfer process with `process_checkpoints`, each leased with `lease` and reporting to
+    /// (and taking operators' requests from) `control`.
+    #[allow(clippy::too_many_arguments, reason = "the one place that wires a bank")]
     fn start<K1, K2, L, C>(
         store: S,
         read_models: R,
@@ -466,7 +483,8 @@ impl<S: EventStore + Clone, R: ReadModels> Running<S, R> {
         process_sink: impl FnOnce(TransferProcessHandler<S>) -> K2,
         lease: L,
         control: C,
-    ) -> Self
+        partitions: u32,
+    ) -> Result<Self, StoreError>
     where
         K1: Sink,
         K2: Sink,
@@ -498,12 +516,20 @@ impl<S: EventStore + Clone, R: ReadModels> Running<S, R> {
             retry_max: Duration::from_secs(2),
             ..RunnerOptions::default()
         };
-        let read_side = ProjectionRunner::new(
+        let accounts_projection = Projection::new(PROJECTION)
+            .with_filter(EventFilter::all().with_categories(["account"]));
+        let read_side = PartitionedRunner::new(
             store.clone(),
-            Projection::new(PROJECTION)
-                .with_filter(EventFilter::all().with_categories(["account"])),
+            accounts_projection.clone(),
+            partitions,
             read_models_sink,
         )
+        .map_err(|error| StoreError::InvalidInput(format!("accounts partitions: {error}")))?
+        .with_claims(ClaimOptions {
+            // Every process may take every partition: a survivor takes a dead one's over.
+            limit: usize::MAX,
+            claim_interval: Duration::from_millis(500),
+        })
         .with_options(RunnerOptions {
             poison: PoisonPolicy::Stop,
             ..options.clone()
@@ -531,20 +557,33 @@ impl<S: EventStore + Clone, R: ReadModels> Running<S, R> {
         })
         .with_lease(lease)
         .with_control(control);
-        let projections = vec![read_side.status_handle(), process.status_handle()];
-        let runners = vec![spawn(read_side, stopped.clone()), spawn(process, stopped)];
+        let mut projections = read_side.status_handles();
+        projections.push(process.status_handle());
+        let read_side = {
+            let mut stopped = stopped.clone();
+            tokio::spawn(async move {
+                read_side
+                    .run(async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    })
+                    .await
+            })
+        };
+        let runners = vec![read_side, spawn(process, stopped)];
         let bank = Arc::new(Bank {
             accounts,
             transfers,
             read_models,
             store,
             projections,
+            accounts_projection,
+            partitions,
         });
-        Self {
+        Ok(Self {
             bank,
             shutdown,
             runners,
-        }
+        })
     }
 
     /// The bank.
@@ -611,7 +650,10 @@ pub fn in_memory_on<S: EventStore + Clone>(store: S) -> Running<S, MemoryReadMod
         decider_core::projection::Unleased,
         // Nothing outside this process could see it.
         decider_core::projection::Uncontrolled,
+        // One process: nothing to share.
+        1,
     )
+    .unwrap_or_else(|error| unreachable!("one partition always exists: {error}"))
 }
 
 /// A bank on EventStoreDB / KurrentDB at `url`, with its read models in memory: they are
@@ -633,33 +675,39 @@ pub async fn on_eventstoredb(
 pub async fn on_postgres(
     url: &str,
     options: PostgresOptions,
+    partitions: u32,
 ) -> Result<Running<PostgresStore, PgReadModels>, StoreError> {
-    on_postgres_store(PostgresStore::connect_with(url, options).await?).await
+    on_postgres_store(PostgresStore::connect_with(url, options).await?, partitions).await
 }
 
 /// A bank on `store` (migrated here if needed); see [`on_postgres`].
 #[cfg(feature = "postgres")]
 pub async fn on_postgres_store(
     store: PostgresStore,
+    partitions: u32,
 ) -> Result<Running<PostgresStore, PgReadModels>, StoreError> {
     store.migrate().await?;
     let read_models = PgReadModels::new(store.clone()).await?;
     let leases = store.leases()?;
-    Ok(Running::start(
+    Running::start(
         store.clone(),
         read_models.clone(),
         PgTransactionalSink::new(store.clone(), read_models),
         |process| CheckpointedSink::new(process, store.checkpoints(), store.dead_letters()),
         leases,
         store.control(),
-    ))
+        partitions,
+    )
 }
 
 /// A bank on the SQLite file of `url` (`sqlite://PATH`, created if missing): events, read
 /// models, checkpoints, dead letters and leases in that one file, the read models written
 /// exactly once; projections leased, so that several processes may serve the same file.
 #[cfg(feature = "sqlite")]
-pub async fn on_sqlite(url: &str) -> Result<Running<SqliteStore, SqliteReadModels>, StoreError> {
+pub async fn on_sqlite(
+    url: &str,
+    partitions: u32,
+) -> Result<Running<SqliteStore, SqliteReadModels>, StoreError> {
     let url = url.to_owned();
     // Opening reads and may create the file: blocking work, kept off the runtime's workers.
     let store = tokio::task::spawn_blocking(move || SqliteStore::connect(&url))
@@ -667,21 +715,23 @@ pub async fn on_sqlite(url: &str) -> Result<Running<SqliteStore, SqliteReadModel
         .map_err(|error| {
             StoreError::backend(format!("opening the SQLite file failed: {error}"))
         })??;
-    on_sqlite_store(store).await
+    on_sqlite_store(store, partitions).await
 }
 
 /// A bank on `store`; see [`on_sqlite`].
 #[cfg(feature = "sqlite")]
 pub async fn on_sqlite_store(
     store: SqliteStore,
+    partitions: u32,
 ) -> Result<Running<SqliteStore, SqliteReadModels>, StoreError> {
     let read_models = SqliteReadModels::new(store.clone()).await?;
-    Ok(Running::start(
+    Running::start(
         store.clone(),
         read_models.clone(),
         SqliteTransactionalSink::new(store.clone(), read_models),
         |process| CheckpointedSink::new(process, store.checkpoints(), store.dead_letters()),
         store.leases(),
         store.control(),
-    ))
+        partitions,
+    )
 }

@@ -35,6 +35,11 @@ struct Cli {
     /// On PostgreSQL, the schema holding the bank's tables (created if missing).
     #[arg(long, global = true, default_value = "banking")]
     schema: String,
+    /// Partitions of the accounts read model (PostgreSQL and SQLite): the processes serving
+    /// one bank share them, each claiming free ones. Every process of a bank must use the same
+    /// count; changing it is a rebuild (the checkpoints of one count mean nothing to another).
+    #[arg(long, global = true, default_value_t = 1)]
+    accounts_partitions: u32,
 }
 
 impl Cli {
@@ -111,14 +116,24 @@ async fn serve_or_demo(cli: Cli) -> Result<(), Box<dyn Error>> {
             run(cli.command, bank::in_memory()).await
         }
         #[cfg(feature = "sqlite")]
-        Openable::Sqlite(url) => run(cli.command, bank::on_sqlite(&url).await?).await,
+        Openable::Sqlite(url) => {
+            run(
+                cli.command,
+                bank::on_sqlite(&url, cli.accounts_partitions).await?,
+            )
+            .await
+        }
         #[cfg(feature = "postgres")]
         Openable::Postgres(url) => {
             let options = PostgresOptions {
                 schema: cli.schema.clone(),
                 ..PostgresOptions::default()
             };
-            run(cli.command, bank::on_postgres(&url, options).await?).await
+            run(
+                cli.command,
+                bank::on_postgres(&url, options, cli.accounts_partitions).await?,
+            )
+            .await
         }
         #[cfg(feature = "eventstoredb")]
         Openable::EventStoreDb(url) => run(cli.command, bank::on_eventstoredb(&url).await?).await,

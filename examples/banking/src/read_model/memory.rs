@@ -76,7 +76,9 @@ impl ReadModels for MemoryReadModels {
         Ok(self.read().ledgers.get(&id).cloned().unwrap_or_default())
     }
 
-    async fn position(&self) -> Result<Option<Position>, StoreError> {
+    /// The in-memory read models run unpartitioned (one process sees them): their one position
+    /// is the projection's.
+    async fn position(&self, _projection: &str) -> Result<Option<Position>, StoreError> {
         Ok(self.read().position)
     }
 }

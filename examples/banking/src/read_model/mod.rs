@@ -285,8 +285,13 @@ pub trait ReadModels: Send + Sync + 'static {
         id: AccountId,
     ) -> impl Future<Output = Result<Vec<LedgerEntry>, StoreError>> + Send;
 
-    /// The position of the last account event the read models hold.
-    fn position(&self) -> impl Future<Output = Result<Option<Position>, StoreError>> + Send;
+    /// The checkpoint of `projection` (the accounts projection, or the partition of it that
+    /// holds an account's stream): the position of the last of its events the read models
+    /// hold. A read-your-writes wait compares it with a write's position.
+    fn position(
+        &self,
+        projection: &str,
+    ) -> impl Future<Output = Result<Option<Position>, StoreError>> + Send;
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::account::AccountId;
 use crate::read_model::{
-    AccountView, LedgerEntry, MovementKind, PROJECTION, ReadModels, account_events, apply,
+    AccountView, LedgerEntry, MovementKind, ReadModels, account_events, apply,
 };
 use crate::transfer::TransferId;
 
@@ -228,8 +228,8 @@ impl ReadModels for PgReadModels {
         rows.iter().map(ledger_entry).collect()
     }
 
-    async fn position(&self) -> Result<Option<Position>, StoreError> {
-        PgCheckpoints::load(&self.store.checkpoints(), PROJECTION).await
+    async fn position(&self, projection: &str) -> Result<Option<Position>, StoreError> {
+        PgCheckpoints::load(&self.store.checkpoints(), projection).await
     }
 }
 

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::account::AccountId;
 use crate::read_model::{
-    AccountView, LedgerEntry, MovementKind, PROJECTION, ReadModels, account_events, apply,
+    AccountView, LedgerEntry, MovementKind, ReadModels, account_events, apply,
 };
 use crate::transfer::TransferId;
 
@@ -184,8 +184,8 @@ impl ReadModels for SqliteReadModels {
             .await
     }
 
-    async fn position(&self) -> Result<Option<Position>, StoreError> {
-        self.store.checkpoints().load(PROJECTION).await
+    async fn position(&self, projection: &str) -> Result<Option<Position>, StoreError> {
+        self.store.checkpoints().load(projection).await
     }
 }
 

@@ -79,7 +79,7 @@ impl Drop for TempDb {
 #[cfg(feature = "sqlite")]
 pub async fn sqlite_bank() -> (Running<SqliteStore, SqliteReadModels>, TempDb) {
     let file = TempDb::new();
-    let running = bank::on_sqlite(&file.url())
+    let running = bank::on_sqlite(&file.url(), 1)
         .await
         .expect("start the bank on SQLite");
     (running, file)
@@ -97,7 +97,7 @@ pub async fn postgres_bank() -> (Running<PostgresStore, PgReadModels>, PostgresS
         ..PostgresOptions::default()
     })
     .await;
-    let running = bank::on_postgres_store(store.clone())
+    let running = bank::on_postgres_store(store.clone(), 1)
         .await
         .expect("start the bank on PostgreSQL");
     (running, store)
