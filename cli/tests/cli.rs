@@ -584,3 +584,49 @@ async fn projections_rebuild_and_redrive_through_the_runner_holding_the_lease() 
     );
     store.drop_schema().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_and_switch_show_and_set_the_version_readers_read() {
+    use decider_core::projection::ProjectionControl;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bank.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let url = format!("sqlite://{}", path.display());
+    assert_eq!(
+        stdout(&decider(&url, None, &["version", "balances"])),
+        "balances: version 1 (no switch yet; readers read the projection named balances)\n"
+    );
+    // A rebuild switched to version 2 (as `BlueGreen::switch_when_caught_up` does).
+    assert!(
+        store
+            .control()
+            .switch_version("balances", None, "v2")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        stdout(&decider(&url, None, &["version", "balances"])),
+        "balances: version 2\n"
+    );
+    assert_eq!(
+        stdout(&decider(&url, None, &["switch", "balances", "1"])),
+        "balances: readers switched from version 2 to 1\n"
+    );
+    assert_eq!(
+        store
+            .control()
+            .active_version("balances")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("v1")
+    );
+    assert_eq!(
+        stdout(&decider(&url, None, &["switch", "balances", "1"])),
+        "balances: version 1 is active already\n"
+    );
+    assert!(
+        failure(&decider(&url, None, &["switch", "balances", "0"])).contains("versions start at 1")
+    );
+}

@@ -673,12 +673,14 @@ async fn migration_4_upgrades_a_store_of_migration_3_and_indexes_its_tagged_even
     store.migrate().await.unwrap();
     let client = raw_client().await;
     let schema = format!("\"{}\"", store.schema());
-    // Back to migration 3: what migration 4 added, removed.
+    // Back to migration 3: what migrations 4 and 5 added, removed.
     client
         .batch_execute(&format!(
-            "DROP FUNCTION {schema}.append_tagged_events; DROP TABLE {schema}.event_tags; \
+            "DROP TABLE {schema}.projection_versions; \
+             ALTER TABLE {schema}.events DROP COLUMN stream_hash; \
+             DROP FUNCTION {schema}.append_tagged_events; DROP TABLE {schema}.event_tags; \
              ALTER TABLE {schema}.events DROP COLUMN tags; \
-             DELETE FROM {schema}.schema_migrations WHERE version = 4"
+             DELETE FROM {schema}.schema_migrations WHERE version >= 4"
         ))
         .await
         .unwrap();
@@ -711,7 +713,7 @@ async fn migration_4_upgrades_a_store_of_migration_3_and_indexes_its_tagged_even
         .await
         .unwrap()
         .get(0);
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     let q = query(&["era:old"], &[]);
     let found = read(&store, &q, None).await;
     assert_eq!(found.len(), 1);

@@ -96,7 +96,7 @@ async fn a_schema_newer_than_the_code_is_refused_naming_both_versions() {
         OpenError::SchemaTooNew {
             path: path.clone(),
             found: 99,
-            supported: 3
+            supported: 4
         }
     );
     let message = error.to_string();
@@ -290,12 +290,12 @@ async fn a_file_of_schema_version_1_is_upgraded_on_open_and_keeps_its_events() {
         .await
         .unwrap();
     close(store).await;
-    // What version 1 was: the tables of migrations 2 and 3 did not exist.
+    // What version 1 was: the tables of migrations 2 to 4 did not exist.
     rusqlite::Connection::open(&path)
         .unwrap()
         .execute_batch(
             "DROP TABLE projection_runners; DROP TABLE projection_requests; \
-             DROP TABLE event_tags; PRAGMA user_version = 1;",
+             DROP TABLE event_tags; DROP TABLE projection_versions; PRAGMA user_version = 1;",
         )
         .unwrap();
 
@@ -320,5 +320,13 @@ async fn a_file_of_schema_version_1_is_upgraded_on_open_and_keeps_its_events() {
         })
         .await
         .unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
+    assert!(
+        store
+            .control()
+            .switch_version("g", None, "v2")
+            .await
+            .unwrap(),
+        "version 4's table exists after the upgrade"
+    );
 }
