@@ -99,12 +99,7 @@ impl<C: ProjectionControl> BlueGreen<C> {
     /// The projection that builds `version` of the read model that `base` (its filter) feeds:
     /// named like the group for version 1, `<group>@v<version>` after.
     pub fn projection(&self, base: &Projection, version: u32) -> Projection {
-        let name = if version <= 1 {
-            self.group.clone()
-        } else {
-            format!("{}@v{version}", self.group)
-        };
-        Projection::new(name).with_filter(base.filter().clone())
+        Projection::new(version_name(&self.group, version)).with_filter(base.filter().clone())
     }
 
     /// The version readers read now: 1 until the first switch.
@@ -253,6 +248,23 @@ impl<C: ProjectionControl> BlueGreen<C> {
 
 fn is_retryable(error: &ProjectionError) -> bool {
     matches!(error, ProjectionError::Store { error, .. } if error.is_retryable())
+}
+
+/// The name of the projection that builds `version` of `group` (its checkpoint's, and the
+/// prefix of its partitions' names): the group's own for version 1, `<group>@v<version>` after.
+///
+/// ```
+/// use decider_core::projection::version_name;
+///
+/// assert_eq!(version_name("balances", 1), "balances");
+/// assert_eq!(version_name("balances", 2), "balances@v2");
+/// ```
+pub fn version_name(group: &str, version: u32) -> String {
+    if version <= 1 {
+        group.to_owned()
+    } else {
+        format!("{group}@v{version}")
+    }
 }
 
 /// The version number of what [`ProjectionControl::active_version`] answered: 1 for `None`

@@ -82,7 +82,7 @@ mod status;
 
 use std::time::Duration;
 
-pub use blue_green::{BlueGreen, Switch, version_number};
+pub use blue_green::{BlueGreen, Switch, version_name, version_number};
 pub use checkpoint::{CheckpointError, CheckpointStore, MemoryCheckpoints};
 pub use control::{
     ControlAction, ControlRequest, MemoryControl, ProjectionControl, ReportedState, RequestDone,

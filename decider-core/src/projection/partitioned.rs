@@ -305,6 +305,10 @@ where
         // The n-th slot of a process makes its first claim n intervals in: processes starting
         // together take one partition each in turn.
         let mut pause = self.claims.claim_interval * slot as u32;
+        // The partition this slot last gave up after a fault: it shows the fault until the slot
+        // claims again (the slot's backoff is the fault's), then waits for its lease like any
+        // other partition this process does not hold.
+        let mut faulted: Option<usize> = None;
         loop {
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
@@ -314,6 +318,11 @@ where
                 claimed = self.claim() => claimed,
                 () = shutdown.as_mut() => return Ok(()),
             };
+            if let Some(given_up) = faulted.take() {
+                if !matches!(claimed, Ok(Some((index, _))) if index == given_up) {
+                    self.runners[given_up].fault_passed();
+                }
+            }
             pause = match claimed {
                 Ok(Some((index, lease))) => {
                     let outcome = self.runners[index]
@@ -324,6 +333,7 @@ where
                         Ok(()) | Err(Halt::Shutdown) => return Ok(()),
                         Err(Halt::Error(error)) => return Err(error),
                         Err(Halt::Fault(_)) => {
+                            faulted = Some(index);
                             let options = self.runners[index].options();
                             faults.backoff(options.retry_base, options.retry_max)
                         }

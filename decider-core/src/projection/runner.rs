@@ -280,6 +280,16 @@ impl<S, K, L, C> ProjectionRunner<S, K, L, C> {
     pub(super) fn lease(&self) -> &L {
         &self.lease
     }
+
+    /// A partition given up after a fault, not taken back by this process: its status shows it
+    /// waiting for its lease here (another process may hold it now), no longer the fault.
+    pub(super) fn fault_passed(&self) {
+        self.status.update(|status| {
+            if matches!(status.state, RunnerState::Reconnecting { .. }) {
+                status.state = RunnerState::WaitingForLease;
+            }
+        });
+    }
 }
 
 impl<S, K, L, C> ProjectionRunner<S, K, L, C>

@@ -50,7 +50,9 @@ async fn main() {
                 ..PostgresOptions::default()
             };
             let store = PostgresStore::connect_with(&url, options).await.unwrap();
-            let running = bank::on_postgres_store(store.clone(), 1).await.unwrap();
+            let running = bank::on_postgres_store(store.clone(), bank::ReadSide::default())
+                .await
+                .unwrap();
             run("decider/postgres", running, per_level).await;
             raw(&store, per_level).await;
             store.drop_schema().await.unwrap();
@@ -61,7 +63,9 @@ async fn main() {
             let url = format!("sqlite://{}", dir.join("bank.db").display());
             run(
                 "decider/sqlite",
-                bank::on_sqlite(&url, 1).await.unwrap(),
+                bank::on_sqlite(&url, bank::ReadSide::default())
+                    .await
+                    .unwrap(),
                 per_level,
             )
             .await;

@@ -5,13 +5,16 @@
 //! a [`Request`] context (idempotency key, correlation id) and answers with a [`Receipt`] whose
 //! position a later read can wait for (read-your-writes).
 
+use std::cmp::Ordering;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use decider_core::projection::{
-    CheckpointedSink, ClaimOptions, Lease, MemoryCheckpoints, MemoryDeadLetters, PartitionedRunner,
-    PoisonPolicy, ProcessHandler, Projection, ProjectionControl, ProjectionError, ProjectionRunner,
-    ProjectionStatus, RunnerOptions, Sink, StatusHandle,
+    BlueGreen, CheckpointedSink, ClaimOptions, Lease, MemoryCheckpoints, MemoryDeadLetters,
+    PartitionedRunner, PoisonPolicy, ProcessHandler, Projection, ProjectionControl,
+    ProjectionError, ProjectionRunner, ProjectionStatus, RunnerOptions, Sink, SinkError,
+    StatusHandle, version_name,
 };
 use decider_core::{
     Codec, CommandError, CommandHandler, CommandOutcome, Decider, Direction, EventFilter,
@@ -39,7 +42,7 @@ use crate::read_model::memory::MemoryReadModels;
 use crate::read_model::postgres::PgReadModels;
 #[cfg(feature = "sqlite")]
 use crate::read_model::sqlite::SqliteReadModels;
-use crate::read_model::{AccountView, LedgerEntry, PROJECTION, ReadModels};
+use crate::read_model::{AccountView, PROJECTION, ReadModels, Statement};
 use crate::transfer::{
     Transfer, TransferCommand, TransferError, TransferId, TransferRequest, TransferState,
 };
@@ -217,6 +220,41 @@ pub struct Consistency {
     pub timeout: Duration,
 }
 
+/// How the accounts read model runs in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadSide {
+    /// Its partitions: the processes of one bank share them, each claiming free ones. Every
+    /// process of a bank uses the same count; changing it is a rebuild into a new version.
+    pub partitions: u32,
+    /// The version this process builds (PostgreSQL and SQLite). One later than the active
+    /// version is a blue/green rebuild: it builds into its own tables beside the live one
+    /// (which this process keeps building too, until the switch), readers are switched to it
+    /// once it has caught up, and the old version's tables are dropped.
+    pub version: u32,
+}
+
+impl Default for ReadSide {
+    /// One partition, version 1.
+    fn default() -> Self {
+        Self {
+            partitions: 1,
+            version: 1,
+        }
+    }
+}
+
+/// The versions a process of version `ours` builds while `active` is active: the active one
+/// while it is older than ours (readers read it until the switch, also once every process of
+/// the old version is gone), then ours; none if a later version than ours is active already
+/// (this process is outdated: it reads the active version and builds nothing).
+fn versions_to_build(active: u32, ours: u32) -> Vec<u32> {
+    match active.cmp(&ours) {
+        Ordering::Less => vec![active, ours],
+        Ordering::Equal => vec![ours],
+        Ordering::Greater => Vec::new(),
+    }
+}
+
 /// The transfer process manager over a store `S`.
 pub type TransferProcessHandler<S> = ProcessHandler<TransferProcess, S>;
 
@@ -228,8 +266,9 @@ pub struct Bank<S: EventStore, R> {
     read_models: R,
     store: S,
     projections: Vec<StatusHandle>,
-    /// The accounts projection and its partition count: a read of an account waits on the
-    /// checkpoint of the partition that holds the account's stream.
+    /// The accounts projection (version 1's; [`version_name`] names the others) and its
+    /// partition count: a read of an account waits on the checkpoint of the partition of the
+    /// active version that holds the account's stream.
     accounts_projection: Projection,
     partitions: u32,
 }
@@ -360,30 +399,64 @@ impl<S: EventStore + Clone, R: ReadModels> Bank<S, R> {
         Ok((state, last))
     }
 
-    /// The account's view from the read model, after waiting for `consistency` if given.
+    /// The account's view from the active version of the read model, after waiting for
+    /// `consistency` if given.
     pub async fn account(
         &self,
         id: AccountId,
         consistency: Option<Consistency>,
     ) -> Result<AccountView, BankError> {
-        self.caught_up(id, consistency).await?;
-        self.read_models
-            .account(id)
-            .await?
-            .ok_or(BankError::AccountNotFound)
+        let (_, account) = self
+            .in_active_version(id, consistency, |version| {
+                self.read_models.account(version, id)
+            })
+            .await?;
+        account.ok_or(BankError::AccountNotFound)
     }
 
-    /// The account's ledger from the read model, after waiting for `consistency` if given.
-    pub async fn ledger(
+    /// The account's view and ledger, read together from the active version of the read model
+    /// (so the balance is the ledger's last), after waiting for `consistency` if given; with the
+    /// version read.
+    pub async fn statement(
         &self,
         id: AccountId,
         consistency: Option<Consistency>,
-    ) -> Result<Vec<LedgerEntry>, BankError> {
-        self.caught_up(id, consistency).await?;
-        if self.read_models.account(id).await?.is_none() {
-            return Err(BankError::AccountNotFound);
+    ) -> Result<(u32, Statement), BankError> {
+        let (version, statement) = self
+            .in_active_version(id, consistency, |version| {
+                self.read_models.statement(version, id)
+            })
+            .await?;
+        Ok((version, statement.ok_or(BankError::AccountNotFound)?))
+    }
+
+    /// `read` of the active version, once caught up with `consistency`.
+    async fn in_active_version<T, Read, Fut>(
+        &self,
+        id: AccountId,
+        consistency: Option<Consistency>,
+        read: Read,
+    ) -> Result<(u32, T), BankError>
+    where
+        Read: Fn(u32) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let mut version = self.read_models.active_version().await?;
+        loop {
+            self.caught_up(version, id, consistency).await?;
+            match read(version).await {
+                Ok(found) => return Ok((version, found)),
+                Err(error) => {
+                    // A rebuild may have switched since the look, and dropped this version's
+                    // tables after its grace period: read the version active now.
+                    let active = self.read_models.active_version().await?;
+                    if active == version {
+                        return Err(error.into());
+                    }
+                    version = active;
+                }
+            }
         }
-        Ok(self.read_models.ledger(id).await?)
     }
 
     /// The account's view once the read model holds every event of the account written so far
@@ -406,19 +479,20 @@ impl<S: EventStore + Clone, R: ReadModels> Bank<S, R> {
         self.account(id, Some(consistency)).await
     }
 
-    /// Waits until the partition of the accounts projection that holds `id`'s stream has
-    /// reached `consistency`'s position (partitions move at their own pace; the others do not
-    /// matter to this account).
+    /// Waits until the partition of `version` of the accounts projection that holds `id`'s
+    /// stream has reached `consistency`'s position (partitions move at their own pace; the
+    /// others do not matter to this account).
     async fn caught_up(
         &self,
+        version: u32,
         id: AccountId,
         consistency: Option<Consistency>,
     ) -> Result<(), BankError> {
         let Some(Consistency { after, timeout }) = consistency else {
             return Ok(());
         };
-        let partition = self
-            .accounts_projection
+        let partition = Projection::new(version_name(PROJECTION, version))
+            .with_filter(self.accounts_projection.filter().clone())
             .partition_for(&id.stream(), self.partitions)
             .map_err(|error| BankError::Internal(error.to_string()))?;
         let started = Instant::now();
@@ -471,19 +545,20 @@ pub struct Running<S: EventStore, R> {
 }
 
 impl<S: EventStore + Clone, R: ReadModels> Running<S, R> {
-    /// Starts the projections of a bank over `store`: the read models into `read_models_sink`
-    /// (as `partitions` partitions, claimed with the other processes of the bank) and the
-    /// transfer process with `process_checkpoints`, each leased with `lease` and reporting to
-    /// (and taking operators' requests from) `control`.
+    /// Starts the projections of a bank over `store`: the read models, each version of `builds`
+    /// into its sink (as `read_side.partitions` partitions, claimed with the other processes of
+    /// the bank; the version `read_side.version` switched to once caught up), and the transfer
+    /// process with `process_checkpoints`, each leased with `lease` and reporting to (and
+    /// taking operators' requests from) `control`, which also keeps the active version.
     #[allow(clippy::too_many_arguments, reason = "the one place that wires a bank")]
     fn start<K1, K2, L, C>(
         store: S,
         read_models: R,
-        read_models_sink: K1,
+        builds: Vec<(u32, K1)>,
         process_sink: impl FnOnce(TransferProcessHandler<S>) -> K2,
         lease: L,
         control: C,
-        partitions: u32,
+        read_side: ReadSide,
     ) -> Result<Self, StoreError>
     where
         K1: Sink,
@@ -518,24 +593,29 @@ impl<S: EventStore + Clone, R: ReadModels> Running<S, R> {
         };
         let accounts_projection = Projection::new(PROJECTION)
             .with_filter(EventFilter::all().with_categories(["account"]));
-        let read_side = PartitionedRunner::new(
-            store.clone(),
-            accounts_projection.clone(),
-            partitions,
-            read_models_sink,
-        )
-        .map_err(|error| StoreError::InvalidInput(format!("accounts partitions: {error}")))?
-        .with_claims(ClaimOptions {
-            // Every process may take every partition: a survivor takes a dead one's over.
-            limit: usize::MAX,
-            claim_interval: Duration::from_millis(500),
-        })
-        .with_options(RunnerOptions {
-            poison: PoisonPolicy::Stop,
-            ..options.clone()
-        })
-        .with_lease(lease.clone())
-        .with_control(control.clone());
+        let versions = BlueGreen::new(PROJECTION, control.clone());
+        let mut read_sides = Vec::with_capacity(builds.len());
+        for (version, sink) in builds {
+            let runner = PartitionedRunner::new(
+                store.clone(),
+                versions.projection(&accounts_projection, version),
+                read_side.partitions,
+                Arc::new(sink),
+            )
+            .map_err(|error| StoreError::InvalidInput(format!("accounts partitions: {error}")))?
+            .with_claims(ClaimOptions {
+                // Every process may take every partition: a survivor takes a dead one's over.
+                limit: usize::MAX,
+                claim_interval: Duration::from_millis(500),
+            })
+            .with_options(RunnerOptions {
+                poison: PoisonPolicy::Stop,
+                ..options.clone()
+            })
+            .with_lease(lease.clone())
+            .with_control(control.clone());
+            read_sides.push((version, runner));
+        }
         let process = ProjectionRunner::new(
             store.clone(),
             // Each transfer is driven to its end from its request; the later events of the
@@ -557,19 +637,11 @@ impl<S: EventStore + Clone, R: ReadModels> Running<S, R> {
         })
         .with_lease(lease)
         .with_control(control);
-        let mut projections = read_side.status_handles();
+        let mut projections: Vec<StatusHandle> = read_sides
+            .iter()
+            .flat_map(|(_, runner)| runner.status_handles())
+            .collect();
         projections.push(process.status_handle());
-        let read_side = {
-            let mut stopped = stopped.clone();
-            tokio::spawn(async move {
-                read_side
-                    .run(async move {
-                        let _ = stopped.wait_for(|stop| *stop).await;
-                    })
-                    .await
-            })
-        };
-        let runners = vec![read_side, spawn(process, stopped)];
         let bank = Arc::new(Bank {
             accounts,
             transfers,
@@ -577,8 +649,26 @@ impl<S: EventStore + Clone, R: ReadModels> Running<S, R> {
             store,
             projections,
             accounts_projection,
-            partitions,
+            partitions: read_side.partitions,
         });
+        let mut runners = vec![spawn(process, stopped.clone())];
+        for (version, runner) in read_sides {
+            if version == read_side.version {
+                runners.push(switch_when_caught_up(
+                    &bank,
+                    versions.clone(),
+                    &runner,
+                    version,
+                    stopped.clone(),
+                ));
+            }
+            runners.push(spawn_version(
+                runner,
+                version,
+                versions.clone(),
+                stopped.clone(),
+            ));
+        }
         Ok(Self {
             bank,
             shutdown,
@@ -602,6 +692,69 @@ impl<S: EventStore + Clone, R: ReadModels> Running<S, R> {
         }
         Ok(())
     }
+}
+
+/// Runs `version`'s partitions until shutdown, or until a later version is switched to.
+fn spawn_version<S, K, L, C>(
+    runner: PartitionedRunner<S, K, L, C>,
+    version: u32,
+    versions: BlueGreen<C>,
+    mut stopped: watch::Receiver<bool>,
+) -> JoinHandle<Result<(), ProjectionError>>
+where
+    S: EventStore + Clone,
+    K: Sink + Clone,
+    L: Lease + Clone,
+    C: ProjectionControl + Clone,
+{
+    tokio::spawn(async move {
+        runner
+            .run(async move {
+                tokio::select! {
+                    _ = stopped.wait_for(|stop| *stop) => {}
+                    () = versions.superseded(version) => {
+                        tracing::info!(version, "a later version of the accounts read model is active: this one stops");
+                    }
+                }
+            })
+            .await
+    })
+}
+
+/// Switches readers to `version` (built by `runner`) once it has caught up, then drops the
+/// version they read before (after the grace period for reads in flight); nothing if
+/// `version` or a later one is active already. Ends early at shutdown.
+fn switch_when_caught_up<S, K, L, C, R>(
+    bank: &Arc<Bank<S, R>>,
+    versions: BlueGreen<C>,
+    runner: &PartitionedRunner<S, K, L, C>,
+    version: u32,
+    mut stopped: watch::Receiver<bool>,
+) -> JoinHandle<Result<(), ProjectionError>>
+where
+    S: EventStore + Clone,
+    K: Sink + Clone,
+    L: Lease + Clone,
+    C: ProjectionControl + Clone,
+    R: ReadModels,
+{
+    let (bank, store) = (bank.clone(), bank.store.clone());
+    let sink = runner.sink().clone();
+    let partitions: Vec<Projection> = runner.partitions().cloned().collect();
+    tokio::spawn(async move {
+        let drop_old = |old: u32| async move {
+            bank.read_models
+                .drop_version(old)
+                .await
+                .map_err(|error| SinkError::Fatal(error.to_string()))
+        };
+        tokio::select! {
+            switched = versions.switch_when_caught_up(&store, &sink, &partitions, version, drop_old) => {
+                switched.map(|_| ())
+            }
+            _ = stopped.wait_for(|stop| *stop) => Ok(()),
+        }
+    })
 }
 
 fn spawn<S, K, L, C>(
@@ -635,11 +788,14 @@ pub fn in_memory_on<S: EventStore + Clone>(store: S) -> Running<S, MemoryReadMod
     Running::start(
         store,
         read_models.clone(),
-        CheckpointedSink::new(
-            read_models,
-            MemoryCheckpoints::default(),
-            MemoryDeadLetters::default(),
-        ),
+        vec![(
+            1,
+            CheckpointedSink::new(
+                read_models,
+                MemoryCheckpoints::default(),
+                MemoryDeadLetters::default(),
+            ),
+        )],
         |process| {
             CheckpointedSink::new(
                 process,
@@ -650,8 +806,8 @@ pub fn in_memory_on<S: EventStore + Clone>(store: S) -> Running<S, MemoryReadMod
         decider_core::projection::Unleased,
         // Nothing outside this process could see it.
         decider_core::projection::Uncontrolled,
-        // One process: nothing to share.
-        1,
+        // One process: nothing to share, and no version to switch to.
+        ReadSide::default(),
     )
     .unwrap_or_else(|error| unreachable!("one partition always exists: {error}"))
 }
@@ -675,28 +831,36 @@ pub async fn on_eventstoredb(
 pub async fn on_postgres(
     url: &str,
     options: PostgresOptions,
-    partitions: u32,
+    read_side: ReadSide,
 ) -> Result<Running<PostgresStore, PgReadModels>, StoreError> {
-    on_postgres_store(PostgresStore::connect_with(url, options).await?, partitions).await
+    on_postgres_store(PostgresStore::connect_with(url, options).await?, read_side).await
 }
 
 /// A bank on `store` (migrated here if needed); see [`on_postgres`].
 #[cfg(feature = "postgres")]
 pub async fn on_postgres_store(
     store: PostgresStore,
-    partitions: u32,
+    read_side: ReadSide,
 ) -> Result<Running<PostgresStore, PgReadModels>, StoreError> {
     store.migrate().await?;
-    let read_models = PgReadModels::new(store.clone()).await?;
+    let active = BlueGreen::new(PROJECTION, store.control()).active().await?;
+    let mut builds = Vec::new();
+    for version in versions_to_build(active, valid(read_side)?.version) {
+        let models = PgReadModels::new(store.clone(), version).await?;
+        builds.push((version, PgTransactionalSink::new(store.clone(), models)));
+    }
+    // Readers read whichever version is active; these models' own version is the latest there
+    // is (its tables exist or are being built).
+    let read_models = PgReadModels::new(store.clone(), active.max(read_side.version)).await?;
     let leases = store.leases()?;
     Running::start(
         store.clone(),
-        read_models.clone(),
-        PgTransactionalSink::new(store.clone(), read_models),
+        read_models,
+        builds,
         |process| CheckpointedSink::new(process, store.checkpoints(), store.dead_letters()),
         leases,
         store.control(),
-        partitions,
+        read_side,
     )
 }
 
@@ -706,7 +870,7 @@ pub async fn on_postgres_store(
 #[cfg(feature = "sqlite")]
 pub async fn on_sqlite(
     url: &str,
-    partitions: u32,
+    read_side: ReadSide,
 ) -> Result<Running<SqliteStore, SqliteReadModels>, StoreError> {
     let url = url.to_owned();
     // Opening reads and may create the file: blocking work, kept off the runtime's workers.
@@ -715,23 +879,54 @@ pub async fn on_sqlite(
         .map_err(|error| {
             StoreError::backend(format!("opening the SQLite file failed: {error}"))
         })??;
-    on_sqlite_store(store, partitions).await
+    on_sqlite_store(store, read_side).await
 }
 
 /// A bank on `store`; see [`on_sqlite`].
 #[cfg(feature = "sqlite")]
 pub async fn on_sqlite_store(
     store: SqliteStore,
-    partitions: u32,
+    read_side: ReadSide,
 ) -> Result<Running<SqliteStore, SqliteReadModels>, StoreError> {
-    let read_models = SqliteReadModels::new(store.clone()).await?;
+    let active = BlueGreen::new(PROJECTION, store.control()).active().await?;
+    let mut builds = Vec::new();
+    for version in versions_to_build(active, valid(read_side)?.version) {
+        let models = SqliteReadModels::new(store.clone(), version).await?;
+        builds.push((version, SqliteTransactionalSink::new(store.clone(), models)));
+    }
+    let read_models = SqliteReadModels::new(store.clone(), active.max(read_side.version)).await?;
     Running::start(
         store.clone(),
-        read_models.clone(),
-        SqliteTransactionalSink::new(store.clone(), read_models),
+        read_models,
+        builds,
         |process| CheckpointedSink::new(process, store.checkpoints(), store.dead_letters()),
         store.leases(),
         store.control(),
-        partitions,
+        read_side,
     )
+}
+
+/// `read_side`, if its version is one (versions count from 1).
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+fn valid(read_side: ReadSide) -> Result<ReadSide, StoreError> {
+    if read_side.version == 0 {
+        return Err(StoreError::InvalidInput(
+            "accounts version 0: versions count from 1".to_owned(),
+        ));
+    }
+    Ok(read_side)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::versions_to_build;
+
+    #[test]
+    fn a_process_builds_the_active_version_until_its_own_is_switched_to() {
+        assert_eq!(versions_to_build(1, 1), [1]);
+        assert_eq!(versions_to_build(1, 2), [1, 2]);
+        assert_eq!(versions_to_build(2, 2), [2]);
+        // Outdated: a later version is active; it reads that one and builds nothing.
+        assert_eq!(versions_to_build(3, 2), Vec::<u32>::new());
+    }
 }

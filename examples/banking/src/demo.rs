@@ -132,7 +132,7 @@ pub async fn run<S: EventStore + Clone, R: ReadModels>(
         )?;
     }
     writeln!(out, "Ada's ledger")?;
-    for entry in bank.ledger(ada, None).await? {
+    for entry in bank.statement(ada, None).await?.1.entries {
         writeln!(
             out,
             "  #{:<2} {:<16} {:>10} → {:>10}",

@@ -54,7 +54,7 @@ use uuid::Uuid;
 use crate::account::{AccountCommand, AccountError, AccountId};
 use crate::bank::{Bank, BankError, Consistency, Receipt, Request};
 use crate::money::{Amount, Currency};
-use crate::read_model::{AccountView, LedgerEntry, ReadModels};
+use crate::read_model::{AccountView, ReadModels, Statement};
 use crate::transfer::{Refusal, TransferError, TransferId, TransferRequest, TransferState};
 
 /// The longest a read may ask to wait.
@@ -123,11 +123,11 @@ trait Api: Send + Sync {
         consistency: Option<Consistency>,
     ) -> BoxFuture<'_, Result<AccountView, BankError>>;
 
-    fn ledger(
+    fn statement(
         &self,
         id: AccountId,
         consistency: Option<Consistency>,
-    ) -> BoxFuture<'_, Result<Vec<LedgerEntry>, BankError>>;
+    ) -> BoxFuture<'_, Result<(u32, Statement), BankError>>;
 
     fn projections(&self) -> Vec<ProjectionStatus>;
 
@@ -184,12 +184,12 @@ impl<S: EventStore + Clone, R: ReadModels> Api for Bank<S, R> {
         Box::pin(Bank::account(self, id, consistency))
     }
 
-    fn ledger(
+    fn statement(
         &self,
         id: AccountId,
         consistency: Option<Consistency>,
-    ) -> BoxFuture<'_, Result<Vec<LedgerEntry>, BankError>> {
-        Box::pin(Bank::ledger(self, id, consistency))
+    ) -> BoxFuture<'_, Result<(u32, Statement), BankError>> {
+        Box::pin(Bank::statement(self, id, consistency))
     }
 
     fn projections(&self) -> Vec<ProjectionStatus> {
@@ -656,8 +656,16 @@ async fn ledger(
     id: AccountId,
     Params(params): Params<ReadParams>,
 ) -> Result<Response, ApiError> {
-    let entries = bank.ledger(id, params.consistency()?).await?;
-    Ok(Json(json!({ "id": id, "entries": entries })).into_response())
+    let (read_model, statement) = bank.statement(id, params.consistency()?).await?;
+    // The balance and the lines come from one snapshot of one version of the read model.
+    Ok(Json(json!({
+        "id": id,
+        "balance": statement.account.balance,
+        "version": statement.account.version,
+        "read_model": read_model,
+        "entries": statement.entries,
+    }))
+    .into_response())
 }
 
 async fn transfer(

@@ -9,7 +9,7 @@ use std::error::Error;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use banking::bank::{self, Running};
+use banking::bank::{self, ReadSide, Running};
 use banking::read_model::ReadModels;
 use banking::store_url::{Openable, StoreUrl};
 use banking::{demo, http};
@@ -40,11 +40,25 @@ struct Cli {
     /// count; changing it is a rebuild (the checkpoints of one count mean nothing to another).
     #[arg(long, global = true, default_value_t = 1)]
     accounts_partitions: u32,
+    /// The version of the accounts read model this process builds (PostgreSQL and SQLite). One
+    /// later than the active version is a blue/green rebuild without downtime: it builds into
+    /// its own tables while readers read the active one, readers switch to it once it has caught
+    /// up, and the old version's tables are dropped. `decider version banking-accounts` shows
+    /// the active one.
+    #[arg(long, global = true, default_value_t = 1)]
+    accounts_version: u32,
 }
 
 impl Cli {
     /// The store named, or the command's default: a file for the server, which must keep what
     /// it is told; memory for the demo, which starts afresh every time.
+    fn read_side(&self) -> ReadSide {
+        ReadSide {
+            partitions: self.accounts_partitions,
+            version: self.accounts_version,
+        }
+    }
+
     fn store(&self) -> StoreUrl {
         self.store.clone().unwrap_or_else(|| match self.command {
             Command::Serve { .. } => StoreUrl::Sqlite("sqlite://banking.db".to_owned()),
@@ -105,8 +119,10 @@ async fn start(cli: Cli) -> Result<(), Box<dyn Error>> {
 }
 
 async fn serve_or_demo(cli: Cli) -> Result<(), Box<dyn Error>> {
+    let read_side = cli.read_side();
     match cli.store().openable()? {
         Openable::Memory => {
+            one_process_read_side(&cli)?;
             if matches!(cli.command, Command::Serve { .. }) {
                 tracing::warn!(
                     "the store is in memory: every account, transfer and idempotency key is lost \
@@ -116,13 +132,7 @@ async fn serve_or_demo(cli: Cli) -> Result<(), Box<dyn Error>> {
             run(cli.command, bank::in_memory()).await
         }
         #[cfg(feature = "sqlite")]
-        Openable::Sqlite(url) => {
-            run(
-                cli.command,
-                bank::on_sqlite(&url, cli.accounts_partitions).await?,
-            )
-            .await
-        }
+        Openable::Sqlite(url) => run(cli.command, bank::on_sqlite(&url, read_side).await?).await,
         #[cfg(feature = "postgres")]
         Openable::Postgres(url) => {
             let options = PostgresOptions {
@@ -131,13 +141,29 @@ async fn serve_or_demo(cli: Cli) -> Result<(), Box<dyn Error>> {
             };
             run(
                 cli.command,
-                bank::on_postgres(&url, options, cli.accounts_partitions).await?,
+                bank::on_postgres(&url, options, read_side).await?,
             )
             .await
         }
         #[cfg(feature = "eventstoredb")]
-        Openable::EventStoreDb(url) => run(cli.command, bank::on_eventstoredb(&url).await?).await,
+        Openable::EventStoreDb(url) => {
+            one_process_read_side(&cli)?;
+            run(cli.command, bank::on_eventstoredb(&url).await?).await
+        }
     }
+}
+
+/// The in-memory read models (of the memory store and of EventStoreDB) live in one process and
+/// are rebuilt at each start: nothing to partition between processes, no version to switch to.
+fn one_process_read_side(cli: &Cli) -> Result<(), Box<dyn Error>> {
+    if cli.read_side() == ReadSide::default() {
+        return Ok(());
+    }
+    Err(
+        "--accounts-partitions and --accounts-version need a store that several processes \
+         share: --store sqlite://PATH or postgres://…"
+            .into(),
+    )
 }
 
 async fn run<S: EventStore + Clone, R: ReadModels>(

@@ -71,7 +71,13 @@ async fn lost_replies_between_the_steps_of_a_transfer_move_money_once() {
                 balance,
                 "lost reply {lost}"
             );
-            let moves = bank.read_models().ledger(account).await.unwrap();
+            let moves = bank
+                .read_models()
+                .statement(1, account)
+                .await
+                .unwrap()
+                .unwrap()
+                .entries;
             let of_transfer: Vec<_> = moves
                 .iter()
                 .filter(|entry| entry.transfer == Some(transfer))

@@ -240,7 +240,13 @@ async fn traffic<S: EventStore + Clone, R: ReadModels>(running: Running<S, R>) {
     let second = replay(&bank).await;
     for (account, view) in accounts.iter().zip(&views) {
         let id = AccountId(Uuid::parse_str(&account.id).unwrap());
-        let live_ledger = bank.read_models().ledger(id).await.unwrap();
+        let live_ledger = bank
+            .read_models()
+            .statement(1, id)
+            .await
+            .unwrap()
+            .unwrap()
+            .entries;
         for replayed in [&first, &second] {
             assert_eq!(replayed.0.get(&id), Some(view));
             assert_eq!(replayed.1.get(&id), Some(&live_ledger));
@@ -275,8 +281,9 @@ async fn replay<S: EventStore + Clone, R: ReadModels>(bank: &Bank<S, R>) -> Repl
     let mut ledgers = HashMap::new();
     for event in &events {
         let id = AccountId::from_stream(&event.stream).unwrap();
-        views.insert(id, models.account(id).await.unwrap().unwrap());
-        ledgers.insert(id, models.ledger(id).await.unwrap());
+        let statement = models.statement(1, id).await.unwrap().unwrap();
+        views.insert(id, statement.account);
+        ledgers.insert(id, statement.entries);
     }
     assert!(
         ledgers

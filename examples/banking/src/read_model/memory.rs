@@ -8,7 +8,7 @@ use decider_core::projection::{EventHandler, SinkError};
 use decider_core::{Position, RecordedEvent, StoreError};
 
 use crate::account::AccountId;
-use crate::read_model::{AccountView, LedgerEntry, ReadModels, account_events, apply};
+use crate::read_model::{AccountView, LedgerEntry, ReadModels, Statement, account_events, apply};
 
 /// Balances and ledgers in memory; an [`EventHandler`] for the projection runner. Cheap to
 /// clone: clones share the data.
@@ -68,17 +68,51 @@ impl EventHandler for MemoryReadModels {
 }
 
 impl ReadModels for MemoryReadModels {
-    async fn account(&self, id: AccountId) -> Result<Option<AccountView>, StoreError> {
+    /// Always 1: one process sees these read models, rebuilt from the log at every start, so
+    /// there is no version to switch to.
+    async fn active_version(&self) -> Result<u32, StoreError> {
+        Ok(1)
+    }
+
+    async fn account(
+        &self,
+        version: u32,
+        id: AccountId,
+    ) -> Result<Option<AccountView>, StoreError> {
+        only_version_1(version)?;
         Ok(self.read().accounts.get(&id).cloned())
     }
 
-    async fn ledger(&self, id: AccountId) -> Result<Vec<LedgerEntry>, StoreError> {
-        Ok(self.read().ledgers.get(&id).cloned().unwrap_or_default())
+    async fn statement(
+        &self,
+        version: u32,
+        id: AccountId,
+    ) -> Result<Option<Statement>, StoreError> {
+        only_version_1(version)?;
+        let models = self.read();
+        Ok(models.accounts.get(&id).map(|account| Statement {
+            account: account.clone(),
+            entries: models.ledgers.get(&id).cloned().unwrap_or_default(),
+        }))
+    }
+
+    async fn drop_version(&self, version: u32) -> Result<(), StoreError> {
+        only_version_1(version)
     }
 
     /// The in-memory read models run unpartitioned (one process sees them): their one position
     /// is the projection's.
     async fn position(&self, _projection: &str) -> Result<Option<Position>, StoreError> {
         Ok(self.read().position)
+    }
+}
+
+fn only_version_1(version: u32) -> Result<(), StoreError> {
+    if version == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidInput(format!(
+            "the in-memory read models have version 1 only, not {version}"
+        )))
     }
 }

@@ -24,8 +24,29 @@ use serde::{Serialize, Serializer};
 use crate::account::{AccountEvent, AccountId};
 use crate::transfer::TransferId;
 
-/// The name of the projection that keeps the read models (and of its checkpoint).
+/// The name of the projection that keeps the read models: the blue/green group of their
+/// versions, and version 1's projection (and checkpoint) name. Version `n > 1` is built by
+/// `banking-accounts@v<n>` ([`version_name`](decider_core::projection::version_name)).
 pub const PROJECTION: &str = "banking-accounts";
+
+/// The tables (or keys) that hold `version` of the read models: `banking_accounts` and
+/// `banking_ledger` for version 1, the same with `_v<n>` after for version `n`.
+///
+/// ```
+/// assert_eq!(banking::read_model::tables(1), ("banking_accounts".into(), "banking_ledger".into()));
+/// assert_eq!(banking::read_model::tables(2).1, "banking_ledger_v2");
+/// ```
+pub fn tables(version: u32) -> (String, String) {
+    let suffix = if version <= 1 {
+        String::new()
+    } else {
+        format!("_v{version}")
+    };
+    (
+        format!("banking_accounts{suffix}"),
+        format!("banking_ledger{suffix}"),
+    )
+}
 
 /// An account as the read model has it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -271,19 +292,41 @@ pub fn account_events(
     Ok(events)
 }
 
-/// What the HTTP API reads: the two read models and how far they have got.
+/// An account's view and its ledger, read together: the balance is the last line's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Statement {
+    /// The account's view.
+    pub account: AccountView,
+    /// Its ledger, oldest first.
+    pub entries: Vec<LedgerEntry>,
+}
+
+/// What the bank reads: the versions of the read models, each version's views and ledgers, and
+/// how far they have got.
+///
+/// Versions come from blue/green rebuilds: a new version builds into its own tables
+/// ([`tables`]) beside the live one, and readers read the [active](Self::active_version) one.
 pub trait ReadModels: Send + Sync + 'static {
-    /// The account's view, if the read model has it.
+    /// The version readers read now: 1 until a rebuild switches to a later one.
+    fn active_version(&self) -> impl Future<Output = Result<u32, StoreError>> + Send;
+
+    /// The account's view in `version`, if that version has it.
     fn account(
         &self,
+        version: u32,
         id: AccountId,
     ) -> impl Future<Output = Result<Option<AccountView>, StoreError>> + Send;
 
-    /// The account's ledger, oldest first (empty for an unknown account).
-    fn ledger(
+    /// The account's view and ledger in `version`, read from one snapshot (so they agree), if
+    /// that version has the account.
+    fn statement(
         &self,
+        version: u32,
         id: AccountId,
-    ) -> impl Future<Output = Result<Vec<LedgerEntry>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<Statement>, StoreError>> + Send;
+
+    /// Drops `version`'s tables: the hook a rebuild calls once readers have left it.
+    fn drop_version(&self, version: u32) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The checkpoint of `projection` (the accounts projection, or the partition of it that
     /// holds an account's stream): the position of the last of its events the read models

@@ -3,26 +3,29 @@
 //! projection's checkpoint commit together, so every event is applied exactly once.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
-use decider_core::projection::{CheckpointStore, SinkError};
+use decider_core::projection::{BlueGreen, CheckpointStore, SinkError};
 use decider_core::{Position, RecordedEvent, StoreError};
 use decider_store_postgres::{
-    PgCheckpoints, PostgresStore, TransactionalHandler, handle_error, pool_error, store_error,
+    PgCheckpoints, PgControl, PostgresStore, TransactionalHandler, handle_error, pool_error,
+    store_error,
 };
-use tokio_postgres::{GenericClient, Row, Transaction};
+use tokio_postgres::{GenericClient, IsolationLevel, Row, Transaction};
 use uuid::Uuid;
 
 use crate::account::AccountId;
 use crate::read_model::{
-    AccountView, LedgerEntry, MovementKind, ReadModels, account_events, apply,
+    AccountView, LedgerEntry, MovementKind, PROJECTION, ReadModels, Statement, account_events,
+    apply, tables,
 };
 use crate::transfer::TransferId;
 
-/// The statements, for the schema `{schema}` of the store.
+/// The statements, for the tables `{accounts}` and `{ledger}` of one version, in the store's schema.
 mod sql {
     pub(super) const CREATE: &str = "
-        SELECT pg_advisory_xact_lock(hashtext('{schema}.banking_read_models'));
-        CREATE TABLE IF NOT EXISTS {schema}.banking_accounts (
+        SELECT pg_advisory_xact_lock(hashtext('{accounts}'));
+        CREATE TABLE IF NOT EXISTS {accounts} (
             account_id uuid PRIMARY KEY,
             owner text NOT NULL,
             currency text NOT NULL,
@@ -33,7 +36,7 @@ mod sql {
             position_commit bigint NOT NULL,
             position_prepare bigint NOT NULL
         );
-        CREATE TABLE IF NOT EXISTS {schema}.banking_ledger (
+        CREATE TABLE IF NOT EXISTS {ledger} (
             account_id uuid NOT NULL,
             revision bigint NOT NULL,
             kind text NOT NULL,
@@ -48,10 +51,10 @@ mod sql {
     pub(super) const ACCOUNTS: &str = "
         SELECT account_id, owner, currency, overdraft_limit, balance, closed, version,
                position_commit, position_prepare
-        FROM {schema}.banking_accounts WHERE account_id = ANY($1)";
+        FROM {accounts} WHERE account_id = ANY($1)";
 
     pub(super) const UPSERT_ACCOUNTS: &str = "
-        INSERT INTO {schema}.banking_accounts
+        INSERT INTO {accounts}
         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
                              $6::boolean[], $7::bigint[], $8::bigint[], $9::bigint[])
         ON CONFLICT (account_id) DO UPDATE SET
@@ -60,60 +63,101 @@ mod sql {
             position_prepare = excluded.position_prepare";
 
     pub(super) const INSERT_LEDGER: &str = "
-        INSERT INTO {schema}.banking_ledger
+        INSERT INTO {ledger}
         SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[],
                              $6::uuid[], $7::uuid[], $8::bigint[])";
 
     pub(super) const LEDGER: &str = "
         SELECT revision, kind, amount, balance, transfer_id, counterparty, recorded_at_ms
-        FROM {schema}.banking_ledger WHERE account_id = $1 ORDER BY revision";
+        FROM {ledger} WHERE account_id = $1 ORDER BY revision";
 
-    pub(super) const RESET: &str = "TRUNCATE {schema}.banking_accounts, {schema}.banking_ledger";
+    pub(super) const RESET: &str = "TRUNCATE {accounts}, {ledger}";
+
+    pub(super) const DROP: &str = "DROP TABLE IF EXISTS {accounts}, {ledger}";
 }
 
-/// Balances and ledgers in the tables `banking_accounts` and `banking_ledger` of the store's
-/// schema; a [`TransactionalHandler`] for the projection runner.
+/// Balances and ledgers in the tables of one version ([`tables`]) in the store's schema; a
+/// [`TransactionalHandler`] for the projection runner of that version, and a reader of every
+/// version.
 #[derive(Debug, Clone)]
 pub struct PgReadModels {
     store: PostgresStore,
-    statements: Statements,
+    statements: Arc<Statements>,
+    versions: BlueGreen<PgControl>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Statements {
+    version: u32,
+    create: String,
     accounts: String,
     upsert_accounts: String,
     insert_ledger: String,
     ledger: String,
     reset: String,
+    drop: String,
+}
+
+impl Statements {
+    fn new(schema: &str, version: u32) -> Self {
+        let (accounts, ledger) = tables(version);
+        let (accounts, ledger) = (format!("{schema}.{accounts}"), format!("{schema}.{ledger}"));
+        let named = |statement: &str| {
+            statement
+                .replace("{accounts}", &accounts)
+                .replace("{ledger}", &ledger)
+        };
+        Self {
+            version,
+            create: named(sql::CREATE),
+            accounts: named(sql::ACCOUNTS),
+            upsert_accounts: named(sql::UPSERT_ACCOUNTS),
+            insert_ledger: named(sql::INSERT_LEDGER),
+            ledger: named(sql::LEDGER),
+            reset: named(sql::RESET),
+            drop: named(sql::DROP),
+        }
+    }
 }
 
 impl PgReadModels {
-    /// Creates the tables if they are missing (safe to race from several processes).
-    pub async fn new(store: PostgresStore) -> Result<Self, StoreError> {
-        let schema = store.schema().to_owned();
-        let in_schema = |statement: &str| statement.replace("{schema}", &schema);
+    /// The read models of `version`, its tables created if they are missing (safe to race
+    /// from several processes).
+    pub async fn new(store: PostgresStore, version: u32) -> Result<Self, StoreError> {
+        let statements = Arc::new(Statements::new(store.schema(), version));
         let client = store.pool().get().await.map_err(pool_error)?;
         client
-            .batch_execute(&format!("BEGIN; {} COMMIT;", in_schema(sql::CREATE)))
+            .batch_execute(&format!("BEGIN; {} COMMIT;", statements.create))
             .await
             .map_err(store_error)?;
-        let statements = Statements {
-            accounts: in_schema(sql::ACCOUNTS),
-            upsert_accounts: in_schema(sql::UPSERT_ACCOUNTS),
-            insert_ledger: in_schema(sql::INSERT_LEDGER),
-            ledger: in_schema(sql::LEDGER),
-            reset: in_schema(sql::RESET),
-        };
-        Ok(Self { store, statements })
+        let versions = BlueGreen::new(PROJECTION, store.control());
+        Ok(Self {
+            store,
+            statements,
+            versions,
+        })
+    }
+
+    /// The version this one writes.
+    pub fn version(&self) -> u32 {
+        self.statements.version
+    }
+
+    /// The statements of `version`: this one's, or made for a read of another.
+    fn statements(&self, version: u32) -> Arc<Statements> {
+        if version == self.statements.version {
+            self.statements.clone()
+        } else {
+            Arc::new(Statements::new(self.store.schema(), version))
+        }
     }
 
     async fn views(
-        &self,
+        statements: &Statements,
         client: &impl GenericClient,
         ids: &[Uuid],
     ) -> Result<HashMap<AccountId, AccountView>, tokio_postgres::Error> {
-        let rows = client.query(&self.statements.accounts, &[&ids]).await?;
+        let rows = client.query(&statements.accounts, &[&ids]).await?;
         rows.iter()
             .map(|row| {
                 let view = account_view(row)?;
@@ -152,7 +196,9 @@ impl TransactionalHandler for PgReadModels {
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        let mut views = self.views(transaction, &ids).await.map_err(handle_error)?;
+        let mut views = Self::views(&self.statements, transaction, &ids)
+            .await
+            .map_err(handle_error)?;
         let mut changed = HashSet::new();
         let mut ledger = Ledger::default();
         for (id, event) in &decoded {
@@ -213,19 +259,60 @@ impl TransactionalHandler for PgReadModels {
 }
 
 impl ReadModels for PgReadModels {
-    async fn account(&self, id: AccountId) -> Result<Option<AccountView>, StoreError> {
+    async fn active_version(&self) -> Result<u32, StoreError> {
+        self.versions.active().await
+    }
+
+    async fn account(
+        &self,
+        version: u32,
+        id: AccountId,
+    ) -> Result<Option<AccountView>, StoreError> {
+        let statements = self.statements(version);
         let client = self.store.pool().get().await.map_err(pool_error)?;
-        let mut views = self.views(&**client, &[id.0]).await.map_err(store_error)?;
+        let mut views = Self::views(&statements, &**client, &[id.0])
+            .await
+            .map_err(store_error)?;
         Ok(views.remove(&id))
     }
 
-    async fn ledger(&self, id: AccountId) -> Result<Vec<LedgerEntry>, StoreError> {
-        let client = self.store.pool().get().await.map_err(pool_error)?;
-        let rows = client
-            .query(&self.statements.ledger, &[&id.0])
+    async fn statement(
+        &self,
+        version: u32,
+        id: AccountId,
+    ) -> Result<Option<Statement>, StoreError> {
+        let statements = self.statements(version);
+        let mut client = self.store.pool().get().await.map_err(pool_error)?;
+        // One snapshot for both reads: a batch committed between them would make the balance
+        // and the ledger disagree.
+        let transaction = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
             .await
             .map_err(store_error)?;
-        rows.iter().map(ledger_entry).collect()
+        let mut views = Self::views(&statements, &*transaction, &[id.0])
+            .await
+            .map_err(store_error)?;
+        let Some(account) = views.remove(&id) else {
+            return Ok(None);
+        };
+        let rows = transaction
+            .query(&statements.ledger, &[&id.0])
+            .await
+            .map_err(store_error)?;
+        let entries = rows.iter().map(ledger_entry).collect::<Result<_, _>>()?;
+        transaction.commit().await.map_err(store_error)?;
+        Ok(Some(Statement { account, entries }))
+    }
+
+    async fn drop_version(&self, version: u32) -> Result<(), StoreError> {
+        let client = self.store.pool().get().await.map_err(pool_error)?;
+        client
+            .batch_execute(&self.statements(version).drop)
+            .await
+            .map_err(store_error)
     }
 
     async fn position(&self, projection: &str) -> Result<Option<Position>, StoreError> {

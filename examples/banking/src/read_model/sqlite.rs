@@ -4,23 +4,27 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::sync::Arc;
 
-use decider_core::projection::{CheckpointStore, SinkError};
+use decider_core::projection::{BlueGreen, CheckpointStore, SinkError};
 use decider_core::{Position, RecordedEvent, StoreError};
-use decider_store_sqlite::{SqliteStore, SqliteTransactionalHandler, handle_error, store_error};
+use decider_store_sqlite::{
+    SqliteControl, SqliteStore, SqliteTransactionalHandler, handle_error, store_error,
+};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use uuid::Uuid;
 
 use crate::account::AccountId;
 use crate::read_model::{
-    AccountView, LedgerEntry, MovementKind, ReadModels, account_events, apply,
+    AccountView, LedgerEntry, MovementKind, PROJECTION, ReadModels, Statement, account_events,
+    apply, tables,
 };
 use crate::transfer::TransferId;
 
-/// The statements.
+/// The statements, for the tables `{accounts}` and `{ledger}` of one version.
 mod sql {
     pub(super) const CREATE: &str = "
-        CREATE TABLE IF NOT EXISTS banking_accounts (
+        CREATE TABLE IF NOT EXISTS {accounts} (
             account_id BLOB PRIMARY KEY,
             owner TEXT NOT NULL,
             currency TEXT NOT NULL,
@@ -31,7 +35,7 @@ mod sql {
             position_commit INTEGER NOT NULL,
             position_prepare INTEGER NOT NULL
         ) WITHOUT ROWID;
-        CREATE TABLE IF NOT EXISTS banking_ledger (
+        CREATE TABLE IF NOT EXISTS {ledger} (
             account_id BLOB NOT NULL,
             revision INTEGER NOT NULL,
             kind TEXT NOT NULL,
@@ -46,46 +50,109 @@ mod sql {
     pub(super) const ACCOUNT: &str = "
         SELECT account_id, owner, currency, overdraft_limit, balance, closed, version,
                position_commit, position_prepare
-        FROM banking_accounts WHERE account_id = ?1";
+        FROM {accounts} WHERE account_id = ?1";
 
     pub(super) const UPSERT_ACCOUNT: &str = "
-        INSERT INTO banking_accounts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+        INSERT INTO {accounts} VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
         ON CONFLICT (account_id) DO UPDATE SET
             balance = excluded.balance, closed = excluded.closed, version = excluded.version,
             position_commit = excluded.position_commit,
             position_prepare = excluded.position_prepare";
 
     pub(super) const INSERT_LEDGER: &str =
-        "INSERT INTO banking_ledger VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+        "INSERT INTO {ledger} VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
     pub(super) const LEDGER: &str = "
         SELECT revision, kind, amount, balance, transfer_id, counterparty, recorded_at_ms
-        FROM banking_ledger WHERE account_id = ?1 ORDER BY revision";
+        FROM {ledger} WHERE account_id = ?1 ORDER BY revision";
 
-    pub(super) const RESET: &str = "DELETE FROM banking_accounts; DELETE FROM banking_ledger;";
+    pub(super) const RESET: &str = "DELETE FROM {accounts}; DELETE FROM {ledger};";
+
+    pub(super) const DROP: &str = "DROP TABLE IF EXISTS {accounts}; DROP TABLE IF EXISTS {ledger};";
 }
 
-/// Balances and ledgers in the tables `banking_accounts` and `banking_ledger` of the store's
-/// file; a [`SqliteTransactionalHandler`] for the projection runner.
+/// Balances and ledgers in the tables of one version ([`tables`]) in the store's file; a
+/// [`SqliteTransactionalHandler`] for the projection runner of that version, and a reader of
+/// every version.
 #[derive(Debug, Clone)]
 pub struct SqliteReadModels {
     store: SqliteStore,
+    statements: Arc<Statements>,
+    versions: BlueGreen<SqliteControl>,
 }
 
-impl SqliteReadModels {
-    /// Creates the tables if they are missing.
-    pub async fn new(store: SqliteStore) -> Result<Self, StoreError> {
-        store
-            .write(|connection| connection.execute_batch(sql::CREATE))
-            .await?
-            .map_err(store_error)?;
-        Ok(Self { store })
+#[derive(Debug)]
+struct Statements {
+    version: u32,
+    create: String,
+    account: String,
+    upsert_account: String,
+    insert_ledger: String,
+    ledger: String,
+    reset: String,
+    drop: String,
+}
+
+impl Statements {
+    fn new(version: u32) -> Self {
+        let (accounts, ledger) = tables(version);
+        let named = |statement: &str| {
+            statement
+                .replace("{accounts}", &accounts)
+                .replace("{ledger}", &ledger)
+        };
+        Self {
+            version,
+            create: named(sql::CREATE),
+            account: named(sql::ACCOUNT),
+            upsert_account: named(sql::UPSERT_ACCOUNT),
+            insert_ledger: named(sql::INSERT_LEDGER),
+            ledger: named(sql::LEDGER),
+            reset: named(sql::RESET),
+            drop: named(sql::DROP),
+        }
     }
 }
 
-fn account_view(connection: &Connection, id: AccountId) -> rusqlite::Result<Option<AccountView>> {
+impl SqliteReadModels {
+    /// The read models of `version`, its tables created if they are missing.
+    pub async fn new(store: SqliteStore, version: u32) -> Result<Self, StoreError> {
+        let statements = Arc::new(Statements::new(version));
+        let create = statements.clone();
+        store
+            .write(move |connection| connection.execute_batch(&create.create))
+            .await?
+            .map_err(store_error)?;
+        let versions = BlueGreen::new(PROJECTION, store.control());
+        Ok(Self {
+            store,
+            statements,
+            versions,
+        })
+    }
+
+    /// The version this one writes.
+    pub fn version(&self) -> u32 {
+        self.statements.version
+    }
+
+    /// The statements of `version`: this one's, or made for a read of another.
+    fn statements(&self, version: u32) -> Arc<Statements> {
+        if version == self.statements.version {
+            self.statements.clone()
+        } else {
+            Arc::new(Statements::new(version))
+        }
+    }
+}
+
+fn account_view(
+    connection: &Connection,
+    statements: &Statements,
+    id: AccountId,
+) -> rusqlite::Result<Option<AccountView>> {
     connection
-        .prepare_cached(sql::ACCOUNT)?
+        .prepare_cached(&statements.account)?
         .query_row(params![id.0], |row| {
             Ok(AccountView {
                 id: AccountId(row.get(0)?),
@@ -101,6 +168,21 @@ fn account_view(connection: &Connection, id: AccountId) -> rusqlite::Result<Opti
         .optional()
 }
 
+fn ledger(
+    connection: &Connection,
+    statements: &Statements,
+    id: AccountId,
+) -> Result<Vec<LedgerEntry>, StoreError> {
+    let mut statement = connection
+        .prepare_cached(&statements.ledger)
+        .map_err(store_error)?;
+    let rows = statement
+        .query_map(params![id.0], ledger_entry)
+        .map_err(store_error)?;
+    rows.map(|row| row.map_err(store_error).and_then(|entry| entry))
+        .collect()
+}
+
 impl SqliteTransactionalHandler for SqliteReadModels {
     fn handle(
         &self,
@@ -110,11 +192,11 @@ impl SqliteTransactionalHandler for SqliteReadModels {
         let fail = handle_error;
         let mut views: HashMap<AccountId, Option<AccountView>> = HashMap::new();
         let mut insert_ledger = transaction
-            .prepare_cached(sql::INSERT_LEDGER)
+            .prepare_cached(&self.statements.insert_ledger)
             .map_err(fail)?;
         for (id, event) in account_events(batch)? {
             if let Entry::Vacant(unread) = views.entry(id) {
-                unread.insert(account_view(transaction, id).map_err(fail)?);
+                unread.insert(account_view(transaction, &self.statements, id).map_err(fail)?);
             }
             let view = views.get(&id).and_then(Option::as_ref);
             let Some((next, entry)) = apply(view, &event) else {
@@ -137,7 +219,7 @@ impl SqliteTransactionalHandler for SqliteReadModels {
             views.insert(id, Some(next));
         }
         let mut upsert = transaction
-            .prepare_cached(sql::UPSERT_ACCOUNT)
+            .prepare_cached(&self.statements.upsert_account)
             .map_err(fail)?;
         for view in views.values().flatten() {
             upsert
@@ -158,30 +240,55 @@ impl SqliteTransactionalHandler for SqliteReadModels {
     }
 
     fn reset(&self, transaction: &Transaction<'_>) -> Result<(), SinkError> {
-        transaction.execute_batch(sql::RESET).map_err(handle_error)
+        transaction
+            .execute_batch(&self.statements.reset)
+            .map_err(handle_error)
     }
 }
 
 impl ReadModels for SqliteReadModels {
-    async fn account(&self, id: AccountId) -> Result<Option<AccountView>, StoreError> {
+    async fn active_version(&self) -> Result<u32, StoreError> {
+        self.versions.active().await
+    }
+
+    async fn account(
+        &self,
+        version: u32,
+        id: AccountId,
+    ) -> Result<Option<AccountView>, StoreError> {
+        let statements = self.statements(version);
         self.store
-            .read(move |connection| account_view(connection, id).map_err(store_error))
+            .read(move |connection| account_view(connection, &statements, id).map_err(store_error))
             .await
     }
 
-    async fn ledger(&self, id: AccountId) -> Result<Vec<LedgerEntry>, StoreError> {
+    async fn statement(
+        &self,
+        version: u32,
+        id: AccountId,
+    ) -> Result<Option<Statement>, StoreError> {
+        let statements = self.statements(version);
         self.store
             .read(move |connection| {
-                let mut statement = connection
-                    .prepare_cached(sql::LEDGER)
-                    .map_err(store_error)?;
-                let rows = statement
-                    .query_map(params![id.0], ledger_entry)
-                    .map_err(store_error)?;
-                rows.map(|row| row.map_err(store_error).and_then(|entry| entry))
-                    .collect()
+                // One read transaction for both: one snapshot of the file.
+                let snapshot = connection.unchecked_transaction().map_err(store_error)?;
+                let Some(account) =
+                    account_view(&snapshot, &statements, id).map_err(store_error)?
+                else {
+                    return Ok(None);
+                };
+                let entries = ledger(&snapshot, &statements, id)?;
+                Ok(Some(Statement { account, entries }))
             })
             .await
+    }
+
+    async fn drop_version(&self, version: u32) -> Result<(), StoreError> {
+        let statements = self.statements(version);
+        self.store
+            .write(move |connection| connection.execute_batch(&statements.drop))
+            .await?
+            .map_err(store_error)
     }
 
     async fn position(&self, projection: &str) -> Result<Option<Position>, StoreError> {
