@@ -543,6 +543,22 @@ pub(crate) fn partition_index(count: u32) -> String {
     )
 }
 
+/// Takes the lock of building the partition indexes of schema $1, if free: one process builds
+/// at a time (concurrent builds of one index deadlock, and the loser leaves it invalid). A
+/// session lock, not a waiting one: a builder's `CREATE INDEX CONCURRENTLY` waits for every
+/// running statement, so a process waiting on this lock would deadlock with the builder.
+pub(crate) const TRY_LOCK_PARTITION_INDEX: &str =
+    "SELECT pg_try_advisory_lock(hashtextextended('decider-partition-index:' || $1, 0))";
+
+/// Gives the lock of [`TRY_LOCK_PARTITION_INDEX`] back.
+pub(crate) const UNLOCK_PARTITION_INDEX: &str =
+    "SELECT pg_advisory_unlock(hashtextextended('decider-partition-index:' || $1, 0))";
+
+/// Drops the index of `count` partitions (an interrupted build's, left invalid).
+pub(crate) fn drop_partition_index(count: u32) -> String {
+    format!("DROP INDEX CONCURRENTLY IF EXISTS {{schema}}.events_partitions_{count}")
+}
+
 /// Whether the index of `count` partitions ($2, `events_partitions_<count>`) of schema $1 is
 /// valid: an interrupted concurrent build leaves an invalid one behind.
 pub(crate) const PARTITION_INDEX_VALID: &str = "SELECT i.indisvalid FROM pg_index i \

@@ -728,6 +728,14 @@ async fn two_processes_share_partitions_exactly_once_through_lost_connections_an
         assert!(killed >= 1, "the second process's connections were killed");
         fill(&first, "acct", 40, 5, "Deposited").await;
         until_async("the next 200 events", || async { total().await == 400 }).await;
+        // A partition the second gave up shows the fault only until its slot claims again:
+        // then it is held again (live) or waits for its lease (the first may hold it now).
+        until_async("no partition left reconnecting", || async {
+            b.statuses()
+                .iter()
+                .all(|status| !matches!(status.state, RunnerState::Reconnecting { .. }))
+        })
+        .await;
         // The second stops: the first takes every partition over from its checkpoints.
         stop_b.send(()).unwrap();
         fill(&first, "acct", 40, 5, "Deposited").await;
@@ -834,4 +842,77 @@ async fn a_partitions_page_is_an_index_scan_and_the_hash_is_the_rust_one() {
     assert!(!plan.contains("Seq Scan"), "{plan}");
     drop(client);
     drop_store(store).await;
+}
+
+/// Whether `events_partitions_<count>` of the store's schema exists, and is valid.
+async fn partition_index(store: &PostgresStore, count: u32) -> Option<bool> {
+    let client = store.pool().get().await.unwrap();
+    client
+        .query_opt(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+            &[&store.schema(), &format!("events_partitions_{count}")],
+        )
+        .await
+        .unwrap()
+        .map(|row| row.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_reading_partitions_at_once_build_one_valid_index_and_repair_an_interrupted_one()
+{
+    let first = fresh_store().await;
+    fill(&first, "acct", 40, 5, "Deposited").await;
+    // An interrupted build of the index of 3 partitions: a concurrent build that failed (here
+    // on a unique violation) leaves an invalid index of that name behind.
+    let client = first.pool().get().await.unwrap();
+    let failed = client
+        .batch_execute(&format!(
+            "CREATE UNIQUE INDEX CONCURRENTLY events_partitions_3 ON \"{}\".events (category)",
+            first.schema()
+        ))
+        .await;
+    assert!(failed.is_err());
+    drop(client);
+    assert_eq!(partition_index(&first, 3).await, Some(false));
+    // Four "processes" (stores of their own on the schema) read partitions of 3 and of 5 at
+    // once: their first reads race to build the indexes.
+    let mut stores = vec![first.clone()];
+    for _ in 0..3 {
+        let store = PostgresStore::connect_with(
+            &support::database_url(),
+            decider_store_postgres::PostgresOptions {
+                schema: first.schema().to_owned(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        stores.push(store);
+    }
+    let reads = stores.iter().enumerate().map(|(n, store)| async move {
+        for round in 0..20u32 {
+            for count in [3, 5] {
+                let partition =
+                    decider_core::projection::Partition::new((n as u32 + round) % count, count)
+                        .unwrap();
+                let filter = EventFilter::all().with_partition(partition);
+                let read: Vec<RecordedEvent> =
+                    futures::TryStreamExt::try_collect(store.read_all(None, None, &filter))
+                        .await
+                        .unwrap();
+                assert!(read.iter().all(|e| partition.contains(&e.stream)));
+            }
+            if partition_index(store, 3).await == Some(true)
+                && partition_index(store, 5).await == Some(true)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    futures::future::join_all(reads).await;
+    assert_eq!(partition_index(&first, 3).await, Some(true), "repaired");
+    assert_eq!(partition_index(&first, 5).await, Some(true), "built once");
+    drop_store(first).await;
 }

@@ -12,8 +12,10 @@
 //! 1. Start the new version's runner beside the live one (in this process or another). It
 //!    replays the log into the new tables while readers keep reading version `n`.
 //! 2. [`BlueGreen::switch_when_caught_up`] waits until every partition of the new version has
-//!    no event of its filter after its checkpoint, then switches the active version from `n` to
-//!    `n + 1` (compare-and-set: one switcher wins). Readers that ask after the switch read the
+//!    handled every event of its filter up to the head of the log at its previous look (one
+//!    poll interval ago: under steady traffic, a live runner is never exactly at the head, but
+//!    always past where the head was a moment ago), then switches the active version from `n`
+//!    to `n + 1` (compare-and-set: one switcher wins). Readers that ask after the switch read the
 //!    new version; none ever reads a half-built one.
 //! 3. After a grace period for reads in flight, it calls the drop hook with the old version
 //!    (drop its tables). Runners of the old version stop by themselves: run them until
@@ -26,6 +28,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
+use crate::Position;
 use crate::projection::control::ProjectionControl;
 use crate::projection::sink::{Sink, SinkError};
 use crate::projection::{Projection, ProjectionError};
@@ -131,6 +134,28 @@ impl<C: ProjectionControl> BlueGreen<C> {
         sink: &K,
         partitions: &[Projection],
     ) -> Result<bool, ProjectionError> {
+        let head = store
+            .head_position()
+            .await
+            .map_err(|error| ProjectionError::Store {
+                projection: self.group.clone(),
+                error,
+            })?;
+        self.caught_up_to(store, sink, partitions, head).await
+    }
+
+    /// Whether every one of `partitions` has handled every event of its filter at or before
+    /// `head` (`None`: the empty log, which every projection has handled).
+    async fn caught_up_to<S: EventStore, K: Sink>(
+        &self,
+        store: &S,
+        sink: &K,
+        partitions: &[Projection],
+        head: Option<Position>,
+    ) -> Result<bool, ProjectionError> {
+        let Some(head) = head else {
+            return Ok(true);
+        };
         for partition in partitions {
             let projection = partition.name().to_owned();
             let checkpoint =
@@ -149,6 +174,7 @@ impl<C: ProjectionControl> BlueGreen<C> {
             let mut next = pin!(store.read_all(checkpoint, Some(1), partition.filter()));
             match next.next().await {
                 None => {}
+                Some(Ok(event)) if event.position > head => {}
                 Some(Ok(_)) => return Ok(false),
                 Some(Err(error)) => return Err(ProjectionError::Store { projection, error }),
             }
@@ -177,8 +203,14 @@ impl<C: ProjectionControl> BlueGreen<C> {
         F: FnOnce(u32) -> Fut,
         Fut: Future<Output = Result<(), SinkError>>,
     {
+        // The head at the previous look: the new version must have got that far. At the first
+        // look, the head now (on a quiet log, the switch need not wait a poll).
+        let mut previous: Option<Option<Position>> = None;
         let from = loop {
-            match self.try_switch(store, sink, partitions, to).await {
+            match self
+                .try_switch(store, sink, partitions, to, &mut previous)
+                .await
+            {
                 Ok(Some(outcome)) => break outcome,
                 Ok(None) => {}
                 Err(error) if is_retryable(&error) => {
@@ -212,13 +244,15 @@ impl<C: ProjectionControl> BlueGreen<C> {
         Ok(Switch::Switched { from, to })
     }
 
-    /// One look: `None` while the new version is behind.
+    /// One look: `None` while the new version is behind the head at the `previous` look (which
+    /// becomes the head now).
     async fn try_switch<S: EventStore, K: Sink>(
         &self,
         store: &S,
         sink: &K,
         partitions: &[Projection],
         to: u32,
+        previous: &mut Option<Option<Position>>,
     ) -> Result<Option<Switch>, ProjectionError> {
         let store_error = |error: StoreError| ProjectionError::Store {
             projection: self.group.clone(),
@@ -233,7 +267,9 @@ impl<C: ProjectionControl> BlueGreen<C> {
         if active >= to {
             return Ok(Some(Switch::AlreadyActive { active }));
         }
-        if !self.caught_up(store, sink, partitions).await? {
+        let head = store.head_position().await.map_err(store_error)?;
+        let target = previous.replace(head).unwrap_or(head);
+        if !self.caught_up_to(store, sink, partitions, target).await? {
             return Ok(None);
         }
         let switched = self

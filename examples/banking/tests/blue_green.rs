@@ -1,0 +1,293 @@
+//! A blue/green rebuild of the accounts read model while traffic runs: a `banking serve`
+//! process of version 1 serves transfers and reads; a second process starts with
+//! `--accounts-version 2`, builds version 2 into its own tables beside the live ones, switches
+//! readers to it once it has caught up, and drops version 1's tables. Readers of both processes
+//! read all along: every answer's balance agrees with its ledger, and no reader ever goes back
+//! from version 2 to version 1.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use decider_core::{Direction, EventStore, StreamFrom, StreamId};
+use decider_store_postgres::PostgresOptions;
+use futures::TryStreamExt;
+use serde_json::{Value, json};
+use support::scenario::wait_for_transfer;
+use support::{Server, pg};
+
+const ACCOUNTS: usize = 6;
+const START: i64 = 100_000;
+
+/// What one reader saw: reads per version, and the problems (none expected).
+#[derive(Debug, Default)]
+struct Seen {
+    reads: BTreeMap<u64, usize>,
+    problems: Vec<String>,
+}
+
+/// Checks one ledger answer: its balance is its last line's and the sum of its lines, its
+/// lines are in revision order, once each.
+fn check(answer: &(u16, Value)) -> Result<u64, String> {
+    let (status, body) = answer;
+    if *status != 200 {
+        return Err(format!("answer {status}: {body}"));
+    }
+    let entries = body["entries"].as_array().unwrap();
+    let balance = body["balance"].as_i64().unwrap();
+    let sum: i64 = entries.iter().map(|e| e["amount"].as_i64().unwrap()).sum();
+    let last = entries.last().map_or(0, |e| e["balance"].as_i64().unwrap());
+    let revisions: Vec<u64> = entries
+        .iter()
+        .map(|e| e["revision"].as_u64().unwrap())
+        .collect();
+    if sum != balance || last != balance {
+        return Err(format!(
+            "balance {balance}, ledger sum {sum}, last line {last}: {body}"
+        ));
+    }
+    if revisions.windows(2).any(|pair| pair[0] >= pair[1]) {
+        return Err(format!("ledger lines out of order or twice: {revisions:?}"));
+    }
+    Ok(body["read_model"].as_u64().unwrap())
+}
+
+/// Reads ledgers from `server` until `stop`, round the accounts.
+async fn read_until(
+    server: Arc<Server>,
+    accounts: Arc<Vec<String>>,
+    stop: Arc<AtomicBool>,
+) -> Seen {
+    let mut seen = Seen::default();
+    let mut newest = 0;
+    let mut n = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let id = &accounts[n % accounts.len()];
+        n += 1;
+        match check(&server.get(&format!("/accounts/{id}/ledger")).await) {
+            Ok(version) => {
+                if version < newest {
+                    seen.problems
+                        .push(format!("read version {version} after version {newest}"));
+                }
+                newest = newest.max(version);
+                *seen.reads.entry(version).or_default() += 1;
+            }
+            Err(problem) => seen.problems.push(problem),
+        }
+    }
+    seen
+}
+
+async fn table_exists(store: &decider_store_postgres::PostgresStore, table: &str) -> bool {
+    let client = store.pool().get().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[&format!("{}.{table}", store.schema())],
+        )
+        .await
+        .unwrap();
+    row.get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_into_version_2_under_traffic_never_shows_a_half_built_read_model() {
+    let store = pg::unmigrated_store(PostgresOptions::default()).await;
+    let url = pg::database_url();
+    let common = [
+        "--store",
+        &url,
+        "--schema",
+        store.schema(),
+        "--accounts-partitions",
+        "2",
+    ];
+    let blue = Arc::new(Server::spawn(&common));
+
+    let mut accounts = Vec::new();
+    for n in 0..ACCOUNTS {
+        let opened = blue
+            .post(
+                "/accounts",
+                json!({ "owner": format!("owner {n}"), "currency": "EUR" }),
+                Some(&format!("open-{n}")),
+            )
+            .await;
+        assert_eq!(opened.0, 201, "{opened:?}");
+        let id = opened.1["id"].as_str().unwrap().to_owned();
+        let deposit = blue
+            .post(
+                &format!("/accounts/{id}/deposits"),
+                json!({ "amount": START }),
+                Some(&format!("deposit-{n}")),
+            )
+            .await;
+        assert_eq!(deposit.0, 201, "{deposit:?}");
+        // Readers start once the read model has every account.
+        let seen = blue
+            .get(&format!(
+                "/accounts/{id}/ledger?after={}&wait_ms=20000",
+                deposit.1["position"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(seen.0, 200, "{seen:?}");
+        accounts.push(id);
+    }
+    let accounts = Arc::new(accounts);
+
+    // Traffic all along: transfers round the accounts, through the first process.
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let (server, accounts, stop) = (blue.clone(), accounts.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut transfers = Vec::new();
+            let mut round = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let from = &accounts[round % ACCOUNTS];
+                let to = &accounts[(round + 1 + round / ACCOUNTS) % ACCOUNTS];
+                round += 1;
+                if from == to {
+                    continue;
+                }
+                let requested = server
+                    .post(
+                        "/transfers",
+                        json!({ "from": from, "to": to, "amount": 1 + round % 50, "currency": "EUR" }),
+                        Some(&format!("transfer-{round}")),
+                    )
+                    .await;
+                assert_eq!(requested.0, 202, "{requested:?}");
+                transfers.push(requested.1["id"].as_str().unwrap().to_owned());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            transfers
+        })
+    };
+    let mut readers = vec![tokio::spawn(read_until(
+        blue.clone(),
+        accounts.clone(),
+        stop.clone(),
+    ))];
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // The second process builds version 2 beside version 1, then switches.
+    let mut green_args = common.to_vec();
+    green_args.extend(["--accounts-version", "2"]);
+    let started = Instant::now();
+    let green = Arc::new(Server::spawn(&green_args));
+    readers.push(tokio::spawn(read_until(
+        green.clone(),
+        accounts.clone(),
+        stop.clone(),
+    )));
+    let switched = loop {
+        let both = [&blue, &green].map(|server| {
+            let id = &accounts[0];
+            let server = server.clone();
+            let path = format!("/accounts/{id}/ledger");
+            async move { check(&server.get(&path).await) }
+        });
+        let versions = futures::future::join_all(both).await;
+        if versions.iter().all(|version| version == &Ok(2)) {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "not switched: {versions:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The old version's tables go after the grace period for reads in flight.
+    let dropped = loop {
+        if !table_exists(&store, "banking_accounts").await
+            && !table_exists(&store, "banking_ledger").await
+        {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "version 1 not dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(table_exists(&store, "banking_accounts_v2").await);
+    // Traffic and reads go on a while on version 2 alone.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::SeqCst);
+    let transfers = traffic.await.unwrap();
+    let mut seen = Vec::new();
+    for reader in readers {
+        seen.push(reader.await.unwrap());
+    }
+    for (n, reader) in seen.iter().enumerate() {
+        assert!(
+            reader.problems.is_empty(),
+            "reader {n}: {:?}",
+            &reader.problems[..reader.problems.len().min(5)]
+        );
+    }
+    assert!(
+        seen[0].reads.get(&1).is_some_and(|&n| n > 0)
+            && seen[0].reads.get(&2).is_some_and(|&n| n > 0),
+        "the first process's reader read both versions: {:?}",
+        seen[0].reads
+    );
+
+    // Every transfer finishes; each account, read after its last event from version 2.
+    let mut completed = 0;
+    for id in &transfers {
+        let answer = wait_for_transfer(&green, id).await;
+        let status = answer.1["status"].as_str().unwrap().to_owned();
+        assert!(
+            ["completed", "failed"].contains(&status.as_str()),
+            "transfer {id} stuck: {answer:?}"
+        );
+        completed += usize::from(status == "completed");
+    }
+    let mut total = 0;
+    for id in accounts.iter() {
+        let stream = StreamId::new(format!("account-{id}")).unwrap();
+        let last: Vec<_> = store
+            .read_stream(&stream, StreamFrom::End, Direction::Backward, Some(1))
+            .try_collect()
+            .await
+            .unwrap();
+        for server in [&blue, &green] {
+            let answer = server
+                .get(&format!(
+                    "/accounts/{id}/ledger?after={}&wait_ms=20000",
+                    last[0].position
+                ))
+                .await;
+            assert_eq!(check(&answer), Ok(2), "{answer:?}");
+            assert_eq!(answer.1["version"], last[0].revision);
+            if server.url("") == green.url("") {
+                total += answer.1["balance"].as_i64().unwrap();
+            }
+        }
+    }
+    assert_eq!(
+        total,
+        START * ACCOUNTS as i64,
+        "money moved, never made or lost"
+    );
+    eprintln!(
+        "blue/green under traffic: {} transfers ({completed} completed); version 2 started at 0 s, \
+         readers switched after {:.1} s, version 1's tables dropped after {:.1} s; reads by version: \
+         process 1 {:?}, process 2 {:?}; every read's balance equals its ledger, no reader went back",
+        transfers.len(),
+        switched.as_secs_f64(),
+        dropped.as_secs_f64(),
+        seen[0].reads,
+        seen[1].reads,
+    );
+    for server in [blue, green] {
+        Arc::into_inner(server).unwrap().shutdown().await;
+    }
+    pg::drop_store(store).await;
+}
