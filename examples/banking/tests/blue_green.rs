@@ -1,5 +1,6 @@
-//! A blue/green rebuild of the accounts read model while traffic runs: a `banking serve`
-//! process of version 1 serves transfers and reads; a second process starts with
+//! A blue/green rebuild of the accounts read model while traffic runs, on PostgreSQL and on
+//! SQLite: a `banking serve` process of version 1 serves transfers and reads; a second process
+//! on the same database starts with
 //! `--accounts-version 2`, builds version 2 into its own tables beside the live ones, switches
 //! readers to it once it has caught up, and drops version 1's tables. Readers of both processes
 //! read all along: every answer's balance agrees with its ledger, and no reader ever goes back
@@ -14,11 +15,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use decider_core::{Direction, EventStore, StreamFrom, StreamId};
-use decider_store_postgres::PostgresOptions;
+use decider_store_postgres::{PostgresOptions, PostgresStore};
+use decider_store_sqlite::SqliteStore;
 use futures::TryStreamExt;
 use serde_json::{Value, json};
 use support::scenario::wait_for_transfer;
-use support::{Server, pg};
+use support::{Server, TempDb, pg};
 
 const ACCOUNTS: usize = 6;
 const START: i64 = 100_000;
@@ -83,30 +85,70 @@ async fn read_until(
     seen
 }
 
-async fn table_exists(store: &decider_store_postgres::PostgresStore, table: &str) -> bool {
-    let client = store.pool().get().await.unwrap();
-    let row = client
-        .query_one(
-            "SELECT to_regclass($1) IS NOT NULL",
-            &[&format!("{}.{table}", store.schema())],
-        )
+/// The database both processes serve, seen from the test.
+trait Database: EventStore {
+    /// Whether the table named exists.
+    async fn has_table(&self, table: &str) -> bool;
+}
+
+impl Database for PostgresStore {
+    async fn has_table(&self, table: &str) -> bool {
+        let client = self.pool().get().await.unwrap();
+        let row = client
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL",
+                &[&format!("{}.{table}", self.schema())],
+            )
+            .await
+            .unwrap();
+        row.get(0)
+    }
+}
+
+impl Database for SqliteStore {
+    async fn has_table(&self, table: &str) -> bool {
+        let table = table.to_owned();
+        self.read(move |connection| {
+            connection
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                    [&table],
+                    |row| row.get::<_, i64>(0),
+                )
+                .map_err(decider_store_sqlite::store_error)
+        })
         .await
-        .unwrap();
-    row.get(0)
+        .unwrap()
+            == 1
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rebuild_into_version_2_under_traffic_never_shows_a_half_built_read_model() {
+async fn a_rebuild_into_version_2_under_traffic_on_postgres_never_shows_a_half_built_read_model() {
     let store = pg::unmigrated_store(PostgresOptions::default()).await;
     let url = pg::database_url();
-    let common = [
-        "--store",
-        &url,
-        "--schema",
-        store.schema(),
-        "--accounts-partitions",
-        "2",
-    ];
+    let summary =
+        rebuild_under_traffic(&store, &["--store", &url, "--schema", store.schema()]).await;
+    eprintln!("PostgreSQL: {summary}");
+    pg::drop_store(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_into_version_2_under_traffic_on_sqlite_never_shows_a_half_built_read_model() {
+    let file = TempDb::new();
+    let url = file.url();
+    let store = SqliteStore::connect(&url).unwrap();
+    let summary = rebuild_under_traffic(&store, &["--store", &url]).await;
+    eprintln!("SQLite: {summary}");
+    drop(store);
+}
+
+/// Serves `store` (named by `store_args`) from a process of version 1, with traffic and
+/// readers; starts a process of version 2 beside it; checks every read, the switch, the drop
+/// of version 1, and the balances at the end. Returns what happened, for the log.
+async fn rebuild_under_traffic(store: &impl Database, store_args: &[&str]) -> String {
+    let mut common = store_args.to_vec();
+    common.extend(["--accounts-partitions", "2"]);
     let blue = Arc::new(Server::spawn(&common));
 
     let mut accounts = Vec::new();
@@ -204,9 +246,7 @@ async fn a_rebuild_into_version_2_under_traffic_never_shows_a_half_built_read_mo
     };
     // The old version's tables go after the grace period for reads in flight.
     let dropped = loop {
-        if !table_exists(&store, "banking_accounts").await
-            && !table_exists(&store, "banking_ledger").await
-        {
+        if !store.has_table("banking_accounts").await && !store.has_table("banking_ledger").await {
             break started.elapsed();
         }
         assert!(
@@ -215,7 +255,7 @@ async fn a_rebuild_into_version_2_under_traffic_never_shows_a_half_built_read_mo
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(table_exists(&store, "banking_accounts_v2").await);
+    assert!(store.has_table("banking_accounts_v2").await);
     // Traffic and reads go on a while on version 2 alone.
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::SeqCst);
@@ -276,7 +316,7 @@ async fn a_rebuild_into_version_2_under_traffic_never_shows_a_half_built_read_mo
         START * ACCOUNTS as i64,
         "money moved, never made or lost"
     );
-    eprintln!(
+    let summary = format!(
         "blue/green under traffic: {} transfers ({completed} completed); version 2 started at 0 s, \
          readers switched after {:.1} s, version 1's tables dropped after {:.1} s; reads by version: \
          process 1 {:?}, process 2 {:?}; every read's balance equals its ledger, no reader went back",
@@ -289,5 +329,5 @@ async fn a_rebuild_into_version_2_under_traffic_never_shows_a_half_built_read_mo
     for server in [blue, green] {
         Arc::into_inner(server).unwrap().shutdown().await;
     }
-    pg::drop_store(store).await;
+    summary
 }
