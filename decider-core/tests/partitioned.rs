@@ -46,6 +46,13 @@ impl EventHandler for Log {
         }
         Ok(())
     }
+
+    /// Empties the whole log, as a read model's reset empties its tables: it cannot tell
+    /// partitions apart.
+    async fn reset(&self) -> Result<(), SinkError> {
+        self.0.lock().unwrap().clear();
+        Ok(())
+    }
 }
 
 type Shared = CheckpointedSink<Arc<Log>, Arc<MemoryCheckpoints>, MemoryDeadLetters>;
@@ -372,4 +379,67 @@ async fn a_blue_green_rebuild_switches_readers_only_once_the_new_version_caught_
         Some("v2")
     );
     new_log.assert_once_in_order(20, 11);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_is_never_rebuilt_alone_and_a_whole_rebuild_replays_every_partition() {
+    let store = MemoryStore::new();
+    fill(&store, 16, 3).await;
+    let (log, checkpoints, leases) = (
+        Arc::new(Log::default()),
+        Arc::new(MemoryCheckpoints::default()),
+        LocalLeases::default(),
+    );
+    let control = Arc::new(MemoryControl::default());
+    let runner = process(&store, &log, &checkpoints, &leases, 4).with_control(control.clone());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let scenario = async {
+        until("every event", || log.handled() == 48).await;
+        // An operator asks for one partition's rebuild: its reset would empty the others' rows
+        // too (and leave their checkpoints), so the runner refuses it.
+        let id = control
+            .request("balances[1/4]", ControlAction::Rebuild)
+            .await
+            .unwrap();
+        let done = tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(done) = control.request_status(id).await.unwrap().unwrap().done {
+                    return done;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap();
+        let refused = done.result.unwrap_err();
+        assert!(refused.contains("cannot be rebuilt alone"), "{refused}");
+        assert_eq!(log.handled(), 48, "nothing was emptied");
+        stop.send(()).unwrap();
+    };
+    let (ran, ()) = tokio::join!(
+        runner.run(async {
+            stopped.await.ok();
+        }),
+        scenario
+    );
+    ran.unwrap();
+    // The whole projection's rebuild, its runners stopped: everything emptied, every
+    // partition's checkpoint forgotten; the next run replays every partition.
+    runner.rebuild().await.unwrap();
+    assert_eq!(log.handled(), 0);
+    for partition in runner.partitions() {
+        assert_eq!(checkpoints.load(partition.name()).await.unwrap(), None);
+    }
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (ran, ()) = tokio::join!(
+        runner.run(async {
+            stopped.await.ok();
+        }),
+        async {
+            until("every event again", || log.handled() == 48).await;
+            stop.send(()).unwrap();
+        }
+    );
+    ran.unwrap();
+    log.assert_once_in_order(16, 3);
 }

@@ -318,10 +318,10 @@ where
                 claimed = self.claim() => claimed,
                 () = shutdown.as_mut() => return Ok(()),
             };
-            if let Some(given_up) = faulted.take() {
-                if !matches!(claimed, Ok(Some((index, _))) if index == given_up) {
-                    self.runners[given_up].fault_passed();
-                }
+            if let Some(given_up) = faulted.take()
+                && !matches!(claimed, Ok(Some((index, _))) if index == given_up)
+            {
+                self.runners[given_up].fault_passed();
             }
             pause = match claimed {
                 Ok(Some((index, lease))) => {
@@ -388,12 +388,30 @@ where
         self.runners[self.index_of(stream)].checkpoint().await
     }
 
-    /// Rebuilds every partition ([`ProjectionRunner::rebuild`]), one after the other: each waits
-    /// for its lease.
+    /// Rebuilds the projection in place: takes the lease of every partition (in index order,
+    /// so that two rebuilds cannot deadlock; each waits until no runner holds it: stop them
+    /// first), resets every partition (the sink's reset empties the read model, each
+    /// partition's checkpoint is forgotten), and gives the leases back. Runners then replay every
+    /// partition from the start; the read model is empty until they have. To rebuild without
+    /// that gap, build a new version beside the live one ([`BlueGreen`](super::BlueGreen)).
+    ///
+    /// Every lease is held until every partition is reset: a sink's reset cannot tell
+    /// partitions apart, so a partition that replayed before another's reset would lose its
+    /// rows to it while its checkpoint stayed.
     pub async fn rebuild(&self) -> Result<(), ProjectionError> {
+        let mut leases = Vec::with_capacity(self.runners.len());
         for runner in &self.runners {
-            runner.rebuild().await?;
+            let lease = runner
+                .lease()
+                .acquire(runner.projection().name())
+                .await
+                .map_err(|error| runner.store_error(error))?;
+            leases.push(lease);
         }
+        for runner in &self.runners {
+            runner.reset_leased().await?;
+        }
+        drop(leases);
         Ok(())
     }
 }

@@ -545,6 +545,20 @@ where
             }
             tracing::info!(projection = self.name(), id = request.id, action = %request.action, "carrying out an operator's request");
             match request.action {
+                ControlAction::Rebuild if self.projection.filter().partition.is_some() => {
+                    // A sink's reset empties the whole read model: the other partitions would
+                    // lose their rows and keep their checkpoints.
+                    let refused = format!(
+                        "{} is one partition of a projection, and a partition cannot be rebuilt \
+                         alone (its reset would empty every partition's read model): build a new \
+                         version beside it (BlueGreen), or stop the runners and call \
+                         PartitionedRunner::rebuild",
+                        self.name()
+                    );
+                    unrecorded
+                        .complete(&self.control, &self.runner_id, request.id, Err(refused))
+                        .await;
+                }
                 ControlAction::Rebuild => return Some(request),
                 ControlAction::RedriveDeadLetters => {
                     let result = match self.redrive_dead_letters().await {
@@ -855,6 +869,14 @@ where
             .acquire(self.name())
             .await
             .map_err(|error| self.store_error(error))?;
+        self.reset_read_model()
+            .await
+            .map_err(|error| self.handle_error(error))
+    }
+
+    /// [`reset_read_model`](Self::reset_read_model) for a [`PartitionedRunner`](super::PartitionedRunner)
+    /// that holds the lease.
+    pub(super) async fn reset_leased(&self) -> Result<(), ProjectionError> {
         self.reset_read_model()
             .await
             .map_err(|error| self.handle_error(error))
