@@ -443,3 +443,156 @@ async fn a_partition_is_never_rebuilt_alone_and_a_whole_rebuild_replays_every_pa
     ran.unwrap();
     log.assert_once_in_order(16, 3);
 }
+
+// --- a partitioned saga ---------------------------------------------------------------------
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+enum OrderEvent {
+    Placed { order: u32, items: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Reserve {
+    order: u32,
+    items: u32,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+enum StockEvent {
+    Reserved { order: u32, items: u32 },
+}
+
+/// A stock: the items reserved from it.
+struct Stock;
+
+impl decider_core::Decider for Stock {
+    type Command = Reserve;
+    type Event = StockEvent;
+    type State = u32;
+    type Error = String;
+    fn initial_state(&self) -> u32 {
+        0
+    }
+    fn decide(&self, command: &Reserve, _: &u32) -> Result<Vec<StockEvent>, String> {
+        Ok(vec![StockEvent::Reserved {
+            order: command.order,
+            items: command.items,
+        }])
+    }
+    fn evolve(&self, reserved: u32, StockEvent::Reserved { items, .. }: &StockEvent) -> u32 {
+        reserved + items
+    }
+}
+
+/// Reserves an order's items, from one of three stocks (so partitions race on them).
+struct Fulfilment;
+
+impl decider_core::Saga for Fulfilment {
+    type Event = OrderEvent;
+    type Command = Reserve;
+    fn react(&self, OrderEvent::Placed { order, items }: &OrderEvent) -> Vec<Reserve> {
+        vec![Reserve {
+            order: *order,
+            items: *items,
+        }]
+    }
+}
+
+fn stock(order: u32) -> StreamId {
+    StreamId::new(format!("stock-{}", order % 3)).unwrap()
+}
+
+async fn place(store: &MemoryStore, orders: std::ops::Range<u32>) {
+    for order in orders {
+        let placed = EventData::json("Placed", format!(r#"{{"order":{order},"items":2}}"#));
+        store
+            .append(
+                &StreamId::new(format!("order-{order}")).unwrap(),
+                ExpectedVersion::NoStream,
+                vec![placed],
+            )
+            .await
+            .unwrap();
+    }
+}
+
+async fn reserved(store: &MemoryStore) -> u32 {
+    let stocks = decider_core::CommandHandler::new(Stock, store.clone());
+    let mut total = 0;
+    for n in 0..3 {
+        total += stocks.load(&stock(n)).await.unwrap().state;
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saga_runs_partitioned_in_two_processes_and_sends_each_command_once_in_effect() {
+    let store = MemoryStore::new();
+    place(&store, 0..40).await;
+    let (checkpoints, leases) = (
+        Arc::new(MemoryCheckpoints::default()),
+        LocalLeases::default(),
+    );
+    let process = || {
+        let saga = SagaHandler::new(
+            Fulfilment,
+            decider_core::JsonCodec::<OrderEvent>::new(),
+            decider_core::CommandHandler::new(Stock, store.clone()),
+            |command: &Reserve| stock(command.order),
+        );
+        PartitionedRunner::new(
+            store.clone(),
+            Projection::new("fulfilment")
+                .with_filter(decider_core::EventFilter::all().with_categories(["order"])),
+            4,
+            CheckpointedSink::new(saga, checkpoints.clone(), MemoryDeadLetters::default()),
+        )
+        .unwrap()
+        .with_lease(leases.clone())
+        .with_claims(ClaimOptions {
+            limit: 4,
+            claim_interval: Duration::from_millis(40),
+        })
+    };
+    let (first, second) = (process(), process());
+    let (stop_first, first_stopped) = oneshot::channel::<()>();
+    let (stop_second, second_stopped) = oneshot::channel::<()>();
+    let until_reserved = |items: u32| {
+        let store = store.clone();
+        async move {
+            tokio::time::timeout(WAIT, async {
+                while reserved(&store).await < items {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("{items} items reserved: not in time"));
+        }
+    };
+    let scenario = async {
+        until_reserved(80).await;
+        // The first stops mid-stream: the second takes its partitions over from their
+        // checkpoints; an event handled again sends its command again under the same
+        // idempotency key, which changes nothing.
+        stop_first.send(()).unwrap();
+        place(&store, 40..80).await;
+        until_reserved(160).await;
+        stop_second.send(()).unwrap();
+    };
+    let (a, b, ()) = tokio::join!(
+        first.run(async {
+            first_stopped.await.ok();
+        }),
+        second.run(async {
+            second_stopped.await.ok();
+        }),
+        scenario
+    );
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(
+        reserved(&store).await,
+        160,
+        "80 orders × 2 items, each reserved once"
+    );
+}

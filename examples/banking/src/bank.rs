@@ -5,7 +5,6 @@
 //! a [`Request`] context (idempotency key, correlation id) and answers with a [`Receipt`] whose
 //! position a later read can wait for (read-your-writes).
 
-use std::cmp::Ordering;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -247,7 +246,9 @@ impl Default for ReadSide {
 /// while it is older than ours (readers read it until the switch, also once every process of
 /// the old version is gone), then ours; none if a later version than ours is active already
 /// (this process is outdated: it reads the active version and builds nothing).
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 fn versions_to_build(active: u32, ours: u32) -> Vec<u32> {
+    use std::cmp::Ordering;
     match active.cmp(&ours) {
         Ordering::Less => vec![active, ours],
         Ordering::Equal => vec![ours],
@@ -917,7 +918,7 @@ fn valid(read_side: ReadSide) -> Result<ReadSide, StoreError> {
     Ok(read_side)
 }
 
-#[cfg(test)]
+#[cfg(all(test, any(feature = "postgres", feature = "sqlite")))]
 mod tests {
     use super::versions_to_build;
 

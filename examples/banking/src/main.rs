@@ -119,6 +119,7 @@ async fn start(cli: Cli) -> Result<(), Box<dyn Error>> {
 }
 
 async fn serve_or_demo(cli: Cli) -> Result<(), Box<dyn Error>> {
+    #[cfg(any(feature = "postgres", feature = "sqlite"))]
     let read_side = cli.read_side();
     match cli.store().openable()? {
         Openable::Memory => {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use banking::bank::{self, Bank, ReadSide, Running};
+use banking::bank::{self, Bank, Running};
 use banking::http;
 use banking::read_model::ReadModels;
 use banking::read_model::memory::MemoryReadModels;
@@ -79,7 +79,7 @@ impl Drop for TempDb {
 #[cfg(feature = "sqlite")]
 pub async fn sqlite_bank() -> (Running<SqliteStore, SqliteReadModels>, TempDb) {
     let file = TempDb::new();
-    let running = bank::on_sqlite(&file.url(), ReadSide::default())
+    let running = bank::on_sqlite(&file.url(), bank::ReadSide::default())
         .await
         .expect("start the bank on SQLite");
     (running, file)
@@ -97,7 +97,7 @@ pub async fn postgres_bank() -> (Running<PostgresStore, PgReadModels>, PostgresS
         ..PostgresOptions::default()
     })
     .await;
-    let running = bank::on_postgres_store(store.clone(), ReadSide::default())
+    let running = bank::on_postgres_store(store.clone(), bank::ReadSide::default())
         .await
         .expect("start the bank on PostgreSQL");
     (running, store)
