@@ -180,6 +180,47 @@ async fn registered<C: ProjectionControl>(
     })
 }
 
+/// An error if `projection` is a partition (`name[i/N]`), or runs as partitions now: runners
+/// refuse to rebuild a partition alone (ADR 12), so say why, and what to do instead, before
+/// asking. (Reports of partitions that stopped reporting long ago do not count: the
+/// projection may run unpartitioned again.)
+async fn refuse_partitions<C: ProjectionControl>(
+    control: &C,
+    projection: &str,
+) -> Result<(), CliError> {
+    let named_partition = partition_of(projection);
+    let group = named_partition.unwrap_or(projection);
+    let now = SystemTime::now();
+    let mut partitions: Vec<String> = control
+        .reports()
+        .await?
+        .into_iter()
+        .filter(|report| named_partition.is_some() || report.is_current(now))
+        .map(|report| report.projection)
+        .filter(|name| partition_of(name) == Some(group))
+        .collect();
+    if partitions.is_empty() && named_partition.is_none() {
+        return Ok(());
+    }
+    if named_partition.is_some() && !partitions.iter().any(|name| name == projection) {
+        partitions.push(projection.to_owned());
+    }
+    partitions.sort();
+    partitions.dedup();
+    Err(CliError::Partitioned {
+        projection: group.to_owned(),
+        partitions,
+    })
+}
+
+/// The projection that `name` is a partition of (`balances` for `balances[1/4]`), if it is one.
+fn partition_of(name: &str) -> Option<&str> {
+    let (group, rest) = name.strip_suffix(']')?.rsplit_once('[')?;
+    let (index, count) = rest.split_once('/')?;
+    let numbers = index.parse::<u32>().is_ok() && count.parse::<u32>().is_ok();
+    numbers.then_some(group)
+}
+
 /// Asks for `action` on `projection`; unless `no_wait`, follows it to its end (for a rebuild:
 /// until the replay has caught up) and prints what came of it.
 pub(crate) async fn request<C: ProjectionControl>(
@@ -189,6 +230,9 @@ pub(crate) async fn request<C: ProjectionControl>(
     no_wait: bool,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
+    if matches!(action, ControlAction::Rebuild) {
+        refuse_partitions(control, projection).await?;
+    }
     let summary = registered(control, projection).await?;
     let id = control.request(projection, action).await?;
     let what = match action {
@@ -366,6 +410,15 @@ mod tests {
             interval: Duration::from_secs(1),
             reported_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000 - age),
         }
+    }
+
+    #[test]
+    fn a_partition_is_named_by_its_projection_index_and_count() {
+        assert_eq!(partition_of("balances[1/4]"), Some("balances"));
+        assert_eq!(partition_of("bank@v2[0/2]"), Some("bank@v2"));
+        assert_eq!(partition_of("balances"), None);
+        assert_eq!(partition_of("odd[name]"), None);
+        assert_eq!(partition_of("odd[1/x]"), None);
     }
 
     #[test]

@@ -32,6 +32,17 @@ pub(crate) enum CliError {
         projection: String,
         registered: Vec<String>,
     },
+    #[error(
+        "{projection} runs as partitions ({}), and a partition cannot be rebuilt alone (its reset \
+         would empty every partition's read model): build a new version beside the live one and \
+         switch to it once caught up (BlueGreen; `decider version {projection}` shows the active \
+         one), or stop every runner of it and call PartitionedRunner::rebuild",
+        partitions.join(", ")
+    )]
+    Partitioned {
+        projection: String,
+        partitions: Vec<String>,
+    },
     #[error("request {id} failed in runner {runner}: {error}")]
     RequestFailed {
         id: u64,

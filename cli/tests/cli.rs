@@ -630,3 +630,69 @@ async fn version_and_switch_show_and_set_the_version_readers_read() {
         failure(&decider(&url, None, &["switch", "balances", "0"])).contains("versions start at 1")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_projection_is_not_rebuilt_partition_by_partition() {
+    use decider_core::projection::{ClaimOptions, PartitionedRunner};
+
+    let store = postgres("partitioned").await;
+    seed(&store).await;
+    let tally = Arc::new(Tally::default());
+    let runner = PartitionedRunner::new(
+        store.clone(),
+        Projection::new("parts"),
+        2,
+        CheckpointedSink::new(tally.clone(), store.checkpoints(), store.dead_letters()),
+    )
+    .unwrap()
+    .with_options(RunnerOptions {
+        status_interval: Duration::from_millis(100),
+        ..RunnerOptions::default()
+    })
+    .with_claims(ClaimOptions {
+        limit: 2,
+        claim_interval: Duration::from_millis(50),
+    })
+    .with_lease(store.leases().unwrap())
+    .with_control(store.control());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        runner
+            .run(async {
+                stopped.await.ok();
+            })
+            .await
+    });
+    let control = store.control();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while control
+            .reports()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.state == ReportedState::Live)
+            .count()
+            < 2
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("both partitions did not report themselves live");
+    for name in ["parts", "parts[1/2]"] {
+        let refused = failure(&decider_beside(&store, &["rebuild", name]).await);
+        assert!(
+            refused.contains("parts runs as partitions (parts[0/2], parts[1/2])")
+                && refused.contains("a partition cannot be rebuilt alone"),
+            "{name}: {refused}"
+        );
+    }
+    assert_eq!(tally.resets.load(Ordering::SeqCst), 0, "nothing was reset");
+    assert!(
+        control.pending("parts[1/2]").await.unwrap().is_empty(),
+        "no request was stored"
+    );
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    store.drop_schema().await.unwrap();
+}
