@@ -138,11 +138,6 @@ impl PgReadModels {
         })
     }
 
-    /// The version this one writes.
-    pub fn version(&self) -> u32 {
-        self.statements.version
-    }
-
     /// The statements of `version`: this one's, or made for a read of another.
     fn statements(&self, version: u32) -> Arc<Statements> {
         if version == self.statements.version {
