@@ -596,3 +596,49 @@ async fn a_saga_runs_partitioned_in_two_processes_and_sends_each_command_once_in
         "80 orders × 2 items, each reserved once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_of_another_partition_count_refuses_to_run() {
+    let store = MemoryStore::new();
+    fill(&store, 8, 2).await;
+    let (log, checkpoints, leases) = (
+        Arc::new(Log::default()),
+        Arc::new(MemoryCheckpoints::default()),
+        LocalLeases::default(),
+    );
+    let control = Arc::new(MemoryControl::default());
+    let four = process(&store, &log, &checkpoints, &leases, 4).with_control(control.clone());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (ran, ()) = tokio::join!(
+        four.run(async {
+            stopped.await.ok();
+        }),
+        async {
+            until("every event", || log.handled() == 16).await;
+            stop.send(()).unwrap();
+        }
+    );
+    ran.unwrap();
+    assert_eq!(control.partition_count("balances").await.unwrap(), Some(4));
+    // Two partitions of the same projection would be other names, checkpoints and leases: each
+    // would handle every event again.
+    let two = PartitionedRunner::new(
+        store.clone(),
+        Projection::new("balances"),
+        2,
+        CheckpointedSink::new(
+            log.clone(),
+            checkpoints.clone(),
+            MemoryDeadLetters::default(),
+        ),
+    )
+    .unwrap()
+    .with_lease(leases.clone())
+    .with_control(control.clone());
+    let refused = two.run(std::future::pending()).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("runs as 4 partitions"),
+        "{refused}"
+    );
+    assert_eq!(log.handled(), 16, "nothing handled twice");
+}

@@ -197,4 +197,24 @@ impl ProjectionControl for PgControl {
         };
         Ok(!switched.is_empty())
     }
+
+    async fn claim_partition_count(&self, projection: &str, count: u32) -> Result<u32, StoreError> {
+        let wanted = i32::try_from(count)
+            .map_err(|_| StoreError::InvalidInput(format!("{count} partitions are too many")))?;
+        self.query(sql::RECORD_PARTITION_COUNT, &[&projection, &wanted])
+            .await?;
+        self.partition_count(projection).await?.ok_or_else(|| {
+            StoreError::backend(format!(
+                "the partition count of {projection} was not recorded"
+            ))
+        })
+    }
+
+    async fn partition_count(&self, projection: &str) -> Result<Option<u32>, StoreError> {
+        Ok(self
+            .query(sql::PARTITION_COUNT, &[&projection])
+            .await?
+            .first()
+            .map(|row| row.get::<_, i32>(0) as u32))
+    }
 }

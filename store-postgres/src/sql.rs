@@ -436,6 +436,15 @@ CREATE TABLE {schema}.projection_versions (
     switched_at timestamptz NOT NULL DEFAULT now()
 );
 "#,
+    // 6: the partition count of each partitioned projection, recorded by its first runner, so
+    // that runners of another count refuse to run and readers know a version's count.
+    r#"
+CREATE TABLE {schema}.projection_partitions (
+    projection  text PRIMARY KEY,
+    count       integer NOT NULL CHECK (count >= 1),
+    recorded_at timestamptz NOT NULL DEFAULT now()
+);
+"#,
 ];
 
 /// Creates the schema and the table recording applied migrations.
@@ -564,6 +573,15 @@ pub(crate) fn drop_partition_index(count: u32) -> String {
 pub(crate) const PARTITION_INDEX_VALID: &str = "SELECT i.indisvalid FROM pg_index i \
      JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
      WHERE n.nspname = $1 AND c.relname = $2";
+
+/// Records a projection's partition count ($2) unless one is recorded: the first runner's.
+pub(crate) const RECORD_PARTITION_COUNT: &str = "INSERT INTO {schema}.projection_partitions \
+     (projection, count) VALUES ($1, $2) ON CONFLICT (projection) DO NOTHING";
+
+/// The recorded partition count of a projection. (A statement of its own after the insert: in
+/// one statement, a row another transaction committed meanwhile would not be seen.)
+pub(crate) const PARTITION_COUNT: &str =
+    "SELECT count FROM {schema}.projection_partitions WHERE projection = $1";
 
 /// Reads the active version of a read-model group.
 pub(crate) const ACTIVE_VERSION: &str =

@@ -673,10 +673,10 @@ async fn migration_4_upgrades_a_store_of_migration_3_and_indexes_its_tagged_even
     store.migrate().await.unwrap();
     let client = raw_client().await;
     let schema = format!("\"{}\"", store.schema());
-    // Back to migration 3: what migrations 4 and 5 added, removed.
+    // Back to migration 3: what migrations 4 to 6 added, removed.
     client
         .batch_execute(&format!(
-            "DROP TABLE {schema}.projection_versions; \
+            "DROP TABLE {schema}.projection_partitions; DROP TABLE {schema}.projection_versions; \
              ALTER TABLE {schema}.events DROP COLUMN stream_hash; \
              DROP FUNCTION {schema}.append_tagged_events; DROP TABLE {schema}.event_tags; \
              ALTER TABLE {schema}.events DROP COLUMN tags; \
@@ -713,7 +713,7 @@ async fn migration_4_upgrades_a_store_of_migration_3_and_indexes_its_tagged_even
         .await
         .unwrap()
         .get(0);
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
     let q = query(&["era:old"], &[]);
     let found = read(&store, &q, None).await;
     assert_eq!(found.len(), 1);

@@ -264,4 +264,39 @@ impl ProjectionControl for SqliteControl {
             })
             .await?
     }
+
+    async fn claim_partition_count(&self, projection: &str, count: u32) -> Result<u32, StoreError> {
+        let projection = projection.to_owned();
+        self.0
+            .write(move |connection| {
+                // The writer is one connection: the insert and the read are one step.
+                let now = micros_since_epoch(SystemTime::now());
+                connection
+                    .prepare_cached(sql::RECORD_PARTITION_COUNT)
+                    .and_then(|mut statement| statement.execute(params![projection, count, now]))
+                    .and_then(|_| {
+                        connection
+                            .prepare_cached(sql::PARTITION_COUNT)?
+                            .query_row([&projection], |row| row.get(0))
+                    })
+                    .map_err(store_error)
+            })
+            .await?
+    }
+
+    async fn partition_count(&self, projection: &str) -> Result<Option<u32>, StoreError> {
+        let projection = projection.to_owned();
+        self.0
+            .read(move |connection| {
+                connection
+                    .prepare_cached(sql::PARTITION_COUNT)
+                    .and_then(|mut statement| {
+                        statement
+                            .query_row([projection], |row| row.get(0))
+                            .optional()
+                    })
+                    .map_err(store_error)
+            })
+            .await
+    }
 }

@@ -8,7 +8,7 @@ pub(crate) const APPLICATION_ID: i32 = 0x6463_6472;
 
 /// The schema version this code writes and reads. A file with a higher `user_version` was
 /// written by newer code and is refused.
-pub(crate) const SCHEMA_VERSION: u32 = 4;
+pub(crate) const SCHEMA_VERSION: u32 = 5;
 
 /// Migrations, in order: `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`.
 pub(crate) const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
@@ -120,6 +120,15 @@ CREATE TABLE projection_versions (
     switched_at INTEGER NOT NULL
 ) STRICT;
 "#,
+    // 5: the partition count of each partitioned projection, recorded by its first runner (see
+    // `control.rs`).
+    r#"
+CREATE TABLE projection_partitions (
+    projection  TEXT    PRIMARY KEY,
+    count       INTEGER NOT NULL CHECK (count >= 1),
+    recorded_at INTEGER NOT NULL
+) STRICT;
+"#,
 ];
 
 /// Whether the file holds any schema object (someone else's tables, say).
@@ -185,6 +194,12 @@ pub(crate) fn read_all_page() -> String {
          ORDER BY seq LIMIT ?4"
     )
 }
+
+pub(crate) const RECORD_PARTITION_COUNT: &str = "INSERT INTO projection_partitions \
+     (projection, count, recorded_at) VALUES (?1, ?2, ?3) ON CONFLICT (projection) DO NOTHING";
+
+pub(crate) const PARTITION_COUNT: &str =
+    "SELECT count FROM projection_partitions WHERE projection = ?1";
 
 pub(crate) const ACTIVE_VERSION: &str = "SELECT active FROM projection_versions WHERE grp = ?1";
 

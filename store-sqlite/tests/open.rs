@@ -96,7 +96,7 @@ async fn a_schema_newer_than_the_code_is_refused_naming_both_versions() {
         OpenError::SchemaTooNew {
             path: path.clone(),
             found: 99,
-            supported: 4
+            supported: 5
         }
     );
     let message = error.to_string();
@@ -290,12 +290,13 @@ async fn a_file_of_schema_version_1_is_upgraded_on_open_and_keeps_its_events() {
         .await
         .unwrap();
     close(store).await;
-    // What version 1 was: the tables of migrations 2 to 4 did not exist.
+    // What version 1 was: the tables of migrations 2 to 5 did not exist.
     rusqlite::Connection::open(&path)
         .unwrap()
         .execute_batch(
             "DROP TABLE projection_runners; DROP TABLE projection_requests; \
-             DROP TABLE event_tags; DROP TABLE projection_versions; PRAGMA user_version = 1;",
+             DROP TABLE event_tags; DROP TABLE projection_versions; \
+             DROP TABLE projection_partitions; PRAGMA user_version = 1;",
         )
         .unwrap();
 
@@ -320,7 +321,7 @@ async fn a_file_of_schema_version_1_is_upgraded_on_open_and_keeps_its_events() {
         })
         .await
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     assert!(
         store
             .control()
@@ -328,5 +329,10 @@ async fn a_file_of_schema_version_1_is_upgraded_on_open_and_keeps_its_events() {
             .await
             .unwrap(),
         "version 4's table exists after the upgrade"
+    );
+    assert_eq!(
+        store.control().claim_partition_count("p", 2).await.unwrap(),
+        2,
+        "version 5's table exists after the upgrade"
     );
 }

@@ -20,6 +20,33 @@ pub async fn control_contract<C: ProjectionControl>(control: C) {
     a_report_replaces_the_previous_one_of_its_runner(&control).await;
     requests_are_pending_until_completed_once(&control).await;
     versions_switch_by_compare_and_set(&control).await;
+    partition_counts_are_recorded_once(&control).await;
+}
+
+/// The first claim of a projection's partition count records it; later claims, of any count,
+/// answer the recorded one; projections are independent. Racing first claims agree.
+pub async fn partition_counts_are_recorded_once<C: ProjectionControl>(control: &C) {
+    let (projection, other) = (unique("control-parts"), unique("control-parts"));
+    assert_eq!(control.partition_count(&projection).await.unwrap(), None);
+    assert_eq!(
+        control.claim_partition_count(&projection, 4).await.unwrap(),
+        4
+    );
+    assert_eq!(
+        control.claim_partition_count(&projection, 2).await.unwrap(),
+        4
+    );
+    assert_eq!(control.partition_count(&projection).await.unwrap(), Some(4));
+    let racers = (1..=8).map(|count| control.claim_partition_count(&other, count));
+    let answers: Vec<u32> = futures::future::try_join_all(racers).await.unwrap();
+    assert!(
+        answers.windows(2).all(|pair| pair[0] == pair[1]),
+        "every racer is told the one recorded count: {answers:?}"
+    );
+    assert_eq!(
+        control.partition_count(&other).await.unwrap(),
+        Some(answers[0])
+    );
 }
 
 /// The active version of a group is none at first, then what the last winning switch set; a

@@ -299,6 +299,37 @@ pub trait ProjectionControl: Send + Sync + 'static {
         ));
         async { Err(error) }
     }
+
+    /// Records that `projection` runs as `count` partitions, unless a count is recorded for it
+    /// already; answers the recorded count. Every runner of a partitioned projection must use
+    /// one count: partitions of two counts are different projections to the store (other
+    /// names, checkpoints and leases), so both would handle every event. A
+    /// [`PartitionedRunner`](crate::projection::PartitionedRunner) claims its count before it
+    /// runs and refuses another. Durable and shared, like the versions.
+    ///
+    /// The default records nothing: it answers `count` (nothing to compare with).
+    fn claim_partition_count(
+        &self,
+        projection: &str,
+        count: u32,
+    ) -> impl Future<Output = Result<u32, StoreError>> + Send {
+        let _ = projection;
+        async move { Ok(count) }
+    }
+
+    /// The partition count recorded for `projection` by
+    /// [`claim_partition_count`](ProjectionControl::claim_partition_count), if any: what a
+    /// reader that waits on the partition of a stream needs to know (a version built by other
+    /// processes may have another count than this one's).
+    ///
+    /// The default records nothing: it answers `None`.
+    fn partition_count(
+        &self,
+        projection: &str,
+    ) -> impl Future<Output = Result<Option<u32>, StoreError>> + Send {
+        let _ = projection;
+        async { Ok(None) }
+    }
 }
 
 /// No control plane: what a runner without [`with_control`](crate::projection::ProjectionRunner::with_control)
@@ -343,6 +374,7 @@ struct MemoryControlState {
     reports: HashMap<(String, String), RunnerReport>,
     requests: Vec<ControlRequest>,
     versions: HashMap<String, String>,
+    partition_counts: HashMap<String, u32>,
 }
 
 impl MemoryControl {
@@ -429,6 +461,18 @@ impl ProjectionControl for MemoryControl {
         state.versions.insert(group.to_owned(), to.to_owned());
         Ok(true)
     }
+
+    async fn claim_partition_count(&self, projection: &str, count: u32) -> Result<u32, StoreError> {
+        Ok(*self
+            .lock()
+            .partition_counts
+            .entry(projection.to_owned())
+            .or_insert(count))
+    }
+
+    async fn partition_count(&self, projection: &str) -> Result<Option<u32>, StoreError> {
+        Ok(self.lock().partition_counts.get(projection).copied())
+    }
 }
 
 impl<T: ProjectionControl> ProjectionControl for Arc<T> {
@@ -478,6 +522,19 @@ impl<T: ProjectionControl> ProjectionControl for Arc<T> {
         to: &str,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         (**self).switch_version(group, from, to)
+    }
+    fn claim_partition_count(
+        &self,
+        projection: &str,
+        count: u32,
+    ) -> impl Future<Output = Result<u32, StoreError>> + Send {
+        (**self).claim_partition_count(projection, count)
+    }
+    fn partition_count(
+        &self,
+        projection: &str,
+    ) -> impl Future<Output = Result<Option<u32>, StoreError>> + Send {
+        (**self).partition_count(projection)
     }
 }
 

@@ -289,9 +289,57 @@ where
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ProjectionError> {
         let shutdown = shutdown.shared();
+        if !self.claim_count(shutdown.clone()).await? {
+            return Ok(());
+        }
         let slots = self.claims.limit.clamp(1, self.runners.len());
         try_join_all((0..slots).map(|slot| self.run_slot(slot, shutdown.clone()))).await?;
         Ok(())
+    }
+
+    /// Records this runner's partition count for the projection in the control plane, or
+    /// checks it against the one recorded (faults are retried with backoff): `false` if shut
+    /// down meanwhile, an error if another count is recorded.
+    async fn claim_count(
+        &self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<bool, ProjectionError> {
+        let runner = &self.runners[0];
+        let name = self.projection.name();
+        let mut shutdown = pin!(shutdown);
+        let mut faults = Faults::default();
+        loop {
+            let claimed = tokio::select! {
+                claimed = runner.control().claim_partition_count(name, self.count) => claimed,
+                () = shutdown.as_mut() => return Ok(false),
+            };
+            let pause = match claimed {
+                Ok(count) if count == self.count => return Ok(true),
+                Ok(recorded) => {
+                    return Err(ProjectionError::Fatal {
+                        projection: name.to_owned(),
+                        reason: format!(
+                            "{name} runs as {recorded} partitions (recorded by the control plane), \
+                             and this runner has {}: every runner of a projection must use one \
+                             count, or two sets of partitions would each handle every event; a \
+                             new count is a new version of the read model (BlueGreen)",
+                            self.count
+                        ),
+                    });
+                }
+                Err(error) if error.is_retryable() => {
+                    tracing::warn!(projection = name, %error, "cannot record the partition count");
+                    faults.record(format!("cannot record the partition count: {error}"));
+                    let options = runner.options();
+                    faults.backoff(options.retry_base, options.retry_max)
+                }
+                Err(error) => return Err(runner.store_error(error)),
+            };
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = shutdown.as_mut() => return Ok(false),
+            }
+        }
     }
 
     /// One partition at a time: claims a free one, runs it until a fault, claims again.

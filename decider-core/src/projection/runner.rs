@@ -281,6 +281,10 @@ impl<S, K, L, C> ProjectionRunner<S, K, L, C> {
         &self.lease
     }
 
+    pub(super) fn control(&self) -> &C {
+        &self.control
+    }
+
     /// A partition given up after a fault, not taken back by this process: its status shows it
     /// waiting for its lease here (another process may hold it now), no longer the fault.
     pub(super) fn fault_passed(&self) {
