@@ -42,6 +42,7 @@ mod dcb;
 mod error;
 mod json;
 mod live;
+mod partition_index;
 mod projection;
 mod reads;
 mod snapshots;
@@ -115,8 +116,8 @@ struct Shared {
     projection_queries: ProjectionQueries,
     options: PostgresOptions,
     live: Live,
-    /// The page query of each partition count whose index exists (see `reads.rs`).
-    partition_pages: std::sync::Mutex<std::collections::HashMap<u32, String>>,
+    /// The page queries of the partition counts read so far, and their indexes.
+    partition_pages: partition_index::PartitionPages,
 }
 
 /// The statements, with the schema filled in.
@@ -223,7 +224,7 @@ impl PostgresStore {
                 projection_queries: ProjectionQueries::new(&quoted),
                 options,
                 live,
-                partition_pages: std::sync::Mutex::default(),
+                partition_pages: partition_index::PartitionPages::default(),
             }),
         })
     }

@@ -11,6 +11,7 @@ use decider_core::projection::{
 };
 use decider_core::{Position, RecordedEvent, StoreError, StreamId};
 use tokio::sync::watch;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
@@ -326,11 +327,22 @@ impl PgLeases {
 impl Lease for PgLeases {
     async fn acquire(&self, projection: &str) -> Result<LeaseGuard, StoreError> {
         let (client, lost) = self.lease_connection(projection).await?;
-        // Waits (server-side) while another connection holds the lock.
+        // Waited for server-side (so that the lock goes to a waiter the moment it is free), a
+        // second at a time: `CREATE INDEX CONCURRENTLY` (the partition indexes) waits for every
+        // running statement, and one waiting for as long as the holder lives would hold the
+        // build up for good.
         client
-            .execute(sql::ACQUIRE_LEASE, &[&self.key(projection)])
+            .batch_execute(sql::LEASE_WAIT)
             .await
             .map_err(from_pg)?;
+        let key = self.key(projection);
+        loop {
+            match client.execute(sql::ACQUIRE_LEASE, &[&key]).await {
+                Ok(_) => break,
+                Err(error) if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {}
+                Err(error) => return Err(from_pg(error)),
+            }
+        }
         tracing::info!(projection, "lease acquired");
         Ok(LeaseGuard::new(lost, client))
     }

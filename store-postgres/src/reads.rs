@@ -17,9 +17,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use crate::PostgresStore;
-use crate::error::{from_pg, from_pool};
 use crate::json::ReceivedJson;
-use crate::sql;
 
 /// The first live poll interval after activity; doubles while nothing arrives.
 const MIN_POLL_INTERVAL: Duration = Duration::from_millis(1);
@@ -61,7 +59,7 @@ impl PostgresStore {
                 )
                 .await;
         };
-        let query = self.partition_page(partition.count()).await;
+        let query = self.partition_page(partition.count());
         let index = i64::from(partition.index());
         self.page(
             &query,
@@ -75,109 +73,6 @@ impl PostgresStore {
             ],
         )
         .await
-    }
-
-    /// The page query of a partition of `count`, once the index that serves it exists: built
-    /// the first time a reader of this store reads by that count, by one process at a time
-    /// (the others read on meanwhile). Until the index is built the query is the same, and
-    /// right, only slower; a failed build is logged, and it and a build by another process
-    /// are looked at again at the next page.
-    async fn partition_page(&self, count: u32) -> String {
-        let cached = self
-            .shared
-            .partition_pages
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(&count)
-            .cloned();
-        if let Some(query) = cached {
-            return query;
-        }
-        let quoted = format!("\"{}\"", self.shared.schema);
-        let query = sql::in_schema(&sql::read_partition_page(count), &quoted);
-        match self.build_partition_index(count, &quoted).await {
-            Ok(true) => {
-                self.shared
-                    .partition_pages
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .insert(count, query.clone());
-            }
-            Ok(false) => {
-                tracing::debug!(count, "another process builds the index of partitions");
-            }
-            Err(error) => {
-                tracing::warn!(count, %error, "cannot build the index of partitions; reading without it");
-            }
-        }
-        query
-    }
-
-    /// Builds the index of `count` partitions if it is missing, under the build lock; `false`
-    /// if another process holds the lock (it is building one).
-    async fn build_partition_index(&self, count: u32, quoted: &str) -> Result<bool, StoreError> {
-        let client = self.shared.pool.get().await.map_err(from_pool)?;
-        let schema = &self.shared.schema;
-        let locked: bool = client
-            .query_one(sql::TRY_LOCK_PARTITION_INDEX, &[schema])
-            .await
-            .map_err(from_pg)?
-            .get(0);
-        if !locked {
-            return Ok(false);
-        }
-        let built = self.build_locked(&client, count, quoted).await;
-        // The connection goes back to the pool: the lock must not go with it. (If the
-        // connection is broken, its session and lock are gone already.)
-        if let Err(error) = client
-            .query_one(sql::UNLOCK_PARTITION_INDEX, &[schema])
-            .await
-        {
-            tracing::debug!(%error, "cannot unlock the index build; the session ends with it");
-        }
-        built.map(|()| true)
-    }
-
-    async fn build_locked(
-        &self,
-        client: &deadpool_postgres::Client,
-        count: u32,
-        quoted: &str,
-    ) -> Result<(), StoreError> {
-        let name = format!("events_partitions_{count}");
-        let valid = client
-            .query_opt(sql::PARTITION_INDEX_VALID, &[&self.shared.schema, &name])
-            .await
-            .map_err(from_pg)?
-            .map(|row| row.get::<_, bool>(0));
-        if valid == Some(true) {
-            return Ok(());
-        }
-        if valid == Some(false) {
-            // Every build holds the lock, so an invalid index under it is an interrupted
-            // build's (a killed process, a lost connection): it would never be used.
-            tracing::warn!(
-                index = name,
-                "dropping an interrupted build of the index of partitions"
-            );
-            client
-                .batch_execute(&sql::in_schema(&sql::drop_partition_index(count), quoted))
-                .await
-                .map_err(from_pg)?;
-        }
-        client
-            .batch_execute(&sql::in_schema(&sql::partition_index(count), quoted))
-            .await
-            .map_err(from_pg)?;
-        // Statistics of the new index's expression: without them the planner takes a
-        // partition for a few rows and reads it by a bitmap scan and a sort, every page, which
-        // costs the whole partition per page (measured: 27k events/s instead of an ordered
-        // index scan's hundreds of thousands).
-        client
-            .batch_execute(&format!("ANALYZE {quoted}.events"))
-            .await
-            .map_err(from_pg)?;
-        Ok(())
     }
 }
 

@@ -778,7 +778,11 @@ pub(crate) const COMPLETE_REQUEST: &str = "UPDATE {schema}.projection_requests \
      SET done_at = now(), done_by = $2, succeeded = $3, result = $4 \
      WHERE id = $1 AND done_at IS NULL";
 
-/// Blocks until this session holds the lease `$1` (`<schema>:<projection>`).
+/// How long one wait for a lease lasts before it is started again (see `PgLeases::acquire`).
+pub(crate) const LEASE_WAIT: &str = "SET lock_timeout = '1s'";
+
+/// Blocks until this session holds the lease `$1` (`<schema>:<projection>`), or `LEASE_WAIT`
+/// has passed (`lock_not_available`).
 pub(crate) const ACQUIRE_LEASE: &str =
     "SELECT pg_advisory_lock(hashtextextended('decider-lease:' || $1, 0))";
 

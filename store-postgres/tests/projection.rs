@@ -375,8 +375,9 @@ async fn when_the_active_runner_loses_its_connection_the_other_takes_over_exactl
     let monitor = raw_client().await;
     let killed: i64 = monitor
         .query_one(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE application_name LIKE $1 AND wait_event_type IS DISTINCT FROM 'Lock'",
+            "SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity a \
+             WHERE a.application_name LIKE $1 AND EXISTS (SELECT 1 FROM pg_locks l \
+               WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted)",
             // PostgreSQL keeps 63 bytes of a name: the projection's is cut off here.
             &[&format!("decider:{}:lease:%", store.schema())],
         )
@@ -806,7 +807,8 @@ async fn a_partitions_page_is_an_index_scan_and_the_hash_is_the_rust_one() {
             "{id}"
         );
     }
-    // The first read of a partition of 4 builds the index.
+    // The first read of a partition of 4 starts building the index, in the background: the
+    // read does not wait for it.
     let partition = decider_core::projection::Partition::new(1, 4).unwrap();
     let filter = EventFilter::all().with_partition(partition);
     let read: Vec<RecordedEvent> =
@@ -814,6 +816,10 @@ async fn a_partitions_page_is_an_index_scan_and_the_hash_is_the_rust_one() {
             .await
             .unwrap();
     assert!(read.iter().all(|e| partition.contains(&e.stream)));
+    until_async("the index built", || async {
+        partition_index(&store, 4).await == Some(true)
+    })
+    .await;
     client
         .batch_execute(&format!("ANALYZE \"{schema}\".events"))
         .await
@@ -891,7 +897,7 @@ async fn processes_reading_partitions_at_once_build_one_valid_index_and_repair_a
         stores.push(store);
     }
     let reads = stores.iter().enumerate().map(|(n, store)| async move {
-        for round in 0..20u32 {
+        for round in 0..200u32 {
             for count in [3, 5] {
                 let partition =
                     decider_core::projection::Partition::new((n as u32 + round) % count, count)
@@ -915,4 +921,34 @@ async fn processes_reading_partitions_at_once_build_one_valid_index_and_repair_a
     assert_eq!(partition_index(&first, 3).await, Some(true), "repaired");
     assert_eq!(partition_index(&first, 5).await, Some(true), "built once");
     drop_store(first).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_waiting_for_a_lease_does_not_hold_up_the_partition_index() {
+    use decider_core::projection::Lease;
+
+    let store = fresh_store().await;
+    fill(&store, "acct", 20, 2, "Deposited").await;
+    let leases = store.leases().unwrap();
+    let held = leases.acquire("busy").await.unwrap();
+    // A standby waits for the lease, as long as the holder lives.
+    let standby = {
+        let leases = store.leases().unwrap();
+        tokio::spawn(async move { leases.acquire("busy").await.map(drop) })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // `CREATE INDEX CONCURRENTLY` waits for every running statement: a lease waited for
+    // server-side would keep it waiting for good.
+    tokio::time::timeout(WAIT, store.ensure_partition_index(3))
+        .await
+        .expect("the index build waited for the standby")
+        .unwrap();
+    assert_eq!(partition_index(&store, 3).await, Some(true));
+    drop(held);
+    tokio::time::timeout(WAIT, standby)
+        .await
+        .expect("the standby took the lease once it was free")
+        .unwrap()
+        .unwrap();
+    drop_store(store).await;
 }

@@ -13,7 +13,7 @@ use decider_core::projection::{
     BlueGreen, CheckpointedSink, ClaimOptions, Lease, MemoryCheckpoints, MemoryDeadLetters,
     PartitionedRunner, PoisonPolicy, ProcessHandler, Projection, ProjectionControl,
     ProjectionError, ProjectionRunner, ProjectionStatus, RunnerOptions, Sink, SinkError,
-    StatusHandle, version_name,
+    StatusHandle, version_name, version_number,
 };
 use decider_core::{
     Codec, CommandError, CommandHandler, CommandOutcome, Decider, Direction, EventFilter,
@@ -272,6 +272,8 @@ pub struct Bank<S: EventStore, R> {
     /// active version that holds the account's stream.
     accounts_projection: Projection,
     partitions: u32,
+    /// The partition counts of versions, once recorded (a version's count never changes).
+    partition_counts: std::sync::Mutex<std::collections::HashMap<u32, u32>>,
 }
 
 impl<S: EventStore + Clone, R: ReadModels> Bank<S, R> {
@@ -494,7 +496,7 @@ impl<S: EventStore + Clone, R: ReadModels> Bank<S, R> {
         };
         let partition = Projection::new(version_name(PROJECTION, version))
             .with_filter(self.accounts_projection.filter().clone())
-            .partition_for(&id.stream(), self.partitions)
+            .partition_for(&id.stream(), self.partition_count(version).await?)
             .map_err(|error| BankError::Internal(error.to_string()))?;
         let started = Instant::now();
         let mut pause = Duration::from_millis(1);
@@ -509,6 +511,28 @@ impl<S: EventStore + Clone, R: ReadModels> Bank<S, R> {
             pause = (pause * 2).min(Duration::from_millis(20));
         }
         Ok(())
+    }
+
+    /// `version`'s partition count, as its runners recorded it (kept once known); this
+    /// process's own until one is recorded.
+    async fn partition_count(&self, version: u32) -> Result<u32, BankError> {
+        let cached = self
+            .partition_counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&version)
+            .copied();
+        if let Some(count) = cached {
+            return Ok(count);
+        }
+        let Some(recorded) = self.read_models.partition_count(version).await? else {
+            return Ok(self.partitions);
+        };
+        self.partition_counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(version, recorded);
+        Ok(recorded)
     }
 
     /// The status of the bank's projections.
@@ -547,15 +571,15 @@ pub struct Running<S: EventStore, R> {
 
 impl<S: EventStore + Clone, R: ReadModels> Running<S, R> {
     /// Starts the projections of a bank over `store`: the read models, each version of `builds`
-    /// into its sink (as `read_side.partitions` partitions, claimed with the other processes of
-    /// the bank; the version `read_side.version` switched to once caught up), and the transfer
+    /// into its sink (as its count of partitions, claimed with the other processes of the bank;
+    /// the version `read_side.version` switched to once caught up), and the transfer
     /// process with `process_checkpoints`, each leased with `lease` and reporting to (and
     /// taking operators' requests from) `control`, which also keeps the active version.
     #[allow(clippy::too_many_arguments, reason = "the one place that wires a bank")]
     fn start<K1, K2, L, C>(
         store: S,
         read_models: R,
-        builds: Vec<(u32, K1)>,
+        builds: Vec<(u32, u32, K1)>,
         process_sink: impl FnOnce(TransferProcessHandler<S>) -> K2,
         lease: L,
         control: C,
@@ -596,11 +620,11 @@ impl<S: EventStore + Clone, R: ReadModels> Running<S, R> {
             .with_filter(EventFilter::all().with_categories(["account"]));
         let versions = BlueGreen::new(PROJECTION, control.clone());
         let mut read_sides = Vec::with_capacity(builds.len());
-        for (version, sink) in builds {
+        for (version, partitions, sink) in builds {
             let runner = PartitionedRunner::new(
                 store.clone(),
                 versions.projection(&accounts_projection, version),
-                read_side.partitions,
+                partitions,
                 Arc::new(sink),
             )
             .map_err(|error| StoreError::InvalidInput(format!("accounts partitions: {error}")))?
@@ -651,6 +675,7 @@ impl<S: EventStore + Clone, R: ReadModels> Running<S, R> {
             projections,
             accounts_projection,
             partitions: read_side.partitions,
+            partition_counts: Default::default(),
         });
         let mut runners = vec![spawn(process, stopped.clone())];
         for (version, runner) in read_sides {
@@ -751,7 +776,9 @@ where
         };
         tokio::select! {
             switched = versions.switch_when_caught_up(&store, &sink, &partitions, version, drop_old) => {
-                switched.map(|_| ())
+                switched.map(|_| ()).inspect_err(|error| {
+                    tracing::error!(version, %error, "the switch to this version of the accounts read model failed");
+                })
             }
             _ = stopped.wait_for(|stop| *stop) => Ok(()),
         }
@@ -790,6 +817,7 @@ pub fn in_memory_on<S: EventStore + Clone>(store: S) -> Running<S, MemoryReadMod
         store,
         read_models.clone(),
         vec![(
+            1,
             1,
             CheckpointedSink::new(
                 read_models,
@@ -844,11 +872,12 @@ pub async fn on_postgres_store(
     read_side: ReadSide,
 ) -> Result<Running<PostgresStore, PgReadModels>, StoreError> {
     store.migrate().await?;
-    let active = BlueGreen::new(PROJECTION, store.control()).active().await?;
+    let (active, plan) = plan(&store.control(), read_side).await?;
     let mut builds = Vec::new();
-    for version in versions_to_build(active, valid(read_side)?.version) {
+    for (version, partitions) in plan {
         let models = PgReadModels::new(store.clone(), version).await?;
-        builds.push((version, PgTransactionalSink::new(store.clone(), models)));
+        let sink = PgTransactionalSink::new(store.clone(), models);
+        builds.push((version, partitions, sink));
     }
     // Readers read whichever version is active; these models' own version is the latest there
     // is (its tables exist or are being built).
@@ -889,11 +918,12 @@ pub async fn on_sqlite_store(
     store: SqliteStore,
     read_side: ReadSide,
 ) -> Result<Running<SqliteStore, SqliteReadModels>, StoreError> {
-    let active = BlueGreen::new(PROJECTION, store.control()).active().await?;
+    let (active, plan) = plan(&store.control(), read_side).await?;
     let mut builds = Vec::new();
-    for version in versions_to_build(active, valid(read_side)?.version) {
+    for (version, partitions) in plan {
         let models = SqliteReadModels::new(store.clone(), version).await?;
-        builds.push((version, SqliteTransactionalSink::new(store.clone(), models)));
+        let sink = SqliteTransactionalSink::new(store.clone(), models);
+        builds.push((version, partitions, sink));
     }
     let read_models = SqliteReadModels::new(store.clone(), active.max(read_side.version)).await?;
     Running::start(
@@ -907,15 +937,47 @@ pub async fn on_sqlite_store(
     )
 }
 
-/// `read_side`, if its version is one (versions count from 1).
+/// The active version, and the versions this process builds ([`versions_to_build`]), each
+/// with its partition count: ours with `read_side`'s, recorded in `control` (refused if the
+/// version runs with another count), an older one with the count recorded for it (so that this
+/// process's partitions are the same as the other processes' ones).
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
-fn valid(read_side: ReadSide) -> Result<ReadSide, StoreError> {
+async fn plan(
+    control: &impl ProjectionControl,
+    read_side: ReadSide,
+) -> Result<(u32, Vec<(u32, u32)>), StoreError> {
     if read_side.version == 0 {
         return Err(StoreError::InvalidInput(
             "accounts version 0: versions count from 1".to_owned(),
         ));
     }
-    Ok(read_side)
+    let active = version_number(control.active_version(PROJECTION).await?.as_deref())?;
+    let mut builds = Vec::new();
+    for version in versions_to_build(active, read_side.version) {
+        let name = version_name(PROJECTION, version);
+        let partitions = if version == read_side.version {
+            let recorded = control
+                .claim_partition_count(&name, read_side.partitions)
+                .await?;
+            if recorded != read_side.partitions {
+                return Err(StoreError::InvalidInput(format!(
+                    "version {version} of the accounts read model runs as {recorded} partitions, \
+                     not {}: every process of a version uses its count (--accounts-partitions \
+                     {recorded}); a new count is a new version (--accounts-version {})",
+                    read_side.partitions,
+                    version + 1
+                )));
+            }
+            recorded
+        } else {
+            control
+                .partition_count(&name)
+                .await?
+                .unwrap_or(read_side.partitions)
+        };
+        builds.push((version, partitions));
+    }
+    Ok((active, builds))
 }
 
 #[cfg(all(test, any(feature = "postgres", feature = "sqlite")))]

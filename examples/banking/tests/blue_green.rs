@@ -147,9 +147,9 @@ async fn a_rebuild_into_version_2_under_traffic_on_sqlite_never_shows_a_half_bui
 /// readers; starts a process of version 2 beside it; checks every read, the switch, the drop
 /// of version 1, and the balances at the end. Returns what happened, for the log.
 async fn rebuild_under_traffic(store: &impl Database, store_args: &[&str]) -> String {
-    let mut common = store_args.to_vec();
-    common.extend(["--accounts-partitions", "2"]);
-    let blue = Arc::new(Server::spawn(&common));
+    let mut blue_args = store_args.to_vec();
+    blue_args.extend(["--accounts-partitions", "2"]);
+    let blue = Arc::new(Server::spawn(&blue_args));
 
     let mut accounts = Vec::new();
     for n in 0..ACCOUNTS {
@@ -218,8 +218,11 @@ async fn rebuild_under_traffic(store: &impl Database, store_args: &[&str]) -> St
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // The second process builds version 2 beside version 1, then switches.
-    let mut green_args = common.to_vec();
-    green_args.extend(["--accounts-version", "2"]);
+    // Version 2 with another partition count: it builds version 1 with version 1's count (2,
+    // as recorded), its own with 3; after the switch the first process waits on version 2's
+    // partitions by version 2's count.
+    let mut green_args = store_args.to_vec();
+    green_args.extend(["--accounts-version", "2", "--accounts-partitions", "3"]);
     let started = Instant::now();
     let green = Arc::new(Server::spawn(&green_args));
     readers.push(tokio::spawn(read_until(
@@ -256,6 +259,27 @@ async fn rebuild_under_traffic(store: &impl Database, store_args: &[&str]) -> St
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(store.has_table("banking_accounts_v2").await);
+    // A process of version 2 with yet another count is refused at start: its partitions and
+    // the others' would each project every event.
+    let wrong: Vec<String> = ["serve", "--listen", "127.0.0.1:0"]
+        .iter()
+        .chain(store_args)
+        .chain(&["--accounts-version", "2", "--accounts-partitions", "4"])
+        .map(|arg| (*arg).to_owned())
+        .collect();
+    let refused = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_banking"))
+            .args(&wrong)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("runs as 3 partitions, not 4"),
+        "{stderr}"
+    );
     // Traffic and reads go on a while on version 2 alone.
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::SeqCst);

@@ -96,6 +96,11 @@ impl ReadModels for MemoryReadModels {
         }))
     }
 
+    /// `None`: one process builds these, with its own count.
+    async fn partition_count(&self, _version: u32) -> Result<Option<u32>, StoreError> {
+        Ok(None)
+    }
+
     async fn drop_version(&self, version: u32) -> Result<(), StoreError> {
         only_version_1(version)
     }

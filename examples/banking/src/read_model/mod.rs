@@ -325,6 +325,13 @@ pub trait ReadModels: Send + Sync + 'static {
         id: AccountId,
     ) -> impl Future<Output = Result<Option<Statement>, StoreError>> + Send;
 
+    /// The partition count `version` is built with, as its runners recorded it (`None` before
+    /// any did): where a read-your-writes wait finds the partition of an account.
+    fn partition_count(
+        &self,
+        version: u32,
+    ) -> impl Future<Output = Result<Option<u32>, StoreError>> + Send;
+
     /// Drops `version`'s tables: the hook a rebuild calls once readers have left it.
     fn drop_version(&self, version: u32) -> impl Future<Output = Result<(), StoreError>> + Send;
 

@@ -5,7 +5,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use decider_core::projection::{BlueGreen, CheckpointStore, SinkError};
+use decider_core::projection::{
+    BlueGreen, CheckpointStore, ProjectionControl, SinkError, version_name,
+};
 use decider_core::{Position, RecordedEvent, StoreError};
 use decider_store_postgres::{
     PgCheckpoints, PgControl, PostgresStore, TransactionalHandler, handle_error, pool_error,
@@ -300,6 +302,11 @@ impl ReadModels for PgReadModels {
         let entries = rows.iter().map(ledger_entry).collect::<Result<_, _>>()?;
         transaction.commit().await.map_err(store_error)?;
         Ok(Some(Statement { account, entries }))
+    }
+
+    async fn partition_count(&self, version: u32) -> Result<Option<u32>, StoreError> {
+        let name = version_name(PROJECTION, version);
+        self.store.control().partition_count(&name).await
     }
 
     async fn drop_version(&self, version: u32) -> Result<(), StoreError> {

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
-use decider_core::projection::{BlueGreen, CheckpointStore, SinkError};
+use decider_core::projection::{
+    BlueGreen, CheckpointStore, ProjectionControl, SinkError, version_name,
+};
 use decider_core::{Position, RecordedEvent, StoreError};
 use decider_store_sqlite::{
     SqliteControl, SqliteStore, SqliteTransactionalHandler, handle_error, store_error,
@@ -276,6 +278,11 @@ impl ReadModels for SqliteReadModels {
                 Ok(Some(Statement { account, entries }))
             })
             .await
+    }
+
+    async fn partition_count(&self, version: u32) -> Result<Option<u32>, StoreError> {
+        let name = version_name(PROJECTION, version);
+        self.store.control().partition_count(&name).await
     }
 
     async fn drop_version(&self, version: u32) -> Result<(), StoreError> {
