@@ -13,7 +13,7 @@ use decider_core::projection::{
     BlueGreen, CheckpointedSink, ClaimOptions, Lease, MemoryCheckpoints, MemoryDeadLetters,
     PartitionedRunner, PoisonPolicy, ProcessHandler, Projection, ProjectionControl,
     ProjectionError, ProjectionRunner, ProjectionStatus, RunnerOptions, Sink, SinkError,
-    StatusHandle, version_name, version_number,
+    StatusHandle, version_name,
 };
 use decider_core::{
     Codec, CommandError, CommandHandler, CommandOutcome, Decider, Direction, EventFilter,
@@ -951,7 +951,9 @@ async fn plan(
             "accounts version 0: versions count from 1".to_owned(),
         ));
     }
-    let active = version_number(control.active_version(PROJECTION).await?.as_deref())?;
+    let active = decider_core::projection::version_number(
+        control.active_version(PROJECTION).await?.as_deref(),
+    )?;
     let mut builds = Vec::new();
     for version in versions_to_build(active, read_side.version) {
         let name = version_name(PROJECTION, version);
